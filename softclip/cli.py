@@ -1,0 +1,199 @@
+"""The ``softclip`` command line. The only module that reads argv.
+
+Every subcommand is a function registered in ``COMMANDS`` together with its argument set-up, so the parser,
+the help text and the tests are driven by one table. ``main(argv)`` returns the exit code and is callable from
+pytest: 0 success, 1 a runtime failure (bad data, diverged run), 2 a usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from softclip.config import ConfigError, load_config
+
+DEFAULT_CONFIG = "ablations/base.yaml"
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    add_args: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, add_args: Callable[[argparse.ArgumentParser], None]):
+    """Register a subcommand ``name``; raises on duplicates."""
+
+    def deco(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        if name in COMMANDS:
+            raise KeyError(f"command {name!r} registered twice")
+        COMMANDS[name] = Command(help, add_args, fn)
+        return fn
+
+    return deco
+
+
+def _config_args(p: argparse.ArgumentParser, config_required: bool = True) -> None:
+    if config_required:
+        p.add_argument("config", help="YAML config, e.g. ablations/base.yaml")
+    p.add_argument("--profile", default=None, help="profile inside the config: smoke, quick or paper")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. loss.beta=0.5")
+
+
+# ------------------------------------------------------------------------------------------- commands
+
+
+def _add_config_show(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+
+
+@command("config", "validate a config and print it fully resolved", _add_config_show)
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    cfg = load_config(args.config, args.overrides, profile=args.profile)
+    if args.json:
+        print(json.dumps(cfg.to_dict(), indent=2))
+    else:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["synth"], help="synth: generate the SynthScenes benchmark")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--config", default=None, help=f"config whose data.synth is used (default {DEFAULT_CONFIG})")
+    p.add_argument("--seed", type=int, default=None, help="generator seed (default: the config's seed)")
+    p.add_argument("--workers", type=int, default=1, help="processes used to draw and encode images")
+    p.add_argument("--force", action="store_true", help="regenerate even if the folder is up to date")
+    _config_args(p, config_required=False)
+
+
+@command("data", "generate the built-in synthetic benchmark in the real formats", _add_data)
+def cmd_data(args: argparse.Namespace) -> int:
+    from softclip.data.synth import generate
+
+    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+    cfg = load_config(path, args.overrides, profile=args.profile)
+    seed = cfg.seed if args.seed is None else args.seed
+    card = generate(args.out, cfg.data.synth, seed=seed, workers=args.workers, force=args.force)
+    counts = card.get("counts", {})
+    print(f"SynthScenes written to {args.out} (seed {seed}): " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return 0
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument("--run-dir", default=None, help="run folder (default: OUTPUT_DIR/NAME from the config)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir")
+
+
+@command("train", "train one model (resumes automatically from the run folder's last checkpoint)", _add_train)
+def cmd_train(args: argparse.Namespace) -> int:
+    from softclip.train import train
+
+    cfg = load_config(args.config, args.overrides, profile=args.profile)
+    run_dir = train(cfg, run_dir=args.run_dir, overwrite=args.overwrite)
+    print(f"run finished: {run_dir}")
+    return 0
+
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", help="run folder or checkpoint file")
+    p.add_argument("--suite", default="eval/synthetic.yaml", help="evaluation suite YAML")
+    p.add_argument("--force", action="store_true", help="recompute results that already exist")
+
+
+@command("eval", "evaluate a run or checkpoint on a suite; one result JSON per benchmark", _add_eval)
+def cmd_eval(args: argparse.Namespace) -> int:
+    from softclip.evaluation import evaluate_checkpoint
+
+    results = evaluate_checkpoint(args.target, args.suite, force=args.force)
+    for bench, metrics in results.items():
+        shown = ", ".join(f"{k}={v:.2f}" for k, v in list(metrics.items())[:6] if isinstance(v, (int, float)))
+        print(f"{bench}: {shown}")
+    return 0
+
+
+def _add_list(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", nargs="?", default="all", help="targets, divergences, pairings, aggregations, all")
+
+
+@command("list", "list the registered targets, divergences, pairings and ROI aggregators", _add_list)
+def cmd_list(args: argparse.Namespace) -> int:
+    from softclip import objective
+
+    tables = {
+        "targets": objective.list_targets(),
+        "divergences": objective.list_divergences(),
+        "pairings": objective.list_pairings(),
+        "aggregations": objective.list_aggregators(),
+    }
+    if args.what != "all" and args.what not in tables:
+        raise ConfigError(f"list: unknown table {args.what!r}; choose from {', '.join(tables)} or all")
+    for name, values in tables.items():
+        if args.what in ("all", name):
+            print(f"{name}: {', '.join(values)}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="softclip",
+        description="SoftCLIP reference suite: train, evaluate, sweep and report (arXiv 2303.17561).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        cmd.add_args(sub.add_parser(name, help=cmd.help, description=cmd.help))
+    return parser
+
+
+def _runtime_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input or a failed run: reported in one line, never a traceback."""
+    errors: list[type[BaseException]] = [FileNotFoundError]
+    try:
+        from softclip.data.badsamples import DataError
+
+        errors.append(DataError)
+    except ImportError:  # pragma: no cover - data readers not installed in a partial checkout
+        pass
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command].run(args)
+    except ConfigError as err:
+        print(f"softclip: config error: {err}", file=sys.stderr)
+        return 2
+    except _runtime_errors() as err:
+        print(f"softclip: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: the SynthScenes generator and readers for the real formats (training and evaluation)."""
