@@ -1,0 +1,232 @@
+"""open_clip model factory: the two towers from scratch, plus the ROI aggregator, behind one module.
+
+Tiny presets for CPU runs live in ``softclip/model_configs/*.json`` (open_clip's config format) and are
+registered with open_clip when this module is imported, so ``open_clip.create_model("tiny-vit")`` works too:
+
+- ``tiny-vit``: 64 px, patch 8, ViT width 128 x 3 layers x 4 heads; text width 128 x 2 layers x 4 heads,
+  context 32, vocab 49408; embed 128 (the quick profile).
+- ``tiny-vit-32``: the same at 32 px with patch 4 (the smoke profile).
+- ``tiny-rn``: open_clip's ModifiedResNet with layers [1, 1, 1, 1], width 32, 64 px; same text tower.
+
+Any other open_clip config name (``RN50``, ``ViT-B-32``, ...) builds the same way. Weights are never loaded:
+everything is initialised randomly (``pretrained=None``; schema names such as ``hf-hub:`` are refused).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from torch import nn
+
+from softclip.objective.roi import RoIAggregator, build_aggregator
+from softclip.registry import Registry
+
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+PRESETS = tuple(sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.json")))
+MAX_LOGIT_SCALE = 100.0
+
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+Side = tuple[torch.Tensor | None, torch.Tensor | None]
+IMAGE_SOURCES: Registry[Callable[[SoftCLIPModel, dict], Side]] = Registry("loss.image_source")
+TEXT_SOURCES: Registry[Callable[[SoftCLIPModel, dict], Side]] = Registry("loss.text_source")
+
+
+class SoftCLIPModel(nn.Module):
+    """An open_clip CLIP model plus an optional ROI aggregator.
+
+    Evaluation code duck-types on ``encode_image`` / ``encode_text``; training calls ``forward(batch)``, whose
+    output dict is exactly the keyword arguments of ``SoftCLIPObjective.forward``.
+
+    Args:
+        clip: an open_clip model (``CLIP`` or ``CustomTextCLIP``).
+        roi: the ROI aggregator, or None when the run uses no region features.
+        embed_dim: the joint embedding size.
+        input_dtype: dtype images are cast to before the vision tower (low-precision weights), None to keep.
+    """
+
+    def __init__(
+        self,
+        clip: nn.Module,
+        roi: RoIAggregator | None,
+        embed_dim: int,
+        input_dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.clip = clip
+        self.roi = roi
+        self.embed_dim = int(embed_dim)
+        self.input_dtype = input_dtype
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """images [B, 3, H, W] float -> [B, E] (L2-normalised when ``normalize``)."""
+        if self.input_dtype is not None:
+            images = images.to(self.input_dtype)
+        return self.clip.encode_image(images, normalize=normalize)
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """tokens [B, L] long -> [B, E] (L2-normalised when ``normalize``)."""
+        return self.clip.encode_text(tokens, normalize=normalize)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """The logit multiplier s = exp(logit_scale), clamped at 100 (scalar tensor, differentiable below)."""
+        return self.clip.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Trade compute for memory in both towers (open_clip's activation checkpointing)."""
+        self.clip.set_grad_checkpointing(enable)
+
+    def forward(
+        self, batch: dict[str, Any], image_source: str = "roi", text_source: str = "tag"
+    ) -> dict[str, torch.Tensor | None]:
+        """Embed a training batch and its intra-modal side features.
+
+        Args:
+            batch: ``image`` [B,3,H,W] float, ``text`` [B,L] long, and as the sources need them ``roi``
+                [B,Kmax,D] float, ``roi_mask`` [B,Kmax] bool, ``tags`` [B,L] long, ``tags_mask`` [B] bool.
+            image_source: ``roi`` (aggregated regions) or ``image`` (None: the objective uses the image features).
+            text_source: ``tag`` (tag tokens through the text tower, no gradient) or ``text`` (None).
+
+        Returns:
+            ``image_features`` [B,E], ``text_features`` [B,E] (L2-normalised), ``logit_scale`` (scalar),
+            ``image_side`` [B,A] or None, ``image_side_mask`` [B] bool or None, ``text_side`` [B,E] or None,
+            ``text_side_mask`` [B] bool or None.
+        """
+        image_side, image_side_mask = IMAGE_SOURCES.get(image_source)(self, batch)
+        text_side, text_side_mask = TEXT_SOURCES.get(text_source)(self, batch)
+        return {
+            "image_features": self.encode_image(batch["image"], normalize=True),
+            "text_features": self.encode_text(batch["text"], normalize=True),
+            "logit_scale": self.logit_scale,
+            "image_side": image_side,
+            "text_side": text_side,
+            "image_side_mask": image_side_mask,
+            "text_side_mask": text_side_mask,
+        }
+
+
+@IMAGE_SOURCES.register("roi")
+def _roi_side(model: SoftCLIPModel, batch: dict[str, Any]) -> Side:
+    """Aggregated region features A [B, A] with validity [B]; keeps the graph so the aggregator can learn."""
+    if model.roi is None:
+        raise ValueError("loss.image_source='roi' needs an ROI aggregator: build_model(..., roi_in_dim=D)")
+    return model.roi(batch["roi"], batch["roi_mask"])
+
+
+@IMAGE_SOURCES.register("image")
+def _image_side(model: SoftCLIPModel, batch: dict[str, Any]) -> Side:
+    return None, None
+
+
+@TEXT_SOURCES.register("tag")
+def _tag_side(model: SoftCLIPModel, batch: dict[str, Any]) -> Side:
+    """Tag embeddings B [B, E] (no gradient: targets are detached anyway) with validity [B]."""
+    with torch.no_grad():
+        side = model.encode_text(batch["tags"], normalize=True)
+    return side, batch["tags_mask"].to(torch.bool)
+
+
+@TEXT_SOURCES.register("text")
+def _text_side(model: SoftCLIPModel, batch: dict[str, Any]) -> Side:
+    return None, None
+
+
+def build_model(
+    model_name: str,
+    roi_aggregation: str = "mean",
+    roi_train: str = "learn",
+    roi_in_dim: int | None = None,
+    roi_width: int = 256,
+    roi_layers: int = 1,
+    roi_heads: int = 4,
+    roi_dropout: float = 0.0,
+    precision: str = "fp32",
+) -> tuple[SoftCLIPModel, Callable, Callable, Callable]:
+    """Build a randomly initialised SoftCLIP model.
+
+    Args:
+        model_name: an open_clip config name (a preset in ``PRESETS`` or a built-in such as ``ViT-B-32``).
+        roi_aggregation, roi_train, roi_width, roi_layers, roi_heads, roi_dropout: the ROI aggregator
+            (``softclip.objective.build_aggregator``); a learned one outputs the joint embedding size.
+        roi_in_dim: region feature size D; None builds no aggregator (image source ``image`` only).
+        precision: open_clip precision (``fp32``, ``bf16``, ``amp_bf16``, ...).
+
+    Returns:
+        (model, preprocess_train, preprocess_val, tokenizer); the tokenizer maps list[str] -> [B, L] long.
+    """
+    if ":" in model_name:
+        raise ValueError(
+            f"model {model_name!r}: schema names (hf-hub:, local-dir:) may load weights; use a config name"
+        )
+    config = open_clip.get_model_config(model_name.replace("/", "-"))  # open_clip accepts ViT-B/32
+    if config is None:
+        raise ValueError(f"model {model_name!r} is not an open_clip config; presets: {', '.join(PRESETS)}")
+    clip, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+        model_name, pretrained=None, precision=precision, pretrained_image=False, pretrained_text=False
+    )
+    tokenizer = open_clip.get_tokenizer(model_name)
+    embed_dim = int(config["embed_dim"])
+    roi = None
+    if roi_in_dim is not None:
+        roi = build_aggregator(
+            roi_aggregation,
+            roi_in_dim,
+            out_dim=embed_dim,
+            width=roi_width,
+            layers=roi_layers,
+            heads=roi_heads,
+            dropout=roi_dropout,
+            train=roi_train,
+        )
+    input_dtype = open_clip.get_input_dtype(precision)  # None unless the weights themselves are low precision
+    if roi is not None and input_dtype is not None:
+        roi = roi.to(input_dtype)
+    model = SoftCLIPModel(clip, roi, embed_dim, input_dtype=input_dtype)
+    return model, preprocess_train, preprocess_val, tokenizer
+
+
+def _token_embedding(clip: nn.Module) -> nn.Module | None:
+    """The text tower's token embedding (CLIP, CustomTextCLIP with TextTransformer or an HF text model)."""
+    for owner in (clip, getattr(clip, "text", None)):
+        if owner is not None and isinstance(getattr(owner, "token_embedding", None), nn.Module):
+            return owner.token_embedding
+    text = getattr(clip, "text", None)
+    transformer = getattr(text, "transformer", None)
+    if transformer is not None and hasattr(transformer, "get_input_embeddings"):
+        return transformer.get_input_embeddings()
+    return None
+
+
+def count_parameters(model: SoftCLIPModel) -> dict[str, int]:
+    """Parameter counts per part.
+
+    Returns:
+        ``image`` (vision tower), ``text`` (text tower without its token embedding), ``token_embedding``
+        (it dominates tiny models), ``logit`` (scale and bias), ``roi`` (aggregator), ``total`` and
+        ``trainable`` (requires_grad).
+    """
+    clip = model.clip
+    token = _token_embedding(clip)
+    token_ids = {id(p) for p in token.parameters()} if token is not None else set()
+    image_ids = {id(p) for p in clip.visual.parameters()}
+    counts = dict.fromkeys(("image", "text", "token_embedding", "logit", "roi"), 0)
+    for name, p in clip.named_parameters():
+        if id(p) in image_ids:
+            part = "image"
+        elif id(p) in token_ids:
+            part = "token_embedding"
+        elif name.startswith("logit_"):
+            part = "logit"
+        else:
+            part = "text"
+        counts[part] += p.numel()
+    if model.roi is not None:
+        counts["roi"] = sum(p.numel() for p in model.roi.parameters())
+    counts["total"] = sum(p.numel() for p in model.parameters())
+    counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return counts

@@ -1,0 +1,219 @@
+"""ROI aggregators: per-image region features -> one image-side feature A (``roi.aggregation``).
+
+SoftCLIP builds its image-side self-similarity targets from detector regions (VinVL: 2048-d appearance plus
+6-d box geometry). Each image holds K <= Kmax regions; batches are padded to Kmax with a boolean mask.
+
+Every aggregator is an ``nn.Module`` with the same contract::
+
+    features, valid = agg(regions [N, Kmax, D] float, mask [N, Kmax] bool, True = a real region)
+    # features [N, agg.out_dim] float, valid [N] bool (False for images without regions)
+
+Rows of images without regions are exact zeros (never NaN), and ``valid`` tells the objective to fall back to
+the one-hot target row. Padding slots are ignored whatever values they hold (zeros, garbage, inf, NaN): the
+inputs are sanitised before anything touches them, so not even gradients see them.
+
+Registered modes: ``mean``, ``max``, ``min`` (parameter-free masked pooling, ``out_dim == in_dim``) and
+``mhsa`` (linear projection, transformer encoder layer(s) with a key-padding mask, masked mean pooling, linear
+projection to ``out_dim``). ``train="frozen"`` freezes ``mhsa`` at a fixed seeded random initialisation, which
+ablates learning; ``agg.learns`` says whether the aggregator has trainable parameters (then the objective adds
+the auxiliary ROI<->tag InfoNCE).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from softclip.registry import Registry
+
+AGGREGATORS: Registry[type[RoIAggregator]] = Registry("roi.aggregation")
+TRAIN_MODES = ("learn", "frozen")
+FROZEN_SEED = 0  # the frozen ablation is one fixed random network, whatever the run's seed
+
+
+class RoIAggregator(nn.Module):
+    """Base class: input sanitising, the zero-region contract and the empty-batch case.
+
+    Subclasses implement ``_aggregate(regions, mask, valid)`` on sanitised inputs (padding slots zeroed) and
+    set ``out_dim``. ``valid`` rows hold at least one region; other rows may return anything finite.
+    """
+
+    out_dim: int
+    learns: bool = False
+
+    def forward(self, regions: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Aggregate regions per image.
+
+        Args:
+            regions: [N, Kmax, D] float region features (padding slots may hold anything).
+            mask: [N, Kmax] bool, True where the slot is a real region.
+
+        Returns:
+            features [N, out_dim] float (zeros where not valid) and valid [N] bool.
+        """
+        if regions.dim() != 3 or mask.shape != regions.shape[:2]:
+            raise ValueError(
+                f"expected regions [N, K, D] and mask [N, K], got {tuple(regions.shape)} and {tuple(mask.shape)}"
+            )
+        mask = mask.to(torch.bool)
+        valid = mask.any(dim=1)
+        n = regions.shape[0]
+        if regions.shape[1] == 0:  # a batch where no image has regions
+            return regions.new_zeros(n, self.out_dim), valid
+        regions = torch.where(mask.unsqueeze(-1), regions, regions.new_zeros(()))
+        features = self._aggregate(regions, mask, valid)
+        features = torch.where(valid.unsqueeze(-1), features, features.new_zeros(()))
+        return features, valid
+
+    def _aggregate(self, regions: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _MaskedPool(RoIAggregator):
+    """Parameter-free pooling over the valid regions; ``out_dim == in_dim``.
+
+    The uniform builder keywords (``out_dim``, ``width``, ...) are accepted and ignored: pooling has no
+    projection, so the feature keeps the region dimension.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int | None = None, **_: object) -> None:
+        super().__init__()
+        self.in_dim = self.out_dim = int(in_dim)
+
+
+@AGGREGATORS.register("mean")
+class MaskedMeanPool(_MaskedPool):
+    """Mean of the valid regions."""
+
+    def _aggregate(self, regions: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(regions.dtype)
+        return regions.sum(dim=1) / count  # padding is already zero
+
+
+@AGGREGATORS.register("max")
+class MaskedMaxPool(_MaskedPool):
+    """Element-wise maximum over the valid regions."""
+
+    def _aggregate(self, regions: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        fill = regions.new_full((), float("-inf"))
+        return torch.where(mask.unsqueeze(-1), regions, fill).amax(dim=1)
+
+
+@AGGREGATORS.register("min")
+class MaskedMinPool(_MaskedPool):
+    """Element-wise minimum over the valid regions."""
+
+    def _aggregate(self, regions: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        fill = regions.new_full((), float("inf"))
+        return torch.where(mask.unsqueeze(-1), regions, fill).amin(dim=1)
+
+
+@AGGREGATORS.register("mhsa")
+class MHSAAggregator(RoIAggregator):
+    """Multi-head self-attention over the regions of an image, then masked mean pooling.
+
+    Linear(in_dim -> width), ``layers`` pre-norm ``nn.TransformerEncoderLayer`` (no positional encoding, so
+    the result does not depend on region order) with a key-padding mask, LayerNorm, masked mean, Linear(width
+    -> out_dim). Images without regions get one unmasked zero token so that attention never sees an all-masked
+    row (which gives NaN); their output is zeroed afterwards.
+
+    Args:
+        in_dim: region feature size D.
+        out_dim: output size (defaults to ``width``; the model passes the text embedding size).
+        width: transformer width; must be divisible by ``heads``.
+        layers: number of encoder layers (>= 1).
+        heads: attention heads.
+        dropout: dropout inside the encoder layers (forced to 0 when frozen).
+        train: ``learn`` (trainable) or ``frozen`` (fixed seeded random weights, no gradients).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int | None = None,
+        width: int = 256,
+        layers: int = 1,
+        heads: int = 4,
+        dropout: float = 0.0,
+        train: str = "learn",
+    ) -> None:
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"roi.layers must be >= 1, got {layers}")
+        if width % heads:
+            raise ValueError(f"roi.width={width} must be divisible by roi.heads={heads}")
+        self.in_dim, self.width = int(in_dim), int(width)
+        self.out_dim = int(out_dim) if out_dim is not None else self.width
+        frozen = train == "frozen"
+        with torch.random.fork_rng(devices=[], enabled=frozen):
+            if frozen:
+                torch.manual_seed(FROZEN_SEED)
+            self._build(layers, heads, 0.0 if frozen else dropout)
+        if frozen:
+            self.requires_grad_(False)
+        self.learns = not frozen
+
+    def _build(self, layers: int, heads: int, dropout: float) -> None:
+        self.proj_in = nn.Linear(self.in_dim, self.width)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                d_model=self.width,
+                nhead=heads,
+                dim_feedforward=4 * self.width,
+                dropout=dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(self.width)
+        self.proj_out = nn.Linear(self.width, self.out_dim)
+
+    def _aggregate(self, regions: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        # Unmask slot 0 of empty images (it holds sanitised zeros): no all-masked attention row, no NaN.
+        attend = mask.clone()
+        attend[:, 0] |= ~valid
+        x = self.proj_in(regions.to(self.proj_in.weight.dtype))
+        padding = ~attend
+        for layer in self.layers:
+            x = layer(x, src_key_padding_mask=padding)
+        x = self.norm(x)
+        weights = attend.unsqueeze(-1).to(x.dtype)
+        pooled = (x * weights).sum(dim=1) / weights.sum(dim=1)
+        return self.proj_out(pooled)
+
+
+def list_aggregators() -> list[str]:
+    """Names of the registered ROI aggregation modes (``roi.aggregation`` choices)."""
+    return AGGREGATORS.names()
+
+
+def build_aggregator(
+    name: str,
+    in_dim: int,
+    out_dim: int | None = None,
+    width: int = 256,
+    layers: int = 1,
+    heads: int = 4,
+    dropout: float = 0.0,
+    train: str = "learn",
+) -> RoIAggregator:
+    """Build the ROI aggregator ``name`` (see module docstring for the forward contract).
+
+    Args:
+        name: a registered mode (``list_aggregators()``).
+        in_dim: region feature size D.
+        out_dim: output size for learned aggregators (default ``width``); pooling keeps ``in_dim``.
+        width, layers, heads, dropout: ``mhsa`` architecture (ignored by pooling).
+        train: ``learn`` or ``frozen`` (``roi.train``).
+
+    Returns:
+        The aggregator; ``.out_dim`` is its feature size and ``.learns`` whether it has trainable parameters.
+    """
+    if train not in TRAIN_MODES:
+        raise ValueError(f"roi.train={train!r} is not one of: {', '.join(TRAIN_MODES)}")
+    if in_dim < 1:
+        raise ValueError(f"roi in_dim must be >= 1, got {in_dim}")
+    cls = AGGREGATORS.get(name)
+    return cls(in_dim, out_dim=out_dim, width=width, layers=layers, heads=heads, dropout=dropout, train=train)

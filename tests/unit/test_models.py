@@ -1,0 +1,208 @@
+"""Model factory: tiny presets, SoftCLIPModel's forward contract, sources, gradients, parameter counts."""
+
+from __future__ import annotations
+
+import math
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from softclip.models import IMAGE_SOURCES, PRESETS, TEXT_SOURCES, SoftCLIPModel, build_model, count_parameters
+from softclip.registry import RegistryError
+
+B, KMAX, ROI_DIM = 4, 3, 20
+ROI_COUNTS = [2, 0, 3, 1]
+
+
+@pytest.fixture(scope="module", params=PRESETS)
+def built(request: pytest.FixtureRequest) -> tuple:
+    torch.manual_seed(0)
+    return build_model(request.param, roi_aggregation="mhsa", roi_in_dim=ROI_DIM, roi_width=32, roi_heads=2)
+
+
+def _image_size(model: SoftCLIPModel) -> int:
+    size = model.clip.visual.image_size
+    return size[0] if isinstance(size, tuple) else size
+
+
+def _batch(model: SoftCLIPModel, tokenizer) -> dict:
+    g = torch.Generator().manual_seed(0)
+    size = _image_size(model)
+    roi_mask = torch.arange(KMAX).expand(B, -1) < torch.tensor(ROI_COUNTS).unsqueeze(1)
+    return {
+        "image": torch.randn(B, 3, size, size, generator=g),
+        "text": tokenizer(["a red square", "two blue circles", "a green star", "a tiny yellow cross"]),
+        "roi": torch.randn(B, KMAX, ROI_DIM, generator=g),
+        "roi_mask": roi_mask,
+        "tags": tokenizer(["red square", "", "blue circle, blue circle, grey box", "yellow cross"]),
+        "tags_mask": torch.tensor([True, False, True, True]),
+        "key": [f"{i:09d}" for i in range(B)],
+    }
+
+
+def test_presets_are_registered_with_open_clip() -> None:
+    assert set(PRESETS) == {"tiny-vit", "tiny-vit-32", "tiny-rn"}
+    assert set(PRESETS) <= set(open_clip.list_models())
+    cfg = open_clip.get_model_config("tiny-vit")
+    assert cfg["embed_dim"] == 128 and cfg["vision_cfg"]["image_size"] == 64
+    assert open_clip.get_model_config("tiny-vit-32")["vision_cfg"]["image_size"] == 32
+    assert open_clip.get_model_config("tiny-rn")["vision_cfg"]["layers"] == [1, 1, 1, 1]
+
+
+def test_forward_shapes_normalised_and_finite(built: tuple) -> None:
+    model, _, _, tokenizer = built
+    batch = _batch(model, tokenizer)
+    out = model(batch)
+    assert set(out) == {
+        "image_features",
+        "text_features",
+        "logit_scale",
+        "image_side",
+        "text_side",
+        "image_side_mask",
+        "text_side_mask",
+    }
+    for key in ("image_features", "text_features"):
+        assert out[key].shape == (B, model.embed_dim) == (B, 128)
+        assert torch.isfinite(out[key]).all()
+        torch.testing.assert_close(out[key].norm(dim=-1), torch.ones(B))
+    assert out["logit_scale"].shape == () and out["logit_scale"].item() == pytest.approx(1 / 0.07, rel=1e-4)
+    assert out["image_side"].shape == (B, 128) and torch.isfinite(out["image_side"]).all()
+    assert out["image_side_mask"].tolist() == [c > 0 for c in ROI_COUNTS]
+    assert (out["image_side"][1] == 0).all()
+    assert out["text_side"].shape == (B, 128) and not out["text_side"].requires_grad
+    assert out["text_side_mask"].tolist() == batch["tags_mask"].tolist()
+    torch.testing.assert_close(model.encode_text(batch["tags"]), out["text_side"])
+
+
+def test_encoders_and_preprocess(built: tuple) -> None:
+    model, preprocess_train, preprocess_val, tokenizer = built
+    size = _image_size(model)
+    tokens = tokenizer(["a photo of a red square"])
+    assert tokens.shape == (1, 32) and tokens.dtype == torch.long
+    img = Image.new("RGB", (97, 71), (200, 10, 10))
+    for preprocess in (preprocess_train, preprocess_val):
+        assert preprocess(img).shape == (3, size, size)
+    images = torch.stack([preprocess_val(img)] * 2)
+    raw = model.encode_image(images, normalize=False)
+    torch.testing.assert_close(model.encode_image(images), F.normalize(raw, dim=-1))
+    assert not torch.allclose(raw.norm(dim=-1), torch.ones(2))
+    torch.testing.assert_close(
+        model.encode_text(tokens), F.normalize(model.encode_text(tokens, False), dim=-1)
+    )
+
+
+def test_every_trainable_parameter_gets_a_gradient(built: tuple) -> None:
+    model, _, _, tokenizer = built
+    model.train()
+    model.zero_grad(set_to_none=True)
+    out = model(_batch(model, tokenizer))
+    logits = out["logit_scale"] * out["image_features"] @ out["text_features"].T
+    labels = torch.arange(B)
+    loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    valid = out["image_side_mask"]  # stand-in for the objective's ROI<->tag InfoNCE
+    side = F.normalize(out["image_side"][valid], dim=-1) @ out["text_side"][valid].T
+    loss = loss + F.cross_entropy(side / 0.07, torch.arange(int(valid.sum())))
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
+    assert model.clip.logit_scale.grad.abs() > 0
+
+
+def test_sources_switch_the_side_features(built: tuple) -> None:
+    model, _, _, tokenizer = built
+    batch = _batch(model, tokenizer)
+    out = model(batch, image_source="image", text_source="text")
+    assert out["image_side"] is None and out["image_side_mask"] is None
+    assert out["text_side"] is None and out["text_side_mask"] is None
+    out = model(batch, image_source="image", text_source="tag")
+    assert out["image_side"] is None and out["text_side"].shape == (B, 128)
+    assert set(IMAGE_SOURCES.names()) == {"image", "roi"} and set(TEXT_SOURCES.names()) == {"tag", "text"}
+    with pytest.raises(RegistryError, match="tag"):
+        model(batch, text_source="tags")
+
+
+def test_tag_side_does_not_backpropagate_into_the_text_tower(built: tuple) -> None:
+    model, _, _, tokenizer = built
+    model.zero_grad(set_to_none=True)
+    out = model(_batch(model, tokenizer), image_source="image", text_source="tag")
+    (out["image_features"].sum() + out["text_side"].sum()).backward()
+    assert all(p.grad is None for p in model.clip.transformer.parameters())
+
+
+def test_pooling_aggregators_keep_the_region_dim_and_roi_source_needs_an_aggregator() -> None:
+    model, _, _, tokenizer = build_model("tiny-vit-32", roi_aggregation="max", roi_in_dim=ROI_DIM)
+    batch = _batch(model, tokenizer)
+    out = model(batch)
+    assert out["image_side"].shape == (B, ROI_DIM)
+    torch.testing.assert_close(out["image_side"][0], batch["roi"][0, :2].amax(0))
+    bare, _, _, _ = build_model("tiny-vit-32")
+    assert bare.roi is None
+    with pytest.raises(ValueError, match="roi_in_dim"):
+        bare(batch)
+    assert bare(batch, image_source="image")["image_side"] is None
+
+
+def test_logit_scale_is_clamped_at_100() -> None:
+    model, _, _, _ = build_model("tiny-vit-32")
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(math.log(1000.0))
+    assert model.logit_scale.item() == pytest.approx(100.0)
+
+
+def test_count_parameters(built: tuple) -> None:
+    model, _, _, _ = built
+    counts = count_parameters(model)
+    parts = ("image", "text", "token_embedding", "logit", "roi")
+    assert sum(counts[k] for k in parts) == counts["total"] == sum(p.numel() for p in model.parameters())
+    assert counts["token_embedding"] == 49408 * 128
+    assert counts["logit"] == 1 and counts["roi"] > 0 and counts["trainable"] == counts["total"]
+    assert counts["image"] == sum(p.numel() for p in model.clip.visual.parameters())
+
+
+def test_frozen_roi_is_not_trainable() -> None:
+    model, _, _, _ = build_model(
+        "tiny-vit-32", roi_aggregation="mhsa", roi_in_dim=ROI_DIM, roi_train="frozen"
+    )
+    counts = count_parameters(model)
+    assert not model.roi.learns and counts["roi"] > 0
+    assert counts["trainable"] == counts["total"] - counts["roi"]
+
+
+def test_refuses_unknown_and_schema_names() -> None:
+    with pytest.raises(ValueError, match="tiny-vit"):
+        build_model("tiny-vitt")
+    with pytest.raises(ValueError, match="hf-hub"):
+        build_model("hf-hub:timm/ViT-B-16-SigLIP")
+
+
+def test_builtin_open_clip_config_builds_by_name() -> None:
+    model, _, preprocess_val, tokenizer = build_model("RN50")
+    assert model.embed_dim == 1024 and model.roi is None
+    assert tokenizer(["x"]).shape == (1, 77)
+    assert count_parameters(model)["image"] > 30_000_000
+
+
+@pytest.mark.integration
+def test_vit_b_32_runs_forward() -> None:
+    model, _, _, tokenizer = build_model("ViT-B-32")
+    with torch.no_grad():
+        feats = model.encode_image(torch.randn(2, 3, 224, 224))
+        text = model.encode_text(tokenizer(["a cat", "a dog"]))
+    assert feats.shape == text.shape == (2, 512)
+
+
+def test_low_precision_weights_take_float32_inputs() -> None:
+    model, _, _, tokenizer = build_model(
+        "tiny-vit-32", roi_aggregation="mhsa", roi_in_dim=ROI_DIM, precision="pure_bf16"
+    )
+    out = model(_batch(model, tokenizer))
+    assert out["image_features"].dtype == out["image_side"].dtype == torch.bfloat16
+    assert all(
+        torch.isfinite(out[k].float()).all() for k in ("image_features", "text_features", "image_side")
+    )
