@@ -87,8 +87,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     cfg = load_config(path, args.overrides, profile=args.profile)
     seed = cfg.seed if args.seed is None else args.seed
     card = generate(args.out, cfg.data.synth, seed=seed, workers=args.workers, force=args.force)
-    counts = card.get("counts", {})
-    print(f"SynthScenes written to {args.out} (seed {seed}): " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    sizes = {name: info.get("samples", info.get("images")) for name, info in card.get("sets", {}).items()}
+    shown = ", ".join(f"{name}={n}" for name, n in sizes.items() if n is not None)
+    print(f"SynthScenes in {args.out} (seed {seed}, {card.get('object_types')} object types): {shown}")
     return 0
 
 
