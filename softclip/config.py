@@ -127,6 +127,11 @@ class DataConfig(_Section):
     shuffle_buffer: NonNegInt = 1000
     resampled: bool = False
     kmax: PosInt = Field(8, description="regions per image kept after padding/truncation")
+    sidecars: bool = Field(True, description="read ROI sidecars (.roi.npy, .tags.json); false for plain CLIP data")
+    roi_dim: Annotated[int, Field(ge=7, le=65536)] | None = Field(
+        None, description="region feature width D (last 6 = box geometry); None: data.synth.detector.roi_dim "
+        "for source synth, 2054 (VinVL) otherwise"
+    )
     max_bad_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
     epoch_samples: PosInt | None = None
     synth: SynthConfig = Field(default_factory=SynthConfig)
@@ -163,6 +168,10 @@ class TrainConfig(_Section):
     logit_scale_max: Annotated[float, Field(gt=0.0)] = 100.0
     threads: NonNegInt = Field(0, description="torch CPU threads; 0 = torch default")
     tensorboard: bool = False
+    best_metric: str | None = Field(
+        None, description="evaluation metric that selects checkpoints/best.pt; None: the first one returned"
+    )
+    best_mode: Literal["max", "min"] = Field("max", description="whether a larger best_metric is better")
 
 
 class EvalConfig(_Section):
@@ -178,8 +187,11 @@ class LauncherConfig(_Section):
 
     name: str = Field("inprocess", description="inprocess | processes | slurm | submitit-local")
     cluster: str | None = Field(None, description="cluster YAML (partition, account, GPUs, time, ...)")
-    workers: PosInt = 1
-    cpus_per_job: PosInt = 1
+    workers: PosInt = Field(1, description="jobs (trials, ablation runs) in flight at once")
+    cpus_per_job: PosInt = Field(1, description="CPU threads per job (OMP/MKL/torch threads are set to this)")
+    cpu_budget: PosInt | None = Field(
+        None, description="CPUs the local launchers may use in all (None: every CPU of this machine)"
+    )
 
 
 class Config(_Section):
