@@ -1,0 +1,285 @@
+"""SoftCLIPObjective: InfoNCE + soft-target divergence + disentangled negatives (+ ROI<->tag InfoNCE).
+
+L = w_nce·L_nce + λ·L_soft + µ·L_re + γ·L_roi (DESIGN.md, 'The SoftCLIP objective'). Terms whose weight is 0
+are not computed (they are returned as zero tensors), so β = 0 with λ = µ = 0 runs exactly open_clip's
+``ClipLoss`` computation. Logits and log-probabilities are float32 (float64 stays float64) whatever autocast says.
+
+Distributed (torch.distributed initialised, world W > 1): features are all-gathered with gradient
+(:mod:`softclip.objective.distributed`), side features and masks without; each rank computes its local rows
+against the global columns and returns per-rank terms whose average over ranks equals the single-process term
+on the concatenated batch; with DDP's gradient averaging every parameter gradient equals the single-process one.
+Diagnostics (keys not ending in ``_loss``) are over local rows only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from softclip.objective.distributed import (
+    all_reduce_sum,
+    check_equal_local_sizes,
+    gather_no_grad,
+    gather_with_grad,
+    rank_and_world,
+)
+from softclip.objective.divergences import DIVERGENCES
+from softclip.objective.losses import (
+    DirectionSpec,
+    Workspace,
+    direction_terms,
+    identity_like,
+    off_diagonal_keep,
+    roi_info_nce_sums,
+)
+from softclip.objective.targets import PAIRINGS, TARGETS, SideView, build_targets
+
+CONFIG_KEYS = (
+    "target", "beta", "tau", "divergence", "pairing", "nce_weight", "soft_weight", "re_weight", "roi_weight",
+)  # fmt: skip
+
+
+@dataclass
+class _Side:
+    """One side's normalised features (gradient kept only for the ROI term) and masks."""
+
+    rows: torch.Tensor  # [N_l, a]
+    cols: torch.Tensor  # [N_g, a]
+    row_valid: torch.Tensor | None  # [N_l] bool
+    col_valid: torch.Tensor | None  # [N_g] bool
+
+    def view(self) -> SideView:
+        return SideView(self.rows.detach(), self.cols.detach(), self.row_valid, self.col_valid)
+
+    def valid(self, local: bool) -> torch.Tensor:
+        mask = self.row_valid if local else self.col_valid
+        n = (self.rows if local else self.cols).shape[0]
+        return torch.ones(n, dtype=torch.bool, device=self.rows.device) if mask is None else mask
+
+
+def _check_mask(mask: torch.Tensor | None, n: int, name: str) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    if mask.shape != (n,):
+        raise ValueError(f"{name} must have shape [{n}], got {tuple(mask.shape)}")
+    return mask.to(torch.bool)
+
+
+class SoftCLIPObjective(nn.Module):
+    """The SoftCLIP objective.
+
+    Args:
+        target: ``loss.target`` (:func:`list_targets`).
+        beta: β in [0, 1], weight of the soft part of the target.
+        tau: τ > 0, temperature of the self-similarity target.
+        divergence: ``loss.divergence`` (:func:`list_divergences`).
+        pairing: ``loss.pairing`` (:func:`list_pairings`).
+        nce_weight: w_nce. soft_weight: λ. re_weight: µ. roi_weight: γ (all >= 0).
+    """
+
+    def __init__(
+        self,
+        target: str = "selfsim",
+        beta: float = 0.3,
+        tau: float = 0.07,
+        divergence: str = "symkl",
+        pairing: str = "same",
+        nce_weight: float = 1.0,
+        soft_weight: float = 1.0,
+        re_weight: float = 0.5,
+        roi_weight: float = 0.0,
+    ) -> None:
+        super().__init__()
+        TARGETS.get(target), PAIRINGS.get(pairing)  # unknown names fail here, naming the choices
+        self.divergence_fn = DIVERGENCES.get(divergence)
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"loss.beta={beta} must lie in [0, 1]")
+        if not (tau > 0 and math.isfinite(tau)):
+            raise ValueError(f"loss.tau={tau} must be a positive finite number")
+        weights = dict(
+            nce_weight=nce_weight, soft_weight=soft_weight, re_weight=re_weight, roi_weight=roi_weight
+        )
+        for key, w in weights.items():
+            if not (w >= 0 and math.isfinite(w)):
+                raise ValueError(f"loss.{key}={w} must be a finite number >= 0")
+        self.target, self.pairing, self.divergence = target, pairing, divergence
+        self.beta, self.tau = float(beta), float(tau)
+        self.nce_weight, self.soft_weight = float(nce_weight), float(soft_weight)
+        self.re_weight, self.roi_weight = float(re_weight), float(roi_weight)
+        self._workspace = Workspace()  # scratch blocks reused across calls on a CPU (see losses.Workspace)
+
+    @classmethod
+    def from_config(cls, loss_cfg: object) -> SoftCLIPObjective:
+        """Build from any object with the ``loss.*`` attributes (others, e.g. image_source, are ignored)."""
+        return cls(**{k: getattr(loss_cfg, k) for k in CONFIG_KEYS if hasattr(loss_cfg, k)})
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={getattr(self, k)!r}" for k in CONFIG_KEYS)
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor,
+        image_side: torch.Tensor | None = None,
+        text_side: torch.Tensor | None = None,
+        image_side_mask: torch.Tensor | None = None,
+        text_side_mask: torch.Tensor | None = None,
+        roi_logit_scale: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Compute the objective.
+
+        Args:
+            image_features: [N, d] L2-normalised image embeddings U.
+            text_features: [N, d] L2-normalised text embeddings V.
+            logit_scale: scalar multiplier s (already exponentiated).
+            image_side: [N, a] image-side features A (ROI aggregate), or None to use U itself.
+            text_side: [N, b] text-side features B (tags), or None to use V itself.
+            image_side_mask: [N] bool, False for samples without regions (None: all valid).
+            text_side_mask: [N] bool, False for samples without tags (None: all valid).
+            roi_logit_scale: scalar multiplier of the ROI<->tag InfoNCE (default: ``logit_scale``).
+
+        Returns:
+            ``loss`` (weighted total); ``nce_loss``, ``soft_loss``, ``re_loss``, ``roi_loss`` (unweighted;
+            zero tensors where not computed); diagnostics ``pred_pos_mass``, ``logit_scale`` and, when targets
+            are built, ``target_entropy``, ``target_pos_mass``, ``re_kept_fraction``.
+        """
+        dtype = torch.promote_types(image_features.dtype, torch.float32)
+        with torch.autocast(device_type=image_features.device.type, enabled=False):
+            u, v = image_features.to(dtype), text_features.to(dtype)
+            if u.dim() != 2 or u.shape != v.shape:
+                raise ValueError(
+                    f"expected image/text features [N, d] of one shape, got {u.shape} and {v.shape}"
+                )
+            s = torch.as_tensor(logit_scale, device=u.device).to(dtype)
+            roi_s = (
+                s if roi_logit_scale is None else torch.as_tensor(roi_logit_scale, device=u.device).to(dtype)
+            )
+            masks = (_check_mask(image_side_mask, u.shape[0], "image_side_mask"),
+                     _check_mask(text_side_mask, u.shape[0], "text_side_mask"))  # fmt: skip
+            return self._forward(u, v, s, (image_side, text_side), masks, roi_s)
+
+    def _roi_active(self, image_side: torch.Tensor | None, text_side: torch.Tensor | None) -> bool:
+        return (
+            self.roi_weight > 0
+            and image_side is not None
+            and image_side.requires_grad
+            and text_side is not None
+        )
+
+    def _forward(self, u, v, s, sides, masks, roi_s) -> dict[str, torch.Tensor]:
+        rank, world = rank_and_world()
+        check_equal_local_sizes(u.shape[0], u.device)
+        offset, n_global = rank * u.shape[0], world * u.shape[0]
+        if world == 1:
+            u_g, v_g = u, v
+            logits_i2t = s * u @ v.T
+            # the t2i block is the transpose (ClipLoss's values from one matmul); contiguous for the row passes
+            logits = (logits_i2t, logits_i2t.T.contiguous())
+        else:
+            u_g, v_g = gather_with_grad(u), gather_with_grad(v)
+            logits = (s * u @ v_g.T, s * v @ u_g.T)
+        roi_on = self._roi_active(*sides)
+        a = self._side(sides[0], u, u_g, masks[0], keep_grad=roi_on)
+        b = self._side(sides[1], v, v_g, masks[1], keep_grad=False)
+        ys, smoothed, out = self._targets(a, b, offset, logits[0])
+        keeps, re_weights, re_scales = self._re_plan(ys, smoothed, offset, world, n_global, logits[0])
+        terms = []
+        for z, y, keep, w_re in zip(logits, ys, keeps, re_weights, strict=True):
+            w_nce, w_soft = 0.5 * self.nce_weight, 0.5 * self.soft_weight
+            spec = DirectionSpec(offset, self.divergence_fn, w_nce, w_soft, w_re, self._workspace)
+            terms.append(direction_terms(z, y, keep, spec))
+        total, nce, soft, re_sums, pos_mass, neg_entropy = (tuple(t[k] for t in terms) for k in range(6))
+        zero = u.new_zeros(())
+        out.update(nce_loss=zero, soft_loss=zero, re_loss=zero, roi_loss=zero)
+        if self.nce_weight > 0:
+            out["nce_loss"] = 0.5 * (nce[0] + nce[1])
+        if self.soft_weight > 0:
+            out["soft_loss"] = 0.5 * (soft[0] + soft[1])
+        if re_scales is not None:
+            out["re_loss"] = 0.5 * (re_sums[0] * re_scales[0] + re_sums[1] * re_scales[1])
+            out["re_kept_fraction"] = re_scales[2]
+        if ys[0] is not None:
+            out["target_entropy"] = -0.5 * (neg_entropy[0] + neg_entropy[1])
+        loss = total[0] + total[1]
+        if roi_on:
+            roi = self._roi_loss(a, b, roi_s, offset, world)
+            loss = loss + self.roi_weight * roi
+            out["roi_loss"] = roi.detach()
+        out.update(loss=loss, pred_pos_mass=0.5 * (pos_mass[0] + pos_mass[1]), logit_scale=s.detach())
+        return out
+
+    def _re_on(self, n_global: int) -> bool:
+        return self.re_weight > 0 and n_global >= 2
+
+    def _targets(self, a: _Side, b: _Side, offset: int, like: torch.Tensor) -> tuple[tuple, tuple, dict]:
+        """Target rows of both directions (None where only InfoNCE runs), whether each is smoothed (not the
+        identity), and ``target_pos_mass``."""
+        if not (self.soft_weight > 0 or self._re_on(like.shape[1])):
+            return (None, None), (False, False), {}
+        blocks = tuple(self._workspace.get(f"target_{k}", tuple(like.shape), like) for k in "ab")
+        ys = build_targets(a.view(), b.view(), self.target, self.pairing, self.beta, self.tau, offset, blocks)
+        smoothed = (ys[0] is not None, ys[1] is not None)
+        if not any(smoothed) and self.soft_weight == 0:
+            return (None, None), smoothed, {}  # identity targets: no relation-enhanced rows, soft term off
+        ys = tuple(identity_like(like, offset) if y is None else y for y in ys)
+        with torch.no_grad():
+            pos = 0.5 * (ys[0].diagonal(offset).mean() + ys[1].diagonal(offset).mean())
+        return ys, smoothed, {"target_pos_mass": pos}
+
+    def _re_plan(self, ys, smoothed, offset: int, world: int, n_global: int, like: torch.Tensor) -> tuple:
+        """Kept rows per direction and the weights that turn each rank's row sums into the global mean.
+
+        Identity targets (the hard target, β = 0) have no off-diagonal mass: their directions are skipped.
+
+        Returns:
+            (keep per direction, weight of each direction's row sum in the total, (scale_i2t, scale_t2i, kept
+            fraction)); (None, None), (None, None), None when the term is off.
+        """
+        if not (any(smoothed) and self._re_on(n_global)):
+            return (None, None), (None, None), None
+        with torch.no_grad():
+            keeps = tuple(
+                off_diagonal_keep(y, offset) if on else None for y, on in zip(ys, smoothed, strict=True)
+            )
+            counts = torch.stack([like.new_zeros(()) if k is None else k.sum().to(like.dtype) for k in keeps])
+            counts = all_reduce_sum(counts)
+            scales = world / counts.clamp_min(1.0)  # the rank average of these scaled sums is the global mean
+        weights = tuple(None if k is None else 0.5 * self.re_weight * scales[i] for i, k in enumerate(keeps))
+        return keeps, weights, (scales[0], scales[1], counts.sum() / (2.0 * n_global))
+
+    @staticmethod
+    def _side(
+        side: torch.Tensor | None,
+        own: torch.Tensor,
+        own_g: torch.Tensor,
+        mask: torch.Tensor | None,
+        keep_grad: bool,
+    ) -> _Side:
+        """Normalised side features (local, global) and masks; the own embeddings when ``side`` is None."""
+        if side is None:
+            rows, cols = own.detach(), own_g.detach()
+        else:
+            if side.dim() != 2 or side.shape[0] != own.shape[0]:
+                raise ValueError(f"side features must be [{own.shape[0]}, a], got {tuple(side.shape)}")
+            rows = F.normalize(side.to(own.dtype), dim=1)
+            cols = gather_with_grad(rows) if keep_grad else gather_no_grad(rows.detach())
+            rows = rows if keep_grad else rows.detach()
+        return _Side(rows, cols, mask, None if mask is None else gather_no_grad(mask))
+
+    def _roi_loss(self, a: _Side, b: _Side, scale: torch.Tensor, offset: int, world: int) -> torch.Tensor:
+        """ROI<->tag InfoNCE over samples with both sides; text side detached; mean over the global valid rows."""
+        if a.rows.shape[1] != b.rows.shape[1]:
+            raise ValueError(
+                f"the ROI<->tag InfoNCE needs image_side and text_side of one dimension, got "
+                f"{a.rows.shape[1]} and {b.rows.shape[1]} (project one onto the other in the model)"
+            )
+        valid = (a.valid(True) & b.valid(True), a.valid(False) & b.valid(False))
+        total, count = roi_info_nce_sums(
+            (a.rows, a.cols), (b.rows.detach(), b.cols.detach()), valid, offset, scale
+        )
+        return total * (world / all_reduce_sum(count).clamp_min(1.0))

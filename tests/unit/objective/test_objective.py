@@ -1,0 +1,221 @@
+"""SoftCLIPObjective: the CLIP special case, the value of every term, keys, sides, masks, ROI, autocast, config."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+
+from softclip.config import LossConfig
+from softclip.objective import (
+    DIVERGENCES,
+    PAIRINGS,
+    TARGETS,
+    SideView,
+    SoftCLIPObjective,
+    build_targets,
+)
+from softclip.registry import RegistryError
+
+TERMS = ("nce_loss", "soft_loss", "re_loss", "roi_loss")
+
+
+def _features(n: int = 12, d: int = 8, seed: int = 0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    u = F.normalize(torch.randn(n, d, generator=g, dtype=dtype), dim=1).requires_grad_()
+    v = F.normalize(torch.randn(n, d, generator=g, dtype=dtype), dim=1).requires_grad_()
+    a = torch.randn(n, 6, generator=g, dtype=dtype)
+    b = torch.randn(n, 5, generator=g, dtype=dtype)
+    return u, v, a, b
+
+
+def _grads(loss: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return torch.autograd.grad(loss, xs)
+
+
+@pytest.mark.parametrize("target", TARGETS.names())
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_clip_special_case_matches_open_clip(target, beta):
+    """β = 0 or λ = µ = 0 (for every target): exactly open_clip's ClipLoss, value and gradients."""
+    u, v, a, b = _features(n=32, d=16)
+    scale = torch.tensor(1 / 0.07, requires_grad=True)
+    obj = SoftCLIPObjective(target=target, beta=beta, soft_weight=0.0, re_weight=0.0)
+    out = obj(u, v, scale, a, b)
+    ref = ClipLoss()(u, v, scale)
+    assert abs(out["loss"].item() - ref.item()) < 1e-6
+    for got, want in zip(_grads(out["loss"], u, v, scale), _grads(ref, u, v, scale), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert float(out["soft_loss"]) == 0.0 and float(out["re_loss"]) == 0.0
+
+
+def _reference_terms(obj: SoftCLIPObjective, u, v, scale, a, b, ma, mb):
+    """Plain float64 formulas: InfoNCE, mean D(Y || P) per direction (targets from build_targets)."""
+    z = scale * u @ v.T
+    sides = [SideView(x, x, m, m) for x, m in ((F.normalize(a, dim=1), ma), (F.normalize(b, dim=1), mb))]
+    ys = build_targets(*sides, obj.target, obj.pairing, obj.beta, obj.tau, 0)
+    eye = torch.eye(len(u), dtype=u.dtype)
+    nce, soft = 0.0, 0.0
+    for logits, y in ((z, ys[0]), (z.T, ys[1])):
+        y = eye if y is None else y
+        log_p = torch.log_softmax(logits, dim=1)
+        nce += 0.5 * float(-log_p.diagonal().mean())
+        kl = (torch.xlogy(y, y) - y * log_p).sum(1)
+        rev = (log_p.exp() * (log_p - torch.log(y.clamp_min(1e-8)))).sum(1)
+        rows = {"kl": kl, "symkl": kl + rev, "ce": -(y * log_p).sum(1)}[obj.divergence]
+        soft += 0.5 * float(rows.mean())
+    return nce, soft
+
+
+@pytest.mark.parametrize("target", TARGETS.names())
+@pytest.mark.parametrize("divergence", DIVERGENCES.names())
+@pytest.mark.parametrize("pairing", PAIRINGS.names())
+def test_terms_match_plain_formulas(target, divergence, pairing):
+    u, v, a, b = (x.detach() for x in _features(n=7, d=5, dtype=torch.float64))
+    ma = torch.tensor([1, 1, 0, 1, 1, 1, 0], dtype=torch.bool)
+    mb = torch.tensor([1, 0, 1, 1, 1, 1, 1], dtype=torch.bool)
+    obj = SoftCLIPObjective(target, beta=0.4, tau=0.2, divergence=divergence, pairing=pairing, re_weight=0.7)
+    scale = torch.tensor(5.0, dtype=torch.float64)
+    out = obj(u, v, scale, a, b, ma, mb)
+    nce, soft = _reference_terms(obj, u, v, scale, a, b, ma, mb)
+    assert float(out["nce_loss"]) == pytest.approx(nce, rel=1e-10)
+    assert float(out["soft_loss"]) == pytest.approx(soft, rel=1e-10)
+    total = sum(w * float(out[k]) for w, k in zip((1.0, 1.0, 0.7, 0.0), TERMS, strict=True))
+    assert float(out["loss"]) == pytest.approx(total, rel=1e-10)
+
+
+@pytest.mark.parametrize("target", TARGETS.names())
+@pytest.mark.parametrize("divergence", DIVERGENCES.names())
+@pytest.mark.parametrize("pairing", PAIRINGS.names())
+def test_registry_every_combination_is_finite_and_gets_gradients(target, divergence, pairing):
+    u, v, a, b = _features()
+    mask = torch.ones(len(u), dtype=torch.bool)
+    mask[::3] = False
+    scale = torch.tensor(20.0, requires_grad=True)
+    obj = SoftCLIPObjective(target, divergence=divergence, pairing=pairing)
+    out = obj(u, v, scale, a, b, mask, ~mask | (torch.arange(len(u)) % 2 == 0))
+    assert all(torch.isfinite(x).all() for x in out.values())
+    grads = _grads(out["loss"], u, v, scale)
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert all(g.abs().sum() > 0 for g in grads)
+
+
+def test_keys_weights_and_skipped_terms():
+    u, v, a, b = _features()
+    scale = torch.tensor(10.0)
+    out = SoftCLIPObjective()(u, v, scale, a, b)
+    assert set(TERMS) | {"loss", "target_entropy", "target_pos_mass", "pred_pos_mass", "logit_scale"} <= set(
+        out
+    )
+    assert all(not k.endswith("_loss") for k in out if k not in TERMS and k != "loss")
+    expected = out["nce_loss"] + out["soft_loss"] + 0.5 * out["re_loss"]
+    torch.testing.assert_close(out["loss"].detach(), expected)
+    only_soft = SoftCLIPObjective(nce_weight=0.0, re_weight=0.0)(u, v, scale, a, b)
+    assert float(only_soft["nce_loss"]) == 0.0 and float(only_soft["re_loss"]) == 0.0
+    torch.testing.assert_close(only_soft["soft_loss"], out["soft_loss"])
+    assert 0 < float(out["target_pos_mass"]) < 1 and float(out["target_entropy"]) > 0
+    assert float(out["logit_scale"]) == 10.0
+
+
+def test_hard_target_soft_kl_is_the_infonce():
+    u, v, a, b = _features()
+    out = SoftCLIPObjective("hard", divergence="kl", re_weight=0.0)(u, v, torch.tensor(14.0), a, b)
+    torch.testing.assert_close(out["soft_loss"], out["nce_loss"])
+    assert float(out["target_entropy"]) == 0.0 and float(out["target_pos_mass"]) == 1.0
+
+
+def test_own_features_when_no_side_is_given_and_targets_carry_no_gradient():
+    u, v, a, b = _features()
+    scale = torch.tensor(10.0)
+    obj = SoftCLIPObjective(beta=0.5)
+    own = obj(u, v, scale)
+    given = obj(u, v, scale, u.detach().clone(), v.detach().clone())
+    torch.testing.assert_close(own["loss"], given["loss"])
+    side = a.clone().requires_grad_()
+    out = obj(u, v, scale, side, b)
+    (grad,) = torch.autograd.grad(out["loss"], side, allow_unused=True)
+    assert grad is None  # the ROI term is off (roi_weight = 0): A only shapes the targets
+
+
+def test_roi_infonce_over_samples_with_both_sides():
+    u, v, a, _ = _features()
+    b = torch.randn(len(u), a.shape[1])
+    ma = torch.ones(len(u), dtype=torch.bool)
+    mb = ma.clone()
+    ma[2], mb[5] = False, False
+    side = a.clone().requires_grad_()
+    scale, roi_scale = torch.tensor(10.0), torch.tensor(7.0)
+    obj = SoftCLIPObjective(roi_weight=0.3)
+    out = obj(u, v, scale, side, b, ma, mb, roi_logit_scale=roi_scale)
+    keep = ma & mb
+    logits = roi_scale * F.normalize(a[keep], dim=1) @ F.normalize(b[keep], dim=1).T
+    labels = torch.arange(int(keep.sum()))
+    ref = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    assert float(out["roi_loss"]) == pytest.approx(float(ref), rel=1e-5)
+    (grad,) = torch.autograd.grad(out["loss"], side)
+    assert grad[keep].abs().sum() > 0 and (grad[~keep] == 0).all()
+    frozen = obj(u, v, scale, a, b, ma, mb)  # an aggregator without gradient: no ROI term
+    assert float(frozen["roi_loss"]) == 0.0
+    with pytest.raises(ValueError, match="one dimension"):
+        obj(u, v, scale, side, torch.randn(len(u), 3))
+
+
+def test_masked_samples_are_left_out_of_the_relation_term():
+    u, v, a, b = _features(n=6)
+    all_off = torch.zeros(6, dtype=torch.bool)
+    out = SoftCLIPObjective(re_weight=1.0)(u, v, torch.tensor(10.0), a, b, all_off, all_off)
+    assert float(out["re_loss"]) == 0.0 and float(out["re_kept_fraction"]) == 0.0
+    assert float(out["target_pos_mass"]) == 1.0
+    assert torch.isfinite(out["loss"])
+
+
+def test_autocast_computes_the_logits_in_float32():
+    u, v, a, b = _features()
+    scale = torch.tensor(14.0)
+    obj = SoftCLIPObjective()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = obj(u.bfloat16(), v.bfloat16(), scale, a.bfloat16(), b.bfloat16())
+    assert out["loss"].dtype == torch.float32
+    ref = obj(u.bfloat16().float(), v.bfloat16().float(), scale, a.bfloat16().float(), b.bfloat16().float())
+    torch.testing.assert_close(out["loss"], ref["loss"])
+
+
+def test_no_grad_and_repeated_calls_agree():
+    u, v, a, b = _features()
+    obj = SoftCLIPObjective()
+    first = obj(u, v, torch.tensor(10.0), a, b)
+    with torch.no_grad():
+        second = obj(u, v, torch.tensor(10.0), a, b)
+    for k in first:
+        torch.testing.assert_close(first[k].detach(), second[k])
+    clone = pickle.loads(pickle.dumps(copy.deepcopy(obj)))
+    torch.testing.assert_close(clone(u, v, torch.tensor(10.0), a, b)["loss"], first["loss"])
+
+
+def test_from_config_reads_the_loss_section_and_validates():
+    cfg = LossConfig(
+        target="label_smoothing", beta=0.2, tau=0.5, divergence="kl", pairing="cross", re_weight=0.0
+    )
+    obj = SoftCLIPObjective.from_config(cfg)
+    assert (obj.target, obj.beta, obj.tau, obj.divergence, obj.pairing) == (
+        "label_smoothing",
+        0.2,
+        0.5,
+        "kl",
+        "cross",
+    )
+    assert (obj.re_weight, obj.roi_weight) == (0.0, cfg.roi_weight)
+    with pytest.raises(RegistryError, match="hard"):
+        SoftCLIPObjective(target="hrad")
+    with pytest.raises(ValueError, match="beta"):
+        SoftCLIPObjective(beta=1.5)
+    with pytest.raises(ValueError, match="tau"):
+        SoftCLIPObjective(tau=0.0)
+    with pytest.raises(ValueError, match="re_weight"):
+        SoftCLIPObjective(re_weight=-1.0)
+    u, v, _, _ = _features()
+    with pytest.raises(ValueError, match="image_side_mask"):
+        obj(u, v, torch.tensor(1.0), image_side_mask=torch.ones(3, dtype=torch.bool))
