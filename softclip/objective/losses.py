@@ -277,7 +277,7 @@ class _DirectionTerms(torch.autograd.Function):
         pos_mass = p.diagonal(spec.offset).mean()
         zero = z.new_zeros(())
         soft = re_sum = neg_entropy = zero
-        grad_soft = grad_re = None
+        grad_soft = grad_re = off = off_probs = dz = None
         if y is not None:
             scratch = ws.get("scratch", z.shape, z)
             log_y = exact_log(y, out=ws.get("log_y", z.shape, z))
@@ -294,11 +294,11 @@ class _DirectionTerms(torch.autograd.Function):
             dz.diagonal(spec.offset).sub_(spec.nce_weight / n)
             if grad_soft is not None:
                 dz.add_(grad_soft, alpha=spec.soft_weight / n)
-            ctx.save_for_backward(dz)
-        if y is not None and off is not None:
+        if off is not None:
             re_sum, grad_re = _relation_enhanced(off_probs, off, keep, spec, need, scratch)
             if grad_re is not None:
                 _add_off_diagonal_(dz, grad_re, spec.re_weight, spec.offset)
+        ctx.save_for_backward(dz)
         total = spec.nce_weight * nce + spec.soft_weight * soft
         if spec.re_weight is not None:
             total = total + spec.re_weight * re_sum

@@ -1,8 +1,11 @@
 """SoftCLIPObjective: InfoNCE + soft-target divergence + disentangled negatives (+ ROI<->tag InfoNCE).
 
 L = w_nce·L_nce + λ·L_soft + µ·L_re + γ·L_roi (DESIGN.md, 'The SoftCLIP objective'). Terms whose weight is 0
-are not computed (they are returned as zero tensors), so β = 0 with λ = µ = 0 runs exactly open_clip's
-``ClipLoss`` computation. Logits and log-probabilities are float32 (float64 stays float64) whatever autocast says.
+are not computed (they are returned as zero tensors); β = 0 with λ = µ = 0 reproduces open_clip's ``ClipLoss``
+(value and gradients, to float rounding). Logits and log-probabilities are float32 (float64 stays float64)
+whatever autocast says. Only ``loss`` carries gradient: the gradient of the whole weighted sum with respect to
+the logits is formed in one pass (:mod:`softclip.objective.losses`), and the ``*_loss`` terms come back
+detached, for logging.
 
 Distributed (torch.distributed initialised, world W > 1): features are all-gathered with gradient
 (:mod:`softclip.objective.distributed`), side features and masks without; each rank computes its local rows
@@ -144,9 +147,11 @@ class SoftCLIPObjective(nn.Module):
             roi_logit_scale: scalar multiplier of the ROI<->tag InfoNCE (default: ``logit_scale``).
 
         Returns:
-            ``loss`` (weighted total); ``nce_loss``, ``soft_loss``, ``re_loss``, ``roi_loss`` (unweighted;
-            zero tensors where not computed); diagnostics ``pred_pos_mass``, ``logit_scale`` and, when targets
-            are built, ``target_entropy``, ``target_pos_mass``, ``re_kept_fraction``.
+            ``loss`` (weighted total, differentiable); ``nce_loss``, ``soft_loss``, ``re_loss``, ``roi_loss``
+            (unweighted, detached; zero tensors where not computed); diagnostics ``pred_pos_mass`` (mean
+            predicted probability of the positive), ``logit_scale`` and, when targets are built,
+            ``target_entropy`` (mean row entropy of Y), ``target_pos_mass`` (mean diagonal of Y) and, with the
+            relation-enhanced term, ``re_kept_fraction`` (share of rows with off-diagonal target mass).
         """
         dtype = torch.promote_types(image_features.dtype, torch.float32)
         with torch.autocast(device_type=image_features.device.type, enabled=False):

@@ -82,7 +82,7 @@ def label_smoothing_target(side: SideView, tau: float, out: torch.Tensor | None 
     """Uniform over the valid global columns: Q = 11ᵀ / N_valid (N_valid = N_g without masks).
 
     Returns:
-        [N_l, N_g] (an expanded view; callers never write into it).
+        [N_l, N_g], an expanded view of one fresh row.
     """
     n_local, n_global = side.rows.shape[0], side.cols.shape[0]
     like = side.cols.new_ones(n_global) if side.col_valid is None else side.col_valid.to(side.cols.dtype)
