@@ -1,0 +1,279 @@
+"""``train(cfg)``: the top-down entry point. Set up the run folder, data, model and optimiser; train; finish.
+
+Batch semantics: ``data.batch_size`` is the *global* batch of one optimiser step. Each of the W ranks reads
+micro-batches of ``batch_size / (W * optim.accum_steps)`` samples, and the objective sees the whole global
+batch, so a config means the same training on any number of processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from softclip.config import Config, ConfigError
+from softclip.train import checkpoint as ckpt
+from softclip.train import dist, rundir
+from softclip.train.errors import TrainingError
+from softclip.train.loop import Evaluate, LoopConfig, Trainer
+from softclip.train.meta import collect_meta
+from softclip.train.metrics import MetricsWriter, truncate_metrics
+from softclip.train.optim import build_optimizer
+from softclip.train.schedule import CosineSchedule
+from softclip.train.step import StepModel
+from softclip.train.stream import DataStream
+
+log = logging.getLogger("softclip.train")
+
+VINVL_ROI_DIM = 2054
+SYNTH_DATA_SEED = 0  # one SynthScenes copy per data.root, shared by every training seed
+_ACTIVE: list[Trainer] = []  # the trainer of this process while it runs (for save_now)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> bf16 on CUDA, fp32 on CPU."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def micro_batch_size(cfg: Config, world_size: int) -> int:
+    """Per-rank micro-batch: ``data.batch_size / (world_size * optim.accum_steps)``, which must divide."""
+    parts = world_size * cfg.optim.accum_steps
+    if cfg.data.batch_size % parts:
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size} (the global batch per step) must be divisible by "
+            f"world_size x optim.accum_steps = {world_size} x {cfg.optim.accum_steps}"
+        )
+    return cfg.data.batch_size // parts
+
+
+def roi_dim(cfg: Config) -> int:
+    if cfg.data.roi_dim is not None:
+        return cfg.data.roi_dim
+    return cfg.data.synth.detector.roi_dim if cfg.data.source == "synth" else VINVL_ROI_DIM
+
+
+def read_sidecars(cfg: Config) -> bool:
+    """Read ROI/tag sidecars only when ``data.sidecars`` allows it and a loss source uses them."""
+    needed = cfg.loss.image_source == "roi" or cfg.loss.text_source == "tag"
+    if needed and not cfg.data.sidecars:
+        log.warning(
+            "data.sidecars=false with loss.image_source=%s / loss.text_source=%s: no regions or tags are "
+            "read, so every self-similarity target row falls back to one-hot",
+            cfg.loss.image_source,
+            cfg.loss.text_source,
+        )
+    return needed and cfg.data.sidecars
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------------------------ setup
+
+
+def setup_data(cfg: Config, env: dist.DistEnv, preprocess: Callable, tokenizer: Callable) -> Any:
+    """The training loader of this rank (generating SynthScenes first when ``data.source=synth``)."""
+    from softclip.data.loader import build_train_loader
+
+    source = cfg.data.source
+    if source == "synth":
+        if env.is_main:
+            from softclip.data.synth import generate
+
+            generate(cfg.data.root, cfg.data.synth, seed=SYNTH_DATA_SEED)
+        dist.barrier(env)
+        source = "wds"
+    return build_train_loader(
+        source,
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        batch_size=micro_batch_size(cfg, env.world_size),
+        kmax=cfg.data.kmax,
+        roi_dim=roi_dim(cfg),
+        seed=cfg.seed,
+        root=cfg.data.root,
+        train=cfg.data.train,
+        csv=cfg.data.csv,
+        features_tsv=cfg.data.features_tsv,
+        labels_tsv=cfg.data.labels_tsv,
+        images_root=cfg.data.images_root,
+        rank=env.rank,
+        world_size=env.world_size,
+        workers=cfg.data.workers,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        resampled=cfg.data.resampled,
+        epoch_samples=cfg.data.epoch_samples,
+        sidecars=read_sidecars(cfg),
+        max_bad_fraction=cfg.data.max_bad_fraction,
+        pin_memory=env.device.type == "cuda" and cfg.data.workers > 0,
+    )
+
+
+def setup_model(cfg: Config, env: dist.DistEnv, precision: str) -> tuple[StepModel, Callable, Callable]:
+    """(StepModel with DDP / compile applied, preprocess_train, tokenizer)."""
+    from softclip.models import build_model
+    from softclip.objective import SoftCLIPObjective
+
+    model, preprocess, _, tokenizer = build_model(
+        cfg.model.name,
+        roi_aggregation=cfg.roi.aggregation,
+        roi_train=cfg.roi.train,
+        roi_in_dim=roi_dim(cfg) if cfg.loss.image_source == "roi" else None,
+        roi_width=cfg.roi.width,
+        roi_layers=cfg.roi.layers,
+        roi_heads=cfg.roi.heads,
+        roi_dropout=cfg.roi.dropout,
+        precision="fp32",
+    )
+    model = model.to(env.device).train()
+    forward: Any = model
+    no_sync = None
+    if env.distributed:
+        learns = model.roi is not None and getattr(model.roi, "learns", False)
+        ddp = DistributedDataParallel(
+            model,
+            device_ids=[env.device] if env.device.type == "cuda" else None,
+            find_unused_parameters=learns,
+        )
+        forward, no_sync = ddp, ddp.no_sync
+    if cfg.train.compile:
+        forward = torch.compile(forward)
+    objective = SoftCLIPObjective.from_config(cfg.loss).to(env.device)
+    sm = StepModel(
+        forward, model, objective, cfg.loss.image_source, cfg.loss.text_source, env.device, precision, no_sync
+    )
+    return sm, preprocess, tokenizer
+
+
+def loop_config(cfg: Config) -> LoopConfig:
+    t, o = cfg.train, cfg.optim
+    return LoopConfig(
+        steps=t.steps,
+        accum_steps=o.accum_steps,
+        global_batch=cfg.data.batch_size,
+        grad_clip=o.grad_clip,
+        log_every=t.log_every,
+        ckpt_every=t.ckpt_every,
+        keep_checkpoints=t.keep_checkpoints,
+        eval_every=t.eval_every,
+        nan_policy=t.nan_policy,
+        max_skipped_steps=t.max_skipped_steps,
+        logit_scale_max=t.logit_scale_max,
+        seed=cfg.seed,
+        best_metric=t.best_metric,
+        best_mode=t.best_mode,
+    )
+
+
+def _prepare_run_dir(run_dir: Path, cfg: Config, overwrite: bool, env: dist.DistEnv) -> Path | None:
+    """Rank 0 prepares the folder; every rank gets the checkpoint path or raises the same error."""
+    outcome: tuple[str, Any]
+    if env.is_main:
+        try:
+            outcome = ("ok", rundir.prepare(run_dir, cfg, overwrite))
+        except (ConfigError, FileExistsError, TrainingError) as err:
+            outcome = ("error", err)
+    outcome = dist.broadcast_object(outcome if env.is_main else None, env)
+    if outcome[0] == "error":
+        raise outcome[1]
+    return outcome[1]
+
+
+# -------------------------------------------------------------------------------------------------- run
+
+
+def train(
+    cfg: Config, run_dir: str | Path | None = None, overwrite: bool = False, evaluate: Evaluate | None = None
+) -> Path:
+    """Train ``cfg`` into ``run_dir`` (default ``cfg.output_dir/cfg.name``); resume if it holds a checkpoint.
+
+    Args:
+        cfg: the resolved config.
+        run_dir: the run folder.
+        overwrite: start again even if the folder holds a finished (or resumable) run.
+        evaluate: ``evaluate(model, step) -> {metric: value}``, run on rank 0 every ``train.eval_every``
+            steps and at the end; None skips evaluation.
+
+    Returns:
+        The run folder (holding ``done.json``).
+
+    Raises:
+        RunFinishedError: the folder holds a finished run and ``overwrite`` is False.
+        ConfigError: resuming with a config that differs (the keys are named), or an invalid batch split.
+        NonFiniteLossError: a non-finite loss under ``train.nan_policy=stop`` (or too many skipped steps).
+    """
+    run_dir = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / cfg.name
+    env = dist.setup(cfg.train.device)
+    threads = torch.get_num_threads()
+    try:
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        return _run(cfg, run_dir, overwrite, evaluate, env)
+    finally:
+        torch.set_num_threads(threads)
+        dist.cleanup(env)
+
+
+def _run(cfg: Config, run_dir: Path, overwrite: bool, evaluate: Evaluate | None, env: dist.DistEnv) -> Path:
+    precision = resolve_precision(cfg.train.precision, env.device)
+    micro_batch_size(cfg, env.world_size)  # fail on a bad split before any work
+    resume = _prepare_run_dir(run_dir, cfg, overwrite, env)
+    seed_everything(cfg.seed)
+    sm, preprocess, tokenizer = setup_model(cfg, env, precision)
+    loader = setup_data(cfg, env, preprocess, tokenizer)
+    payload = ckpt.load_checkpoint(resume, map_location=env.device) if resume is not None else None
+    if env.is_main:
+        _start_files(run_dir, cfg, env, precision, None if payload is None else int(payload["step"]))
+    trainer = _make_trainer(cfg, run_dir, env, sm, DataStream(loader, env.device), evaluate)
+    if payload is not None:
+        trainer.load(payload)
+        log.info("resumed from %s at step %d", resume, trainer.state.step)
+        del payload
+    _ACTIVE.append(trainer)
+    try:
+        state = trainer.fit()
+    finally:
+        _ACTIVE.remove(trainer)
+        trainer.writer.close()
+    if env.is_main:
+        best = {"metric": state.best_metric, "value": state.best_value, "step": state.best_step}
+        summary = {"step": state.step, "samples": state.samples, "skipped_steps": state.skipped, "best": best}
+        rundir.write_done(run_dir, summary)
+    dist.barrier(env)
+    return run_dir
+
+
+def _start_files(run_dir: Path, cfg: Config, env: dist.DistEnv, precision: str, resumed: int | None) -> None:
+    """Drop metric lines a resumed run will redo; write (or extend) ``meta.json``."""
+    dropped = truncate_metrics(run_dir / rundir.METRICS, resumed or 0)
+    if dropped:
+        log.info("dropped %d metric lines past step %d (redone after resume)", dropped, resumed or 0)
+    rundir.write_meta(run_dir, collect_meta(cfg.seed, env.device, env.world_size, precision), resumed)
+
+
+def _make_trainer(
+    cfg: Config, run_dir: Path, env: dist.DistEnv, sm: StepModel, data: DataStream, evaluate: Evaluate | None
+) -> Trainer:
+    o = cfg.optim
+    optimizer = build_optimizer(sm.raw, o.lr, o.weight_decay, (o.beta1, o.beta2), o.eps, o.fused, env.device)
+    schedule = CosineSchedule(o.lr, o.warmup_steps, cfg.train.steps, o.min_lr_ratio)
+    tensorboard = run_dir / "tensorboard" if cfg.train.tensorboard else None
+    writer = MetricsWriter(run_dir / rundir.METRICS, tensorboard, enabled=env.is_main)
+    info = {"config_hash": cfg.hash()}
+    return Trainer(sm, optimizer, schedule, data, env, loop_config(cfg), run_dir, writer, evaluate, info)
+
+
+def save_now() -> Path | None:
+    """Checkpoint the running trainer of this process at its last step boundary (for preemption handlers)."""
+    return _ACTIVE[-1].save_now() if _ACTIVE else None
