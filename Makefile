@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-integration test-slurm test-all demo lint bench clean
+.PHONY: venv test test-integration test-slurm test-all demo lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ test: venv
 test-integration: venv
 	$(PY) -m pytest -q -m integration $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
-test-all: test test-integration
+## make test-slurm: sweeps on the single-node SLURM cluster and PostgreSQL storage
+## (start them first: bash .ci/slurm/up.sh && bash .ci/postgres/up.sh; .ci/run does this)
+test-slurm: venv
+	$(PY) -m pytest -q -m slurm tests/slurm $(PYTEST_ARGS)
+
+test-all: test test-integration test-slurm
 
 ## make demo: the main job on the built-in synthetic benchmark
 demo: venv

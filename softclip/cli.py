@@ -97,6 +97,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     _config_args(p)
     p.add_argument("--run-dir", default=None, help="run folder (default: OUTPUT_DIR/NAME from the config)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation suite after training")
 
 
 @command("train", "train one model (resumes automatically from the run folder's last checkpoint)", _add_train)
@@ -104,14 +105,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     from softclip.train import train
 
     cfg = load_config(args.config, args.overrides, profile=args.profile)
-    run_dir = train(cfg, run_dir=args.run_dir, overwrite=args.overwrite)
+    hook = None
+    if cfg.train.eval_every > 0:
+        from softclip.evaluation.hooks import periodic_evaluator
+
+        hook = periodic_evaluator(cfg)
+    run_dir = train(cfg, run_dir=args.run_dir, overwrite=args.overwrite, evaluate=hook)
     print(f"run finished: {run_dir}")
+    if not args.no_eval:
+        from softclip.evaluation import evaluate_checkpoint
+
+        _print_results(evaluate_checkpoint(run_dir, cfg.eval.suite))
     return 0
+
+
+def _print_results(results: dict[str, dict[str, float]]) -> None:
+    for bench, metrics in results.items():
+        shown = ", ".join(f"{k}={v:.2f}" for k, v in list(metrics.items())[:8] if isinstance(v, (int, float)))
+        print(f"{bench}: {shown}")
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", help="run folder or checkpoint file")
-    p.add_argument("--suite", default="eval/synthetic.yaml", help="evaluation suite YAML")
+    p.add_argument("--suite", default=None, help="evaluation suite YAML (default: the run's eval.suite)")
     p.add_argument("--force", action="store_true", help="recompute results that already exist")
 
 
@@ -119,10 +135,7 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from softclip.evaluation import evaluate_checkpoint
 
-    results = evaluate_checkpoint(args.target, args.suite, force=args.force)
-    for bench, metrics in results.items():
-        shown = ", ".join(f"{k}={v:.2f}" for k, v in list(metrics.items())[:6] if isinstance(v, (int, float)))
-        print(f"{bench}: {shown}")
+    _print_results(evaluate_checkpoint(args.target, args.suite, force=args.force))
     return 0
 
 
@@ -148,6 +161,68 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sweep(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="sweep YAML, e.g. sweeps/beta_tau.yaml")
+    p.add_argument("--profile", default=None, help="profile of the sweep and its base config: smoke, quick, paper")
+    p.add_argument("--launcher", default=None, help="inprocess | processes | slurm | submitit-local")
+    p.add_argument("--n-trials", type=int, default=None, help="complete + pruned trials to reach")
+    p.add_argument("--workers", type=int, default=None, help="trials in flight at once")
+    p.add_argument("--status", action="store_true", help="print the trials table, the best so far and failures")
+
+
+@command("sweep", "run or resume an Optuna sweep (ask/tell through a launcher), or show its status", _add_sweep)
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from softclip.registry import RegistryError
+    from softclip.sweep import SweepError, load_sweep, run_sweep, sweep_status
+
+    spec = load_sweep(args.config, profile=args.profile)
+    if args.status:
+        print(sweep_status(spec))
+        return 0
+    try:
+        result = run_sweep(spec, launcher=args.launcher, n_trials=args.n_trials, workers=args.workers)
+    except RegistryError as err:
+        raise ConfigError(str(err)) from None
+    except SweepError as err:
+        print(f"softclip: sweep stopped: {err}", file=sys.stderr)
+        return 1
+    print(sweep_status(spec, result.storage_url))
+    return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: expected integers like 0,1,2") from None
+
+
+def _add_ablate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="ablation YAML, e.g. ablations/disentangle.yaml")
+    p.add_argument("--profile", default=None, help="profile of the ablation and its base config")
+    p.add_argument("--launcher", default=None, help="inprocess | processes | slurm | submitit-local")
+    p.add_argument("--seeds", type=_seed_list, default=None, help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--workers", type=int, default=None, help="runs in flight at once")
+
+
+@command("ablate", "run an ablation grid (variants x seeds); finished runs are skipped", _add_ablate)
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from softclip.ablate import load_ablation, run_ablation
+    from softclip.registry import RegistryError
+
+    spec = load_ablation(args.config, profile=args.profile, seeds=args.seeds)
+    try:
+        result = run_ablation(spec, launcher=args.launcher, workers=args.workers)
+    except RegistryError as err:
+        raise ConfigError(str(err)) from None
+    print(f"ablation {spec.name}: {len(result.jobs)} runs, {len(result.skipped)} already finished, "
+          f"{len(result.outcomes) - len(result.failed)} done now, {len(result.failed)} failed")  # fmt: skip
+    for outcome in result.failed:
+        job = outcome.args[0]
+        print(f"  FAILED {job.variant} seed {job.seed}: {(outcome.error or '').splitlines()[0]}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
 # ----------------------------------------------------------------------------------------------- main
 
 
@@ -165,20 +240,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _runtime_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input or a failed run: reported in one line, never a traceback."""
-    errors: list[type[BaseException]] = [FileNotFoundError]
-    try:
-        from softclip.data.badsamples import DataError
+    from softclip.data.badsamples import DataError
+    from softclip.train.errors import TrainingError
 
-        errors.append(DataError)
-    except ImportError:  # pragma: no cover - data readers not installed in a partial checkout
-        pass
-    return tuple(errors)
+    return (FileNotFoundError, FileExistsError, DataError, TrainingError)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # key=value overrides may come after options (`train CFG --run-dir X loss.beta=0.5`): collect the leftovers
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        stray = [tok for tok in extra if tok.startswith("-") or "=" not in tok or not hasattr(args, "overrides")]
+        if stray:
+            parser.error(f"unrecognized arguments: {' '.join(stray)}")
+        args.overrides = [*args.overrides, *extra]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

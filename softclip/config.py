@@ -122,7 +122,7 @@ class DataConfig(_Section):
     features_tsv: str | None = None
     labels_tsv: str | None = None
     images_root: str | None = None
-    batch_size: PosInt = 128
+    batch_size: PosInt = Field(128, description="global batch per optimiser step (split over ranks and accum_steps)")
     workers: NonNegInt = 0
     shuffle_buffer: NonNegInt = 1000
     resampled: bool = False

@@ -1,0 +1,33 @@
+"""The trainer's periodic evaluation hook built from a run config (a few benchmarks on the live model)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from softclip.config import Config
+
+
+def periodic_evaluator(
+    cfg: Config, benchmarks: Sequence[str] = ("zeroshot", "retrieval")
+) -> Callable[[Any, int], dict[str, float]]:
+    """Return ``evaluate(model, step) -> {"benchmark/metric": value}`` for ``train.eval_every``.
+
+    Runs only ``benchmarks`` of the run's suite (the full suite runs once after training) and writes nothing;
+    the trainer logs the values to metrics.jsonl and tracks the best checkpoint by ``train.best_metric``.
+    """
+    from softclip.evaluation.harness import flat_metrics, run_suite
+    from softclip.models import build_model
+
+    _, _, preprocess, tokenizer = build_model(cfg.model.name)
+
+    def evaluate(model: Any, step: int) -> dict[str, float]:
+        device = str(next(model.parameters()).device)
+        results = run_suite(
+            model, preprocess, tokenizer, cfg.eval.suite, data_root=cfg.data.root, out_dir=None, run=cfg.name,
+            checkpoint=f"step_{step:08d}", config_hash=cfg.hash(), git_sha=None, benchmarks=list(benchmarks),
+            device=device, batch_size=cfg.eval.batch_size,
+        )  # fmt: skip
+        return flat_metrics(results)
+
+    return evaluate
