@@ -1,0 +1,259 @@
+"""Sweep YAML schema (pydantic, extra=forbid) and loading: profiles, validation against the run config.
+
+A sweep file names a base run config, fixed overrides, a search space over dotted config keys, the objective
+metric(s), the sampler, the pruner, the storage URL, the training seeds and the launcher. See
+``sweeps/softclip_tpe.yaml`` for a commented example. Every error is a :class:`softclip.config.ConfigError`
+naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from softclip.config import (
+    Config,
+    ConfigError,
+    apply_profile,
+    build_config,
+    check_key,
+    deep_merge,
+    expand_env,
+    load_raw,
+    read_yaml,
+    set_dotted,
+)
+
+PosInt = Annotated[int, Field(ge=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ParamSpec(_Strict):
+    """One searched config key: ``float`` / ``int`` in [low, high] (``log``, ``step``) or ``categorical``.
+
+    ``when: {other.key: value-or-list}`` samples the parameter only when that (searched) parameter took one of
+    the listed values; otherwise the run keeps the base config's value.
+    """
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[Any] | None = None
+    when: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParamSpec:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty 'choices' list")
+            if self.low is not None or self.high is not None or self.log or self.step is not None:
+                raise ValueError("categorical takes 'choices' only (no low/high/log/step)")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"{self.type} takes low/high, not 'choices'")
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs both 'low' and 'high'")
+        if not self.low < self.high:
+            raise ValueError(f"needs low < high, got low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0, got low={self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("'log' and 'step' cannot be combined")
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("int needs whole-number low and high")
+        return self
+
+    def allowed_parent_values(self) -> dict[str, list[Any]]:
+        """``when`` with every condition as a list of accepted values."""
+        return {k: (v if isinstance(v, list) else [v]) for k, v in (self.when or {}).items()}
+
+
+class ObjectiveSpec(_Strict):
+    """A metric from the evaluation results, ``benchmark/metric`` (e.g. ``retrieval/i2t_r1``)."""
+
+    metric: str
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+
+class SamplerSpec(_Strict):
+    name: str = Field("tpe", description="tpe | random | grid | cmaes | qmc | nsga2")
+    seed: int | None = Field(0, description="sampler seed (None: random)")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the optuna sampler")
+
+
+class PrunerSpec(_Strict):
+    name: str = Field("none", description="none | median | hyperband | asha")
+    metric: str | None = Field(None, description="intermediate metric (default: the first objective's)")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the optuna pruner")
+
+
+class LauncherSpec(_Strict):
+    """Overrides of the run config's ``launcher`` section for this sweep (CLI flags override these)."""
+
+    name: str | None = None
+    cluster: str | None = None
+    workers: PosInt | None = None
+    cpus_per_job: PosInt | None = None
+    cpu_budget: PosInt | None = None
+
+
+class SweepSpec(_Strict):
+    """A whole sweep file (after its profile overlay)."""
+
+    name: str = Field(description="study name and folder name under output_dir")
+    base: str = Field(description="run config every trial starts from, relative to the sweep file")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value, every trial")
+    space: dict[str, ParamSpec]
+    objective: list[ObjectiveSpec]
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    n_trials: PosInt | None = Field(None, description="complete+pruned trials to reach (grid: the grid size)")
+    seeds: list[int] = Field(default_factory=lambda: [0], description="training seeds per trial (mean taken)")
+    storage: str | None = Field(None, description="sqlite:///..., postgresql://..., journal:PATH")
+    study_name: str | None = None
+    output_dir: str = "runs/sweeps"
+    trial: str = Field("train", description="trial function: registry name or module:function")
+    max_failures: PosInt | None = Field(None, description="stop after this many failed trials (default n_trials)")
+    heartbeat_interval: PosInt = Field(30, description="seconds between trial heartbeats")
+    grace_period: PosInt | None = Field(None, description="seconds without heartbeat before a trial is stale")
+    max_retry: Annotated[int, Field(ge=0)] = Field(3, description="re-runs of a stale (lost) trial")
+    launcher: LauncherSpec = Field(default_factory=LauncherSpec)
+    source: str = Field("<sweep>", description="the file this came from (set by the loader)")
+    profile: str | None = None
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("needs at least one seed")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepSpec:
+        if not self.objective:
+            raise ValueError("objective: needs at least one metric")
+        for key, param in self.space.items():
+            for parent in param.allowed_parent_values():
+                if parent not in self.space:
+                    raise ValueError(f"space.{key}.when: {parent!r} is not a searched parameter")
+        if len(self.objective) > 1 and self.pruner.name != "none":
+            raise ValueError("pruner: optuna cannot prune multi-objective studies; use pruner.name: none")
+        return self
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objective]
+
+    @property
+    def prune_metric(self) -> str:
+        return self.pruner.metric or self.objective[0].metric
+
+    @property
+    def effective_grace(self) -> int:
+        return self.grace_period or 3 * self.heartbeat_interval
+
+    def base_path(self) -> Path:
+        return (Path(self.source).parent / self.base).resolve()
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_sweep(path: str | Path, profile: str | None = None) -> SweepSpec:
+    """Read a sweep YAML, overlay ``profiles[profile]`` if the file has it, validate (schema and config keys)."""
+    path = Path(path)
+    data = read_yaml(path)
+    profiles = data.get("profiles") or {}
+    data = apply_profile(data, profile if profile in profiles else None, str(path))
+    data.update(source=str(path), profile=profile)
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, path)) from None
+    validate_against_config(spec)
+    return spec
+
+
+def _format_errors(err: ValidationError, path: Path) -> str:
+    lines = []
+    for item in err.errors():
+        loc = [str(p) for p in item["loc"] if not str(p).startswith("function-")]
+        key = ".".join(loc)
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key {key!r}{_hint(loc)}")
+        elif item["type"] == "missing":
+            lines.append(f"{path}: {key}: required key is missing")
+        else:
+            msg = str(item.get("ctx", {}).get("error", item["msg"]))
+            lines.append(f"{path}: {key or '<top>'}: {msg}")
+    return "\n".join(lines)
+
+
+def _hint(loc: list[str]) -> str:
+    model: type[BaseModel] = SweepSpec
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        elif part not in model.model_fields:  # a dict key (e.g. a space entry)
+            model = ParamSpec if model is SweepSpec else model
+    names = list(model.model_fields)
+    close = difflib.get_close_matches(loc[-1], names, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid keys here: {', '.join(names)}"
+
+
+def base_data(spec: SweepSpec) -> dict[str, Any]:
+    """The base config with the profile (if the base config has it) and the sweep's fixed overrides applied."""
+    base = spec.base_path()
+    data = load_raw(base)
+    profiles = data.get("profiles") or {}
+    if spec.profile is not None and spec.profile not in profiles and profiles:
+        known = ", ".join(sorted(profiles))
+        raise ConfigError(f"{spec.source}: profile {spec.profile!r} is not in {base} (profiles: {known})")
+    data = apply_profile(data, spec.profile if spec.profile in profiles else None, str(base))
+    for key, value in spec.overrides.items():
+        parts = key.split(".")
+        check_key(parts, source=f"{spec.source}: overrides")
+        set_dotted(data, parts, value)
+    return data
+
+
+def build_run_config(data: dict[str, Any], params: dict[str, Any], source: str, **top: Any) -> Config:
+    """Overlay searched ``params`` (dotted keys) and top-level fields on ``data`` and validate."""
+    data = deep_merge(data, {})
+    for key, value in params.items():
+        set_dotted(data, key.split("."), value)
+    data.update(top)
+    return build_config(expand_env(data, source), source)
+
+
+def validate_against_config(spec: SweepSpec) -> None:
+    """Every searched key exists in the run config schema, and its bounds/choices are valid values there."""
+    data = base_data(spec)
+    build_run_config(data, {}, f"{spec.source} (base {spec.base})")
+    for key, param in spec.space.items():
+        check_key(key.split("."), source=f"{spec.source}: space")
+        values = param.choices if param.type == "categorical" else [param.low, param.high]
+        for value in values or []:
+            if param.type == "int":
+                value = int(value)
+            try:
+                build_run_config(data, {key: value}, spec.source)
+            except ConfigError as err:
+                shown = json.dumps(value)
+                raise ConfigError(f"{spec.source}: space.{key}: value {shown} is not valid for {key}: {err}") from None

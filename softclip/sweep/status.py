@@ -1,0 +1,105 @@
+"""``softclip sweep FILE --status``: the trials table, the best so far and the failures, as text."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from softclip.sweep.driver import open_study, sweep_dir, target_trials
+from softclip.sweep.spec import SweepSpec
+from softclip.sweep.study import JOURNAL_PREFIX, journal_path, resolve_storage_url, run_key, trial_duration
+from softclip.sweep.trial import ERROR_ATTR
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One plain dict per trial: number, state, run key, params, values, last step, seconds, error."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append({
+            "number": t.number, "state": t.state.name, "run": run_key(t), "params": dict(t.params),
+            "values": list(t.values) if t.values else None,
+            "last_step": max(t.intermediate_values) if t.intermediate_values else None,
+            "seconds": trial_duration(t), "error": t.user_attrs.get(ERROR_ATTR),
+        })  # fmt: skip
+    return rows
+
+
+def _table(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    header = ["#", "state", "run", *keys, "value(s)", "step", "secs"]
+    body = []
+    for r in rows:
+        values = ",".join(_fmt(v) for v in r["values"]) if r["values"] else "-"
+        secs = f"{r['seconds']:.0f}" if r["seconds"] is not None else "-"
+        step = "-" if r["last_step"] is None else str(r["last_step"])
+        params = [_fmt(r["params"][k]) if k in r["params"] else "-" for k in keys]
+        body.append([str(r["number"]), r["state"], str(r["run"]), *params, values, step, secs])
+    widths = [max(len(x) for x in col) for col in zip(header, *body, strict=False)]
+    return ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in (header, *body)]
+
+
+def _best(study: optuna.Study) -> list[FrozenTrial]:
+    try:
+        return list(study.best_trials)
+    except ValueError:
+        return []
+
+
+def _exists(url: str) -> bool:
+    """False for a SQLite or journal file that is not there (opening it would create it)."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///") :]).is_file()
+    if url.startswith(JOURNAL_PREFIX):
+        return journal_path(url).is_file()
+    return True
+
+
+def sweep_status(spec: SweepSpec, storage_url: str | None = None) -> str:
+    """Text report of a sweep's study (the study must exist)."""
+    url = storage_url or resolve_storage_url(spec.storage, sweep_dir(spec))
+    if not _exists(url):
+        return f"sweep {spec.name}: no study {spec.study_name or spec.name!r} in {url} yet"
+    try:
+        study = open_study(spec, url, create=False)
+    except KeyError:
+        return f"sweep {spec.name}: no study {spec.study_name or spec.name!r} in {url} yet"
+    rows = trial_rows(study)
+    counts = Counter(r["state"] for r in rows)
+    done = counts["COMPLETE"] + counts["PRUNED"]
+    try:
+        target: Any = target_trials(spec)
+    except Exception:  # noqa: BLE001 - status works without n_trials
+        target = "?"
+    lines = [f"sweep {spec.name}  storage {url}",
+             f"finished {done}/{target} ({', '.join(f'{k.lower()} {v}' for k, v in sorted(counts.items()))})",
+             ""]  # fmt: skip
+    lines += _table(rows, list(spec.space))
+    metrics = [o.metric for o in spec.objective]
+    best = _best(study)
+    lines.append("")
+    if best:
+        label = "best" if len(best) == 1 else f"Pareto front ({len(best)} trials)"
+        lines.append(f"{label} ({', '.join(f'{m} {o.direction}' for m, o in zip(metrics, spec.objective, strict=True))}):")
+        for t in best:
+            values = ", ".join(_fmt(v) for v in t.values)
+            lines.append(f"  trial {t.number}: {values}  {json.dumps(t.params)}")
+    else:
+        lines.append("best: no complete trial yet")
+    failures = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))]
+    if failures:
+        lines.append("")
+        lines.append(f"failures ({len(failures)}):")
+        for t in failures:
+            error = (t.user_attrs.get(ERROR_ATTR) or "stale: no heartbeat (worker lost), re-enqueued").splitlines()[0]
+            lines.append(f"  trial {t.number}: {error}")
+    return "\n".join(lines)

@@ -1,0 +1,322 @@
+"""Optuna plumbing: sampler and pruner registries, storage URLs, heartbeats and stale-trial retry.
+
+Storage URLs: ``sqlite:///path/study.db`` (default, one machine), ``postgresql://user:pw@host/db`` (many
+workers), ``journal:PATH`` (optuna's JournalStorage with a JournalFileBackend: a shared file system without a
+database). RDB storages use optuna's own heartbeat (``heartbeat_interval``, ``grace_period``) with
+``RetryHeartbeatStaleTrialCallback``; the journal storage has no heartbeat in optuna, so the same bookkeeping is
+kept in a trial system attribute and the same retry callback is applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import sqlite3
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from softclip.config import ConfigError
+from softclip.registry import Registry, RegistryError
+from softclip.sweep.space import grid_space
+from softclip.sweep.spec import SweepSpec
+
+log = logging.getLogger("softclip.sweep")
+
+SAMPLERS: Registry[Callable[[SweepSpec], optuna.samplers.BaseSampler]] = Registry("sampler.name")
+PRUNERS: Registry[Callable[[dict[str, Any]], optuna.pruners.BasePruner]] = Registry("pruner.name")
+HEARTBEAT_ATTR = "softclip:heartbeat"
+JOURNAL_PREFIX = "journal:"
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Silence optuna's experimental-feature warnings and its note that heartbeats are meant for
+    ``Study.optimize`` (this driver keeps them itself, around ask/tell)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        yield
+
+
+# ---------------------------------------------------------------------------------------------- samplers
+
+
+@SAMPLERS.register("tpe")
+def _tpe(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    # constant_liar: workers running in parallel do not all sample the same point; group: conditional spaces.
+    options = {"multivariate": True, "group": True, "constant_liar": True, **spec.sampler.options}
+    return optuna.samplers.TPESampler(seed=spec.sampler.seed, **options)
+
+
+@SAMPLERS.register("random")
+def _random(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=spec.sampler.seed, **spec.sampler.options)
+
+
+@SAMPLERS.register("grid")
+def _grid(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GridSampler(grid_space(spec.space), seed=spec.sampler.seed, **spec.sampler.options)
+
+
+def _needs(module: str, sampler: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"sampler.name={sampler!r} needs the {module!r} package: pip install {module}")
+
+
+@SAMPLERS.register("cmaes")
+def _cmaes(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    _needs("cmaes", "cmaes")
+    if len(spec.objective) > 1:
+        raise ConfigError("sampler.name='cmaes' is single-objective; use tpe or nsga2 for several objectives")
+    # CMA-ES models continuous params only: categorical and conditional ones go to the independent TPE sampler.
+    fallback = optuna.samplers.TPESampler(seed=spec.sampler.seed)
+    options = {"warn_independent_sampling": False, **spec.sampler.options}
+    return optuna.samplers.CmaEsSampler(seed=spec.sampler.seed, independent_sampler=fallback, **options)
+
+
+@SAMPLERS.register("qmc")
+def _qmc(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    _needs("scipy", "qmc")
+    fallback = optuna.samplers.TPESampler(seed=spec.sampler.seed)
+    options = {"qmc_type": "sobol", "warn_independent_sampling": False, **spec.sampler.options}
+    return optuna.samplers.QMCSampler(seed=spec.sampler.seed, independent_sampler=fallback, **options)
+
+
+@SAMPLERS.register("nsga2")
+def _nsga2(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.NSGAIISampler(seed=spec.sampler.seed, **spec.sampler.options)
+
+
+def make_sampler(spec: SweepSpec, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The spec's sampler; ``offset`` (trials already in the study) shifts the seed so that a resumed sweep
+    does not replay the random start-up points it already tried."""
+    try:
+        factory = SAMPLERS.get(spec.sampler.name)
+    except RegistryError as err:
+        raise ConfigError(f"{spec.source}: {err}") from None
+    if offset and spec.sampler.seed is not None:
+        spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(update={"seed": spec.sampler.seed + offset})})
+    try:
+        with quiet_optuna():
+            return factory(spec)
+    except TypeError as err:
+        raise ConfigError(f"{spec.source}: sampler.options: {err}") from None
+
+
+# ----------------------------------------------------------------------------------------------- pruners
+
+
+@PRUNERS.register("none")
+def _nop(options: dict[str, Any]) -> optuna.pruners.BasePruner:
+    return optuna.pruners.NopPruner(**options)
+
+
+@PRUNERS.register("median")
+def _median(options: dict[str, Any]) -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(**{"n_startup_trials": 4, "n_warmup_steps": 0, **options})
+
+
+@PRUNERS.register("hyperband")
+def _hyperband(options: dict[str, Any]) -> optuna.pruners.BasePruner:
+    return optuna.pruners.HyperbandPruner(**{"reduction_factor": 3, **options})
+
+
+@PRUNERS.register("asha")
+def _asha(options: dict[str, Any]) -> optuna.pruners.BasePruner:
+    return optuna.pruners.SuccessiveHalvingPruner(**options)
+
+
+def make_pruner(name: str, options: dict[str, Any], source: str = "<sweep>") -> optuna.pruners.BasePruner:
+    try:
+        factory = PRUNERS.get(name)
+    except RegistryError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    try:
+        return factory(dict(options))
+    except TypeError as err:
+        raise ConfigError(f"{source}: pruner.options: {err}") from None
+
+
+# ----------------------------------------------------------------------------------------------- storage
+
+
+def resolve_storage_url(url: str | None, sweep_dir: Path) -> str:
+    """Absolute storage URL (workers may run elsewhere): default ``sqlite:///<sweep_dir>/study.db``."""
+    if url is None:
+        return f"sqlite:///{(sweep_dir / 'study.db').resolve()}"
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rest = url[len("sqlite:///") :]
+        return url if rest in ("", ":memory:") else f"sqlite:///{Path(rest).resolve()}"
+    if url.startswith(JOURNAL_PREFIX):
+        return f"{JOURNAL_PREFIX}{journal_path(url).resolve()}"
+    return url
+
+
+def journal_path(url: str) -> Path:
+    """``journal:PATH`` (also ``journal:///abs/path``) -> the journal file path."""
+    rest = url[len(JOURNAL_PREFIX) :]
+    if rest.startswith("///"):
+        rest = rest[2:]
+    elif rest.startswith("//"):
+        rest = rest[2:]
+    return Path(rest)
+
+
+def _sqlalchemy_url(url: str) -> str:
+    """``postgresql://`` with psycopg2 when psycopg (v3, SQLAlchemy 2.1's default) is not installed."""
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        if importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url[len("postgresql://") :]
+    return url
+
+
+def _sqlite_wal(path: Path) -> None:
+    """Switch a SQLite database to write-ahead logging (persistent): workers' writes stop blocking readers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path, timeout=60)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+def make_storage(
+    url: str, heartbeat_interval: int, grace_period: int, max_retry: int, worker: bool = False
+) -> optuna.storages.BaseStorage:
+    """Optuna storage for ``url`` with heartbeats and stale-trial retry configured.
+
+    ``worker=True`` skips table creation and the schema check (the driver did both), which saves about a second
+    per trial.
+    """
+    with quiet_optuna():
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        if url.startswith(JOURNAL_PREFIX):
+            path = journal_path(url)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+        if url.startswith("sqlite:///") and not worker and url != "sqlite:///:memory:":
+            _sqlite_wal(Path(url[len("sqlite:///") :]))
+        engine: dict[str, Any] = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+        return optuna.storages.RDBStorage(
+            _sqlalchemy_url(url),
+            engine_kwargs=engine,
+            skip_compatibility_check=worker,
+            skip_table_creation=worker,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=retry,
+        )
+
+
+def storage_for(spec: SweepSpec, url: str) -> optuna.storages.BaseStorage:
+    return make_storage(url, spec.heartbeat_interval, spec.effective_grace, spec.max_retry)
+
+
+# ---------------------------------------------------------------------------------------------- heartbeat
+
+
+def record_heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+    """One heartbeat: optuna's own for RDB storages, a timestamp system attribute for the journal."""
+    try:
+        if isinstance(_unwrap(storage), optuna.storages.RDBStorage):
+            storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+        else:
+            storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+
+
+class Heartbeat:
+    """Background thread that records a heartbeat for a changing set of trial ids every ``interval`` s."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, interval: float, trial_ids: Iterable[int] = ()) -> None:
+        self.storage = storage
+        self.interval = interval
+        self.trial_ids: set[int] = set(trial_ids)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="softclip-heartbeat", daemon=True)
+
+    def add(self, trial_id: int) -> None:
+        with self._lock:
+            self.trial_ids.add(trial_id)
+        record_heartbeat(self.storage, trial_id)
+
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self.trial_ids.discard(trial_id)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                ids = list(self.trial_ids)
+            for trial_id in ids:
+                try:
+                    record_heartbeat(self.storage, trial_id)
+                except Exception as err:  # noqa: BLE001 - a missed beat is retried; never kill the run
+                    log.warning("heartbeat for trial %d failed: %s", trial_id, err)
+
+    def __enter__(self) -> Heartbeat:
+        for trial_id in list(self.trial_ids):
+            record_heartbeat(self.storage, trial_id)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def fail_stale_trials(study: optuna.Study, grace_period: float, max_retry: int) -> list[int]:
+    """Fail RUNNING trials whose heartbeat is older than ``grace_period`` and re-enqueue them (WAITING).
+
+    Returns the numbers of the trials failed here. RDB storages use optuna's ``fail_stale_trials``.
+    """
+    storage = study._storage
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if not isinstance(_unwrap(storage), optuna.storages.JournalStorage):
+        with quiet_optuna():
+            optuna.storages.fail_stale_trials(study)
+        after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        return sorted(before - after)
+    with quiet_optuna():
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    now, failed = time.time(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        beat = trial.system_attrs.get(HEARTBEAT_ATTR)
+        if beat is None:
+            continue  # never beaten: not submitted yet
+        # a retried trial inherits its original's (old) beat: the start time counts as a beat too
+        started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+        if now - max(float(beat), started) <= grace_period:
+            continue
+        try:
+            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                failed.append(trial.number)
+                retry(study, storage.get_trial(trial._trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+    return failed
+
+
+def _unwrap(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    return getattr(storage, "_backend", storage)
+
+
+def run_key(trial: FrozenTrial) -> int:
+    """The trial number its run folder is named after: a retried trial reuses (and resumes) the original's."""
+    history = trial.system_attrs.get("retry_history") or []
+    return int(history[0]) if history else trial.number
+
+
+def trial_duration(trial: FrozenTrial) -> float | None:
+    start: datetime | None = trial.datetime_start
+    end: datetime | None = trial.datetime_complete
+    return (end - start).total_seconds() if start and end else None

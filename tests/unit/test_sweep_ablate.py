@@ -1,0 +1,88 @@
+"""Ablation files (variants x seeds), skip-finished logic and running through a launcher (fake job)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from softclip.ablate import expected_benchmarks, is_finished, load_ablation, plan_jobs, run_ablation
+from softclip.config import ConfigError
+from tests.unit.launch import fakes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, **fields) -> Path:
+    data = {"name": "abl", "base": str(ROOT / "ablations" / "base.yaml"), "output_dir": str(tmp_path / "runs"),
+            "variants": {"clip": {"loss.target": "hard"}, "soft": ["loss.beta=0.5", "loss.re_weight=0"]},
+            "seeds": [0, 1], **fields}  # fmt: skip
+    path = tmp_path / "abl.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_disentangle_file_plans_variants_by_seeds():
+    path = ROOT / "ablations" / "disentangle.yaml"
+    assert path.read_text().startswith("#")
+    spec = load_ablation(path)
+    assert list(spec.variants) == ["infonce", "soft", "soft_re", "re_only"]
+    jobs = plan_jobs(spec)
+    assert len(jobs) == 12
+    infonce = next(j for j in jobs if j.variant == "infonce")
+    assert infonce.config["loss"]["target"] == "hard" and infonce.config["loss"]["re_weight"] == 0.0
+    assert len(plan_jobs(load_ablation(path, "smoke"))) == 4
+    assert [j.seed for j in plan_jobs(load_ablation(path, seeds=[5, 6]))][:2] == [5, 6]
+
+
+def test_variant_lists_and_profiles(tmp_path):
+    spec = load_ablation(write(tmp_path, profiles={"smoke": {"seeds": [3]}}), "smoke")
+    jobs = plan_jobs(spec)
+    assert [(j.variant, j.seed) for j in jobs] == [("clip", 3), ("soft", 3)]
+    soft = jobs[1].config
+    assert soft["loss"]["beta"] == 0.5 and soft["loss"]["re_weight"] == 0
+    assert soft["seed"] == 3 and soft["profile"] == "smoke" and soft["train"]["steps"] == 30  # base's smoke
+    assert jobs[0].run_dir.endswith("abl/clip/s3")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"variants": {"bad": {"loss.bta": 1}}}, r"variant bad.*unknown key 'loss.bta'; did you mean 'loss.beta'"),
+        ({"variants": {"bad": {"loss.beta": 2.0}}}, r"variant bad.*loss.beta=2.0 is out of range"),
+        ({"variants": {}}, r"variants: needs at least one variant"),
+        ({"seeds": [1, 1]}, r"seeds: needs at least one seed, without repeats"),
+        ({"varients": {}}, r"varients: unknown key"),
+    ],
+)
+def test_errors_name_the_variant_and_key(tmp_path, fields, message):
+    with pytest.raises(ConfigError, match=message):
+        load_ablation(write(tmp_path, **fields))
+
+
+def test_finished_needs_done_and_every_benchmark(tmp_path):
+    suite = str(ROOT / "eval" / "synthetic.yaml")
+    benches = expected_benchmarks(suite)
+    assert benches == ["zeroshot", "retrieval", "instance", "copydays"]
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    for b in benches:
+        (run / "eval" / f"{b}.json").write_text(json.dumps({"metrics": {}}))
+    (run / "eval" / "step_00000010.json").write_text("{}")
+    assert not is_finished(run, suite)  # no done.json
+    (run / "done.json").write_text("{}")
+    assert is_finished(run, suite)
+    (run / "eval" / "copydays.json").unlink()
+    assert not is_finished(run, suite)  # one benchmark missing
+
+
+def test_finished_runs_are_skipped_on_rerun(tmp_path):
+    spec = load_ablation(write(tmp_path, overrides={"eval.suite": str(ROOT / "eval" / "synthetic.yaml")}))
+    first = run_ablation(spec, launcher="inprocess", job_fn=fakes.ablation_job)
+    assert len(first.outcomes) == 4 and not first.failed and not first.skipped
+    Path(first.jobs[0].run_dir, "done.json").unlink()  # one run interrupted
+    second = run_ablation(spec, launcher="inprocess", job_fn=fakes.ablation_job)
+    assert len(second.skipped) == 3
+    assert [o.args[0].run_dir for o in second.outcomes] == [first.jobs[0].run_dir]
