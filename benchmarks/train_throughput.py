@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -151,6 +152,7 @@ def run_ours(data: Path, work: Path, variant: tuple[dict, dict], args: argparse.
     cmd = [sys.executable, "-c", code, str(path), str(run_dir)]
     _, wall = _run_child(cmd, ROOT, args.threads, "our trainer")
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    shutil.rmtree(run_dir)  # its final checkpoint is ~90 MB
     train = [r for r in lines if r["kind"] == "train"][1:]  # the first interval holds warm-up
     rates = _rates(args.batch_size, [r["step_time_s"] for r in train], [r["step_cpu_s"] for r in train])
     return {**rates, "data_time_s": statistics.median(r["data_time_s"] for r in train), "wall_s": wall}
