@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
-from softclip.data.badsamples import BadSample, BadSamples, DataError
-from softclip.data.readers.decode import decode_image
+from softclip.data.badsamples import BadSamples, DataError
 from softclip.data.readers.images import ImageFiles, collate_images, iter_image_batches
 
 LOGGER = logging.getLogger("softclip.evaluation")
@@ -88,22 +88,14 @@ class CroppedImageFiles(ImageFiles):
         super().__init__(paths, preprocess)
         self.boxes = [None if b is None or len(b) < 4 else tuple(float(x) for x in b[:4]) for b in boxes]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str]:
-        try:
-            data = Path(self.paths[i]).read_bytes()
-        except OSError as err:
-            return None, i, f"missing_image: {err.strerror or err}"
-        try:
-            img = decode_image(data)
-        except BadSample as err:
-            return None, i, str(err)
+    def adjust(self, img: Image.Image, i: int) -> Image.Image:
         box = self.boxes[i]
         if box is not None:
             x1, y1 = max(0, round(box[0])), max(0, round(box[1]))
             x2, y2 = min(img.width, round(box[2])), min(img.height, round(box[3]))
             if x2 > x1 and y2 > y1:
                 img = img.crop((x1, y1, x2, y2))
-        return self.preprocess(img), i, ""
+        return img
 
 
 @dataclass

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from softclip.data.badsamples import BadSample, BadSamples
@@ -37,9 +38,14 @@ class ImageFiles(Dataset):
         except OSError as err:
             return None, i, f"missing_image: {err.strerror or err}"
         try:
-            return self.preprocess(decode_image(data)), i, ""
+            img = decode_image(data)
         except BadSample as err:
             return None, i, str(err)
+        return self.preprocess(self.adjust(img, i)), i, ""
+
+    def adjust(self, img: Image.Image, i: int) -> Image.Image:
+        """Hook for subclasses (e.g. query cropping) applied to the decoded image before ``preprocess``."""
+        return img
 
 
 def collate_images(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
