@@ -142,3 +142,22 @@ def test_bad_images_are_skipped_counted_and_bounded(tiny_model, smoke_root, tmp_
     spec["max_bad_fraction"] = 0.0
     with pytest.raises(DataError, match="max_bad_fraction"):
         run(tiny_model, root, None, suite=spec, benchmarks=["zeroshot"])
+
+
+def test_query_crop_cuts_the_box_and_keeps_whole_images_without_one(tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from softclip.evaluation.embed import CroppedImageFiles
+
+    arr = np.zeros((10, 20, 3), dtype=np.uint8)
+    arr[:, :10] = (255, 0, 0)
+    arr[:, 10:] = (0, 0, 255)
+    path = tmp_path / "q.png"
+    Image.fromarray(arr).save(path)
+    ds = CroppedImageFiles([path, path, path], lambda im: torch.from_numpy(np.array(im)),
+                           [(10.2, -3, 25, 10), None, (5, 5, 5, 9)])  # fmt: skip
+    cropped, whole, empty = (ds[i][0] for i in range(3))
+    assert cropped.shape == (10, 10, 3) and (cropped[..., 2] == 255).all() and (cropped[..., 0] == 0).all()
+    assert whole.shape == (10, 20, 3) and empty.shape == (10, 20, 3)  # no box / empty box: the whole image
