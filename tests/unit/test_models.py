@@ -44,7 +44,7 @@ def _batch(model: SoftCLIPModel, tokenizer) -> dict:
 
 
 def test_presets_are_registered_with_open_clip() -> None:
-    assert set(PRESETS) == {"tiny-vit", "tiny-vit-32", "tiny-rn"}
+    assert set(PRESETS) == {"tiny-vit", "tiny-vit-32", "tiny-vit-32-p8", "tiny-rn"}
     assert set(PRESETS) <= set(open_clip.list_models())
     cfg = open_clip.get_model_config("tiny-vit")
     assert cfg["embed_dim"] == 128 and cfg["vision_cfg"]["image_size"] == 64
@@ -206,3 +206,23 @@ def test_low_precision_weights_take_float32_inputs() -> None:
     assert all(
         torch.isfinite(out[k].float()).all() for k in ("image_features", "text_features", "image_side")
     )
+
+
+def test_trimmed_text_encoding_equals_open_clip_full_context() -> None:
+    """Cutting all-pad trailing columns leaves open_clip's EOT-pooled text features unchanged (grads too)."""
+    from softclip.models import trim_padding
+
+    torch.manual_seed(0)
+    model, _, _, tokenizer = build_model("tiny-vit-32")
+    tokens = tokenizer(["a red square", "two blue circles and a small green star", ""])
+    assert trim_padding(tokens).shape[1] < tokens.shape[1]
+    assert torch.equal(trim_padding(tokens), tokens[:, : trim_padding(tokens).shape[1]])
+    ours = model.encode_text(tokens, normalize=True)
+    ours.sum().backward()
+    grad_ours = model.clip.token_embedding.weight.grad.clone()
+    model.zero_grad()
+    full = model.clip.encode_text(tokens, normalize=True)
+    full.sum().backward()
+    torch.testing.assert_close(ours, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad_ours, model.clip.token_embedding.weight.grad, atol=1e-5, rtol=1e-5)
+    assert trim_padding(torch.zeros(2, 5, dtype=torch.long)).shape == (2, 1)

@@ -51,10 +51,11 @@ def test_every_field_is_described():
 
 
 def test_presets():
-    quick, smoke, paper = (SynthConfig.preset(n) for n in ("quick", "smoke", "paper"))
-    assert quick == SynthConfig()
-    assert quick.image_size == 64 and 16 <= quick.n_object_types <= 32 and quick.n_retrieval_images >= 1000
-    assert 20_000 <= quick.n_train <= 40_000 and quick.subset_caption_prob == pytest.approx(0.5)
+    long, quick, smoke, paper = (SynthConfig.preset(n) for n in ("long", "quick", "smoke", "paper"))
+    assert long == SynthConfig()
+    assert long.image_size == 64 and 16 <= long.n_object_types <= 32 and long.n_retrieval_images >= 1000
+    assert 20_000 <= long.n_train <= 40_000 and long.subset_caption_prob == pytest.approx(0.5)
+    assert quick.image_size == 32 and 16 <= quick.n_object_types <= 32 and quick.n_retrieval_images * 5 >= 2000
     assert smoke.n_train < 1000 and smoke.image_size == 32
     assert paper.n_shapes == 8 and paper.n_colours == 8 and paper.n_train > quick.n_train
     assert SynthConfig.preset("smoke", noise=0.2).noise == 0.2
