@@ -32,11 +32,13 @@ test-slurm: venv
 
 test-all: test test-integration test-slurm
 
-## make demo: the main job on the built-in synthetic benchmark — generate SynthScenes (smoke size), train
-## SoftCLIP with the paper's defaults, evaluate on all four benchmarks (≈ 2 min on 2 cores)
+## make demo: the main table and the soft-target ablation on the built-in synthetic benchmark (quick profile):
+## generate SynthScenes, train CLIP, label smoothing, raw and ROI/tag self-similarity SoftCLIP × 5 seeds
+## (20 runs, one per core), evaluate all four benchmarks, write the report (≈ 13 min on 2 cores; re-runs skip
+## finished runs). `softclip reproduce --profile quick` runs every ablation and the β×τ sweep (hours on 2 cores).
 demo: venv
-	$(VENV)/bin/softclip train ablations/base.yaml --profile smoke --run-dir runs/demo --overwrite train.threads=1
-	@echo "demo run: runs/demo (config.yaml, metrics.jsonl, checkpoints/, eval/*.json)"
+	$(VENV)/bin/softclip reproduce --profile quick --only main,targets --out runs/reports/demo
+	@echo "demo report: runs/reports/demo/report.md (tables/, figures/); runs: runs/ablations/quick/"
 
 lint: venv
 	$(VENV)/bin/ruff check softclip tests benchmarks

@@ -2,34 +2,44 @@
 
 An ablation file::
 
-    name: disentangle                # folder runs/ablations/<name>/<variant>/s<seed>
+    name: disentangle                # folder runs/ablations/<profile>/<name>/<variant>/s<seed>
     base: base.yaml                  # the run config every variant starts from (relative to this file)
     overrides: {train.steps: 800}    # applied to every variant
     variants:                        # name -> dotted overrides (a mapping, or a list of key=value strings)
       infonce: {loss.target: hard, loss.soft_weight: 0.0, loss.re_weight: 0.0}
+      soft_re: {}
+    baseline: infonce                # the variant every other one is compared with in reports (optional)
+    labels: {soft_re: "+soft +RE"}   # display names (optional; default: the variant name)
+    factors: {infonce: {method: CLIP}}  # named variables of a variant for figures, e.g. noise level (optional)
     seeds: [0, 1, 2]
     profiles: {smoke: {seeds: [0]}}  # overlays on this file; --profile also selects the base config's profile
 
-Each job trains (resuming from its run folder) and evaluates the run's suite. A run whose folder holds
-``done.json`` and the suite's result JSON is finished and skipped on re-run.
+Each job trains (resuming from its run folder), evaluates the run's suite and writes ``ablation.json``
+(ablation, variant, label, seed, profile, baseline, factors, order) beside the run for ``softclip report``.
+A run whose folder holds ``done.json``, the suite's result JSON and the same config is finished and skipped
+on re-run. Jobs of several ablations that resolve to the same run config train once (:func:`dedupe`): the
+others become alias folders whose files link to that run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from softclip.config import ConfigError, apply_profile, parse_override, read_yaml
+from softclip.config import Config, ConfigError, apply_profile, parse_override, read_yaml
 from softclip.launch import Outcome, distributed_rank, load_cluster, make_launcher, run_jobs
 from softclip.sweep.spec import LauncherSpec, SweepSpec, build_run_config
 from softclip.sweep.spec import base_data as _base_data
 
 log = logging.getLogger("softclip.ablate")
 DONE = "done.json"
+ABLATION = "ablation.json"
 
 
 class AblationSpec(BaseModel):
@@ -42,6 +52,9 @@ class AblationSpec(BaseModel):
     base: str = Field(description="run config, relative to the ablation file")
     overrides: dict[str, Any] = Field(default_factory=dict)
     variants: dict[str, dict[str, Any]]
+    baseline: str | None = Field(None, description="variant the others are compared with (the CLIP baseline)")
+    labels: dict[str, str] = Field(default_factory=dict)
+    factors: dict[str, dict[str, Any]] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [0])
     output_dir: str = "runs/ablations"
     launcher: LauncherSpec = Field(default_factory=LauncherSpec)
@@ -72,6 +85,16 @@ class AblationSpec(BaseModel):
             raise ValueError(f"variant names become folder names; use letters, digits, _ - + . ({bad})")
         return v
 
+    @model_validator(mode="after")
+    def _known_variants(self) -> AblationSpec:
+        named = {"baseline": [self.baseline] if self.baseline else [], "labels": list(self.labels),
+                 "factors": list(self.factors)}  # fmt: skip
+        for key, names in named.items():
+            unknown = [n for n in names if n not in self.variants]
+            if unknown:
+                raise ValueError(f"{key} names unknown variants {unknown}; variants: {list(self.variants)}")
+        return self
+
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: list[int]) -> list[int]:
@@ -89,6 +112,7 @@ class AblationJob:
     run_dir: str
     config: dict[str, Any]
     suite: str
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 def load_ablation(path: str | Path, profile: str | None = None, seeds: list[int] | None = None) -> AblationSpec:
@@ -122,16 +146,123 @@ def _as_sweep_like(spec: AblationSpec) -> SweepSpec:
 def plan_jobs(spec: AblationSpec) -> list[AblationJob]:
     """Every (variant, seed) as a job with its resolved config; config errors name the variant."""
     base = _base_data(_as_sweep_like(spec))
-    root = (Path(spec.output_dir) / spec.name).resolve()
+    base_cfg = build_run_config(base, {}, spec.source, profile=spec.profile)
+    root = ablation_root(spec)
     jobs = []
-    for variant, overrides in spec.variants.items():
+    for order, (variant, overrides) in enumerate(spec.variants.items()):
         for seed in spec.seeds:
             run_dir = root / variant / f"s{seed}"
             source = f"{spec.source} (variant {variant})"
             cfg = build_run_config(base, overrides, source, seed=seed, name=f"{spec.name}-{variant}-s{seed}",
                                    output_dir=str(root / variant), profile=spec.profile)  # fmt: skip
-            jobs.append(AblationJob(variant, seed, str(run_dir), cfg.to_dict(), cfg.eval.suite))
+            cfg = _own_data_root(cfg, base_cfg)
+            meta = {
+                "ablation": spec.name, "variant": variant, "label": spec.labels.get(variant, variant),
+                "seed": seed, "profile": spec.profile, "baseline": spec.baseline,
+                "factors": spec.factors.get(variant, {}), "description": spec.description, "order": order,
+            }  # fmt: skip
+            jobs.append(AblationJob(variant, seed, str(run_dir), cfg.to_dict(), cfg.eval.suite, meta))
+    check_data_roots(jobs)
     return jobs
+
+
+def _own_data_root(cfg: Config, base: Config) -> Config:
+    """A variant that changes ``data.synth`` but keeps the base ``data.root`` gets ``<root>-<spec hash>``.
+
+    So the caption-noise and detector-quality variants each generate (once, shared by every seed and by the
+    variants with the same spec) their own SynthScenes copy instead of racing for the base one.
+    """
+    if cfg.data.source != "synth" or cfg.data.root != base.data.root or cfg.data.synth == base.data.synth:
+        return cfg
+    digest = hashlib.sha256(json.dumps(cfg.data.synth.model_dump(mode="json"), sort_keys=True).encode())
+    data = cfg.data.model_copy(update={"root": f"{cfg.data.root}-{digest.hexdigest()[:8]}"})
+    return cfg.model_copy(update={"data": data})
+
+
+def ablation_root(spec: AblationSpec) -> Path:
+    """``<output_dir>/<profile>/<name>`` (``<output_dir>/<name>`` without a profile), absolute."""
+    parts = [spec.profile] if spec.profile else []
+    return Path(spec.output_dir, *parts, spec.name).resolve()
+
+
+def check_data_roots(jobs: list[AblationJob]) -> None:
+    """Jobs sharing a generated ``data.root`` must ask for the same SynthScenes spec (else they would race)."""
+    seen: dict[str, tuple[Any, str]] = {}
+    for job in jobs:
+        data = job.config["data"]
+        if data.get("source") != "synth":
+            continue
+        root = str(Path(data["root"]).resolve())
+        first = seen.setdefault(root, (data.get("synth"), job.variant))
+        if first[0] != data.get("synth"):
+            raise ConfigError(
+                f"variants {first[1]!r} and {job.variant!r} generate different SynthScenes data into the same "
+                f"data.root={data['root']!r}; give each data.synth setting its own data.root"
+            )
+
+
+def prepare_data(jobs: list[AblationJob]) -> list[str]:
+    """Generate every SynthScenes ``data.root`` the jobs need, once, before they start; returns the roots."""
+    from softclip.config import SynthConfig
+    from softclip.data.synth import generate
+    from softclip.train.run import SYNTH_DATA_SEED
+
+    check_data_roots(jobs)
+    done: list[str] = []
+    for job in jobs:
+        data = job.config["data"]
+        if data.get("source") == "synth" and data["root"] not in done:
+            generate(data["root"], SynthConfig.model_validate(data.get("synth") or {}), seed=SYNTH_DATA_SEED)
+            done.append(data["root"])
+    return done
+
+
+def run_key(config: dict[str, Any]) -> str:
+    """Identity of a run's training and evaluation: the config without where it lives or how it launches."""
+    from softclip.train.rundir import RESUME_FREE_KEYS, config_diff
+
+    free = tuple(k for k in RESUME_FREE_KEYS if k != "eval")
+    return "\n".join(config_diff({}, config, free=free))
+
+
+def dedupe(jobs: list[AblationJob]) -> tuple[list[AblationJob], list[tuple[AblationJob, AblationJob]]]:
+    """Split jobs into the ones to run and ``(alias, canonical)`` pairs whose config equals an earlier job's."""
+    first: dict[str, AblationJob] = {}
+    unique, aliases = [], []
+    for job in jobs:
+        canonical = first.setdefault(run_key(job.config), job)
+        if canonical is job:
+            unique.append(job)
+        else:
+            aliases.append((job, canonical))
+    return unique, aliases
+
+
+ALIAS_LINKS = ("config.yaml", "meta.json", "metrics.jsonl", "checkpoints", "eval", DONE)
+
+
+def link_alias(alias: AblationJob, canonical: AblationJob) -> None:
+    """Make ``alias.run_dir`` a folder of relative links to ``canonical``'s files plus its own ablation.json."""
+    import os
+
+    target, here = Path(canonical.run_dir), Path(alias.run_dir)
+    if here.is_symlink() or (here.exists() and not (here / ABLATION).is_file() and any(here.iterdir())):
+        raise FileExistsError(f"{here} exists and is not an alias folder; remove it to link it to {target}")
+    here.mkdir(parents=True, exist_ok=True)
+    for name in ALIAS_LINKS:
+        link = here / name
+        if link.is_symlink():
+            link.unlink()
+        if (target / name).exists():
+            link.symlink_to(os.path.relpath(target / name, here))
+    write_ablation_json(alias, alias_of=canonical.run_dir)
+
+
+def write_ablation_json(job: AblationJob, **extra: Any) -> None:
+    """``<run_dir>/ablation.json``: the job's identity in its ablation, read by ``softclip report``."""
+    from softclip.evaluation.harness import _atomic_json
+
+    _atomic_json(Path(job.run_dir) / ABLATION, {**job.meta, **extra})
 
 
 def expected_benchmarks(suite: str) -> list[str]:
@@ -142,12 +273,23 @@ def expected_benchmarks(suite: str) -> list[str]:
     return list(spec.benchmarks)
 
 
-def is_finished(run_dir: str | Path, suite: str) -> bool:
-    """``done.json`` present and an evaluation result ``eval/<benchmark>.json`` for every benchmark of the suite."""
+def is_finished(run_dir: str | Path, suite: str, config: dict[str, Any] | None = None) -> bool:
+    """``done.json`` present, a result ``eval/<benchmark>.json`` for every benchmark of the suite and, when
+    ``config`` is given, the run's ``config.yaml`` equal to it (up to where the run lives and launches)."""
     run_dir = Path(run_dir)
     if not (run_dir / DONE).is_file():
         return False
+    if config is not None and _saved_config_differs(run_dir, config):
+        return False
     return all((run_dir / "eval" / f"{name}.json").is_file() for name in expected_benchmarks(suite))
+
+
+def _saved_config_differs(run_dir: Path, config: dict[str, Any]) -> bool:
+    from softclip.config import read_yaml
+    from softclip.train.rundir import CONFIG, config_diff
+
+    path = run_dir / CONFIG
+    return not path.is_file() or bool(config_diff(read_yaml(path), config))
 
 
 def run_ablation_job(job: AblationJob) -> dict[str, Any]:
@@ -163,6 +305,8 @@ def run_ablation_job(job: AblationJob) -> dict[str, Any]:
     if distributed_rank() != 0:  # multi-task jobs: rank 0 evaluates
         return {"variant": job.variant, "seed": job.seed, "run_dir": job.run_dir, "metrics": {}}
     metrics = flatten_results(evaluate_checkpoint(run_dir, job.suite))
+    if job.meta:
+        write_ablation_json(job)
     return {"variant": job.variant, "seed": job.seed, "run_dir": job.run_dir, "metrics": metrics}
 
 
@@ -177,31 +321,43 @@ class AblationResult:
         return [o for o in self.outcomes if not o.ok]
 
 
-def run_ablation(
-    spec: AblationSpec, launcher: str | None = None, workers: int | None = None, job_fn: Any = run_ablation_job
-) -> AblationResult:
-    """Run every unfinished (variant, seed) through the launcher; finished runs are skipped."""
-    jobs = plan_jobs(spec)
-    todo = [j for j in jobs if not is_finished(j.run_dir, j.suite)]
-    skipped = [j for j in jobs if j not in todo]
-    for job in skipped:
-        log.info("skip %s seed %d: finished (%s)", job.variant, job.seed, job.run_dir)
+def ablation_launcher(spec: AblationSpec, launcher: str | None = None, workers: int | None = None) -> Any:
+    """The launcher named by the argument, else the ablation file, else the base config's ``launcher``."""
     cfg_launcher = build_run_config(_base_data(_as_sweep_like(spec)), {}, spec.source).launcher
     ls = spec.launcher
     name = launcher or ls.name or cfg_launcher.name
     cluster = load_cluster(ls.cluster or cfg_launcher.cluster) if name in ("slurm", "submitit-local") else None
-    folder = Path(cluster.folder) / spec.name if cluster else Path(spec.output_dir) / spec.name / "jobs"
-    chosen = make_launcher(
+    folder = Path(cluster.folder) / spec.name if cluster else ablation_root(spec) / "jobs"
+    return make_launcher(
         name, workers=workers or ls.workers or cfg_launcher.workers,
         cpus_per_job=ls.cpus_per_job or cfg_launcher.cpus_per_job,
         cpu_budget=ls.cpu_budget or cfg_launcher.cpu_budget, cluster=cluster, folder=folder, job_name=spec.name,
     )  # fmt: skip
 
-    def report(outcome: Outcome) -> None:
-        job = outcome.args[0]
-        status = "done" if outcome.ok else f"FAILED: {(outcome.error or '').splitlines()[0]}"
-        log.info("%s seed %d %s", job.variant, job.seed, status)
 
-    with chosen:
-        outcomes = run_jobs(chosen, job_fn, [(j,) for j in todo], on_done=report)
+def _log_outcome(outcome: Outcome) -> None:
+    job = outcome.args[0]
+    status = "done" if outcome.ok else f"FAILED: {(outcome.error or '').splitlines()[0]}"
+    log.info("%s %s seed %d %s", job.meta.get("ablation", ""), job.variant, job.seed, status)
+
+
+def run_planned(chosen: Any, jobs: list[AblationJob], job_fn: Any = run_ablation_job) -> AblationResult:
+    """Run the unfinished ``jobs`` through an open launcher (data generated first); finished ones are skipped."""
+    todo = [j for j in jobs if not is_finished(j.run_dir, j.suite, j.config)]
+    skipped = [j for j in jobs if j not in todo]
+    for job in skipped:
+        log.info("skip %s seed %d: finished (%s)", job.variant, job.seed, job.run_dir)
+        if job.meta and job_fn is run_ablation_job:  # labels or factors may have been edited since
+            write_ablation_json(job)
+    if job_fn is run_ablation_job and distributed_rank() == 0:
+        prepare_data(todo)
+    outcomes = run_jobs(chosen, job_fn, [(j,) for j in todo], on_done=_log_outcome)
     return AblationResult(jobs, skipped, outcomes)
+
+
+def run_ablation(
+    spec: AblationSpec, launcher: str | None = None, workers: int | None = None, job_fn: Any = run_ablation_job
+) -> AblationResult:
+    """Run every unfinished (variant, seed) through the launcher; finished runs are skipped."""
+    with ablation_launcher(spec, launcher, workers) as chosen:
+        return run_planned(chosen, plan_jobs(spec), job_fn)

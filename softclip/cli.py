@@ -223,6 +223,59 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def _add_report(p: argparse.ArgumentParser) -> None:
+    from softclip.report.command import add_arguments
+
+    add_arguments(p)
+
+
+@command("report", "tables (md, LaTeX, HTML, CSV), statistics and figures from runs' result JSON", _add_report)
+def cmd_report(args: argparse.Namespace) -> int:
+    from softclip.report import ReportError
+    from softclip.report.command import run
+
+    try:
+        return run(args)
+    except ReportError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _part_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _add_reproduce(p: argparse.ArgumentParser) -> None:
+    from softclip.reproduce import PARTS
+
+    p.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")
+    p.add_argument("--launcher", default=None, help="inprocess | processes | slurm | submitit-local")
+    p.add_argument("--workers", type=int, default=None, help="runs in flight at once")
+    p.add_argument("--only", type=_part_list, default=None, help=f"comma-separated parts of: {', '.join(PARTS)}")
+    p.add_argument("--seeds", type=_seed_list, default=None, help="override every ablation's seeds, e.g. 0,1")
+    p.add_argument("--out", default=None, help="report folder (default reports/<profile>)")
+
+
+@command("reproduce", "run every ablation and the beta x tau sweep of a profile, then write its report",
+         _add_reproduce)  # fmt: skip
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from softclip.registry import RegistryError
+    from softclip.reproduce import reproduce
+
+    try:
+        result = reproduce(args.profile, launcher=args.launcher, workers=args.workers, only=args.only,
+                           seeds=args.seeds, out=args.out)  # fmt: skip
+    except RegistryError as err:
+        raise ConfigError(str(err)) from None
+    print(f"reproduce {args.profile}: {result.planned} ablation runs ({result.unique} distinct): "
+          f"{result.skipped} already finished, {result.trained} trained now, {len(result.failed)} failed; "
+          f"sweeps {result.sweeps}; {result.seconds:.0f} s")  # fmt: skip
+    for line in result.failed:
+        print(f"  FAILED {line}", file=sys.stderr)
+    if result.report:
+        print(f"report: {result.report}")
+    return 1 if result.failed else 0
+
+
 # ----------------------------------------------------------------------------------------------- main
 
 

@@ -56,7 +56,9 @@ class SweepResult:
 
 
 def sweep_dir(spec: SweepSpec) -> Path:
-    return Path(spec.output_dir) / spec.name
+    """``<output_dir>/<profile>/<name>`` (``<output_dir>/<name>`` without a profile): one study per profile."""
+    parts = [spec.profile] if spec.profile else []
+    return Path(spec.output_dir, *parts, spec.name)
 
 
 def target_trials(spec: SweepSpec, n_trials: int | None = None) -> int:
@@ -269,6 +271,11 @@ def run_sweep(
     url = resolve_storage_url(spec.storage, folder)
     (folder / "sweep.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     cfg = build_run_config(base_data(spec), {}, spec.source)
+    if cfg.data.source == "synth" and spec.trial == "train":  # generate once here, not racing in the trials
+        from softclip.data.synth import generate
+        from softclip.train.run import SYNTH_DATA_SEED
+
+        generate(cfg.data.root, cfg.data.synth, seed=SYNTH_DATA_SEED)
     with make_sweep_launcher(spec, launcher, workers, cfg.launcher) as chosen:
         driver = SweepDriver(spec, chosen, target, url)
         log.info("sweep %s: %d trials, launcher %s x%d, storage %s", spec.name, target, chosen.name,

@@ -50,7 +50,7 @@ def test_sweep_reaches_n_trials_and_values_come_from_the_trial(tmp_path):
         assert sorted(t.intermediate_values) == [3, 6, 9, 12]
         assert Path(t.user_attrs["run_dirs"][0]).name == f"fake-t{t.number:04d}-s0"
     assert result.best[0]["values"][0] == max(t.values[0] for t in study.trials)
-    assert result.storage_url == f"sqlite:///{(tmp_path / 'runs' / 'fake' / 'study.db').resolve()}"
+    assert result.storage_url == f"sqlite:///{(tmp_path / 'runs' / 'smoke' / 'fake' / 'study.db').resolve()}"
 
 
 def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
@@ -101,7 +101,7 @@ def test_stale_running_trial_is_retried_and_resumes_its_run_folder(tmp_path):
     lost = study.ask({"loss.beta": optuna.distributions.FloatDistribution(0.0, 0.9),
                       "loss.tau": optuna.distributions.FloatDistribution(0.02, 0.3, log=True)})  # fmt: skip
     record_heartbeat(study._storage, lost._trial_id)  # a worker started it ... and died
-    run_dir = tmp_path / "runs" / "fake" / "trials" / f"fake-t{lost.number:04d}-s0"
+    run_dir = tmp_path / "runs" / "smoke" / "fake" / "trials" / f"fake-t{lost.number:04d}-s0"
     run_dir.mkdir(parents=True)
     (run_dir / "progress.json").write_text('{"step": 5, "starts": 1}')  # its checkpoint
     time.sleep(2.5)

@@ -14,6 +14,8 @@ import os
 import time
 from pathlib import Path
 
+import yaml
+
 from softclip.config import Config
 
 
@@ -78,6 +80,7 @@ def ablation_job(job) -> dict:
     (run_dir / "eval").mkdir(parents=True, exist_ok=True)
     for bench in expected_benchmarks(job.suite):
         (run_dir / "eval" / f"{bench}.json").write_text(json.dumps({"metrics": {"top1": 1.0}}))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(job.config))
     (run_dir / "done.json").write_text("{}")
     return {"variant": job.variant, "seed": job.seed}
 

@@ -1,0 +1,139 @@
+"""``softclip reproduce``: every ablation table and the β×τ sweep of one profile, then their report.
+
+The parts (a registry, in report order) are the ablation files under ``ablations/`` and the sweep files under
+``sweeps/``. Their runs are planned together so that identical runs are trained once (``ablate.dedupe``: the
+CLIP baseline of ``main`` is the ``hard`` variant of ``targets``, ...), the SynthScenes data every run needs
+is generated first (once per ``data.root``), the unfinished runs go through one launcher (local processes on
+a laptop, SLURM job arrays on a cluster), and ``softclip report`` writes ``reports/<profile>/``. Everything is
+resumable: a re-run skips finished runs and finished sweep trials and rebuilds the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from softclip.ablate import (
+    AblationJob,
+    AblationSpec,
+    ablation_launcher,
+    dedupe,
+    link_alias,
+    load_ablation,
+    plan_jobs,
+    run_planned,
+)  # fmt: skip
+from softclip.config import ConfigError
+
+log = logging.getLogger("softclip.reproduce")
+
+ROOT = Path(__file__).resolve().parents[1]
+ABLATIONS = ("main", "targets", "disentangle", "divergence", "aggregation", "noise", "detector")
+# name -> (kind, file relative to the repository root), in the order the report lists them
+PARTS: dict[str, tuple[str, str]] = {name: ("ablation", f"ablations/{name}.yaml") for name in ABLATIONS}
+PARTS["beta_tau"] = ("sweep", "sweeps/beta_tau.yaml")
+
+
+@dataclass
+class ReproduceResult:
+    """What :func:`reproduce` did: runs planned, trained now, reused, failed, and the report written."""
+
+    planned: int = 0
+    unique: int = 0
+    trained: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+    sweeps: dict[str, dict[str, int]] = field(default_factory=dict)
+    report: Path | None = None
+    seconds: float = 0.0
+
+
+def select_parts(only: list[str] | None) -> list[str]:
+    """The part names to run, in registry order; unknown names are a ConfigError listing the known ones."""
+    names = list(PARTS)
+    if not only:
+        return names
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise ConfigError(f"--only: unknown part(s) {unknown}; known: {', '.join(names)}")
+    return [n for n in names if n in only]
+
+
+def plan(profile: str, parts: list[str], seeds: list[int] | None = None) -> tuple[list[AblationSpec], list[Any]]:
+    """Load the ablation and sweep files of ``parts`` in ``profile`` (every config checked before any run)."""
+    from softclip.sweep import load_sweep
+
+    ablations, sweeps = [], []
+    for name in parts:
+        kind, rel = PARTS[name]
+        path = ROOT / rel
+        if kind == "ablation":
+            ablations.append(load_ablation(path, profile=profile, seeds=seeds))
+        else:
+            sweeps.append(load_sweep(path, profile=profile))
+    return ablations, sweeps
+
+
+def run_ablations(
+    specs: list[AblationSpec], launcher: str | None, workers: int | None, result: ReproduceResult
+) -> list[AblationJob]:
+    """Train and evaluate every distinct run of ``specs`` through one launcher; link the duplicates."""
+    jobs = [job for spec in specs for job in plan_jobs(spec)]
+    unique, aliases = dedupe(jobs)
+    result.planned, result.unique = len(jobs), len(unique)
+    log.info("%d ablation runs, %d distinct (%d shared between ablations)", len(jobs), len(unique), len(aliases))
+    if not unique:
+        return jobs
+    with ablation_launcher(specs[0], launcher, workers) as chosen:
+        outcome = run_planned(chosen, unique)
+    result.trained = len(outcome.outcomes) - len(outcome.failed)
+    result.skipped = len(outcome.skipped)
+    failed = {o.args[0].run_dir for o in outcome.failed}
+    result.failed += [f"{o.args[0].meta['ablation']}/{o.args[0].variant}/s{o.args[0].seed}: "
+                      f"{(o.error or '').splitlines()[0] if o.error else 'failed'}" for o in outcome.failed]  # fmt: skip
+    for alias, canonical in aliases:
+        if canonical.run_dir not in failed:
+            link_alias(alias, canonical)
+    return jobs
+
+
+def reproduce(
+    profile: str,
+    *,
+    launcher: str | None = None,
+    workers: int | None = None,
+    only: list[str] | None = None,
+    seeds: list[int] | None = None,
+    out: str | Path | None = None,
+    command: str | None = None,
+) -> ReproduceResult:
+    """Run the named parts (default: all) of ``profile`` and write the report to ``out`` (reports/<profile>)."""
+    from softclip.report import build_report
+    from softclip.report.command import machine_info
+    from softclip.sweep import run_sweep
+    from softclip.sweep.driver import sweep_dir
+
+    start = time.perf_counter()
+    result = ReproduceResult()
+    specs, sweeps = plan(profile, select_parts(only), seeds)
+    jobs = run_ablations(specs, launcher, workers, result) if specs else []
+    trial_dirs: list[str] = []
+    for sweep in sweeps:
+        done = run_sweep(sweep, launcher=launcher, workers=workers)
+        result.sweeps[sweep.name] = done.counts
+        trial_dirs.append(str(sweep_dir(sweep).resolve() / "trials"))
+    finished = [j.run_dir for j in jobs if (Path(j.run_dir) / "done.json").exists()]
+    out = Path(out or Path("reports") / profile)
+    cmd = command or "softclip " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if finished or trial_dirs:
+        result.report = build_report(
+            [*finished, *trial_dirs], out, title=f"SoftCLIP on SynthScenes — {profile} profile"
+            if profile != "paper" else "SoftCLIP — paper profile", command=cmd, machine=machine_info(),
+        )  # fmt: skip
+    result.seconds = time.perf_counter() - start
+    return result
