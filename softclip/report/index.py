@@ -1,0 +1,210 @@
+"""``build_report``: run folders in, a folder of tables, figures, the tidy frame and an index page out.
+
+Layout of ``out/``::
+
+    report.md, report.html         the index: command, machine, runs, every table and figure, paper reference
+    frame.csv                      the tidy result frame (one row per run x metric)
+    stats.csv                      the summary of every (ablation, variant, metric)
+    tables/<ablation>.{md,tex,html,csv}
+    figures/<kind>_<ablation>.png
+
+Every file is written atomically, and the same inputs give byte-identical outputs (no timestamps unless
+``generated`` is passed).
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from softclip.report.discover import Collection, ReportError, load_runs
+from softclip.report.document import (
+    Block,
+    Bullets,
+    Code,
+    Document,
+    Grid,
+    Heading,
+    Image,
+    Links,
+    Para,
+    Tables,
+    md_escape,
+    render_html,
+    render_md,
+)
+from softclip.report.figures import HEATMAP_KEYS, FigureData, build_figures, slug
+from softclip.report.files import write_text
+from softclip.report.frame import config_values, curves_from_runs, frame_from_runs, resolve_baselines
+from softclip.report.paper import DEFAULT_REFERENCE, load_reference, reference_blocks
+from softclip.report.stats import summarize
+from softclip.report.tables import HEADLINE, WRITERS, Table, build_tables, html_table_grid, md_table_grid
+
+log = logging.getLogger("softclip.report")
+
+MEASURED_NOTE = (
+    "Every number in this report is measured: it is computed from the result JSON (eval/*.json) of the runs "
+    "listed below, as mean ± std over seeds with bootstrap intervals and tests against each ablation's baseline. "
+    "Nothing here is asserted by the code that produced it; read the intervals before the means."
+)
+
+
+def _check_baseline(collection: Collection, baseline: str | None) -> None:
+    variants = sorted({run.variant for run in collection.runs})
+    if baseline is not None and baseline not in variants:
+        hint = difflib.get_close_matches(baseline, variants, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ReportError(f"--baseline {baseline!r} is not a variant of any run; variants: {', '.join(variants)}{extra}")
+
+
+def _parse_metrics(metrics: Sequence[str] | str | None, frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(requested keys, the ones no run has); raises when none of the requested keys exist."""
+    if metrics is None:
+        return list(HEADLINE), []
+    keys = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
+    present = sorted(set(frame["key"]))
+    missing = [k for k in keys if k not in present]
+    if keys and len(missing) == len(keys):
+        hints = {k: difflib.get_close_matches(k, present, n=1) for k in missing}
+        said = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
+        raise ReportError(f"none of the requested metrics exist in these runs: {said}")
+    return keys, missing
+
+
+def _remove_stale(folder: Path, keep: set[Path], suffixes: set[str]) -> None:
+    """Delete report files from an earlier build that this build did not write."""
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.is_file() and path.suffix in suffixes and path.resolve() not in keep:
+                path.unlink()
+
+
+def write_tables(tables: Mapping[str, Table], out: Path) -> dict[str, dict[str, Path]]:
+    """Every table in every registered format: {ablation: {format: path}}."""
+    written: dict[str, dict[str, Path]] = {}
+    for ablation, table in tables.items():
+        for fmt in WRITERS.names():
+            writer = WRITERS.get(fmt)
+            path = write_text(out / "tables" / f"{slug(ablation)}.{writer.ext}", writer.render(table))
+            written.setdefault(ablation, {})[fmt] = path
+    return written
+
+
+def _runs_grid(frame: pd.DataFrame) -> Tables:
+    per = frame.drop_duplicates(["ablation", "variant", "seed", "run_dir"])
+    rows = []
+    for (ablation, variant), group in per.groupby(["ablation", "variant"], sort=False):
+        seeds = sorted(group["seed"].unique())
+        rows.append([str(ablation), str(variant), str(group["label"].iloc[0]), str(len(group)),
+                     ", ".join(map(str, seeds))])  # fmt: skip
+    headers = ["ablation", "variant", "label", "runs", "seeds"]
+    md = Grid(headers, [[md_escape(c) for c in r] for r in rows], "lllrl")
+    return Tables(md, Grid(headers, [[html.escape(c) for c in r] for r in rows], "lllrl"))
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _machine_lines(machine: Mapping[str, object] | str | None) -> str:
+    if isinstance(machine, Mapping):
+        return "\n".join(f"{k}: {v}" for k, v in machine.items())
+    return str(machine)
+
+
+def compose(doc: Document, *, title: str, generated: str | None, command: str | None, machine: object,
+            frame: pd.DataFrame, collection: Collection, tables: Mapping[str, Table],
+            table_files: Mapping[str, Mapping[str, Path]], figures: list[tuple[str, Path]], missing: list[str],
+            paper: list[Block], out: Path) -> Document:  # fmt: skip
+    """Assemble the index page."""
+    rel = lambda p: Path(os.path.relpath(p, out)).as_posix()  # noqa: E731
+    doc.add(Heading(title, 1))
+    if generated:
+        doc.add(Para(f"generated: {generated}"))
+    doc.add(Para(MEASURED_NOTE))
+    if command:
+        doc.add(Heading("Command"), Code(command))
+    if machine:
+        doc.add(Heading("Machine"), Code(_machine_lines(machine)))
+    counts = (plural(frame.drop_duplicates(["ablation", "run_dir"]).shape[0], "run"),
+              plural(frame["ablation"].nunique(), "ablation"), plural(len(collection.skipped), "skipped file"))  # fmt: skip
+    doc.add(Heading("Runs"), Para("{} in {}, {}; inputs: ".format(*counts) + ", ".join(collection.inputs) + "."),
+            _runs_grid(frame))  # fmt: skip
+    if collection.skipped:
+        doc.add(Heading("Skipped files"), Bullets([f"{s.path}: {s.reason}" for s in collection.skipped]))
+    if missing:
+        doc.add(Para(f"Requested metrics found in no run: {', '.join(missing)}."))
+    for ablation, table in tables.items():
+        doc.add(Heading(f"Ablation: {ablation}"),
+                Para(f"Baseline: {table.baseline}." if table.baseline else "No baseline variant: no Δ column."))  # fmt: skip
+        if table.columns:
+            doc.add(Tables(md_table_grid(table), html_table_grid(table), table.caption))
+        else:
+            doc.add(Para("None of the table metrics is present; see the CSV for every metric."))
+        doc.add(Links([(fmt, rel(p)) for fmt, p in table_files[ablation].items()], lead="Tables:"))
+        doc.add(*[Image(rel(p), p.stem) for a, p in figures if a == ablation])
+    doc.add(Heading("Paper reference"), *paper)
+    doc.add(Heading("Files"), Links([("frame.csv", "frame.csv"), ("stats.csv", "stats.csv")], lead="Data:"))
+    return doc
+
+
+def build_report(
+    paths: Sequence[str | Path], out: str | Path, *, title: str = "softclip report", baseline: str | None = None,
+    metrics: Sequence[str] | str | None = None, command: str | None = None,
+    machine: Mapping[str, object] | str | None = None, n_boot: int = 10000,
+    paper_reference: str | Path | None = DEFAULT_REFERENCE, generated: str | None = None,
+) -> Path:  # fmt: skip
+    """Build the report of the runs under ``paths`` into ``out``; returns the path of ``report.md``.
+
+    Args:
+        paths: run folders, parent folders (searched recursively) or glob patterns.
+        out: output folder (created).
+        title: page title.
+        baseline: comparison variant for every ablation that has it (default: each ablation's own).
+        metrics: table columns as ``benchmark/metric`` keys (list or comma-separated); default the headline set.
+        command: the exact command line, shown verbatim.
+        machine: machine description (mapping or text), shown verbatim.
+        n_boot: bootstrap resamples per comparison.
+        paper_reference: the paper-numbers YAML (None: no paper section).
+        generated: an optional "generated" line (e.g. a timestamp); omitted by default for reproducible output.
+
+    Raises:
+        ReportError: no run folders, no readable results, an unknown baseline, or none of ``metrics`` present.
+    """
+    if n_boot < 1:
+        raise ReportError(f"n_boot must be >= 1, got {n_boot}")
+    out = Path(out)
+    collection = load_runs(paths)
+    _check_baseline(collection, baseline)
+    frame = frame_from_runs(collection, baseline=baseline)
+    if frame.empty:
+        raise ReportError("no readable results (eval/*.json with a 'metrics' mapping) under: "
+                          + ", ".join(collection.inputs))  # fmt: skip
+    keys, missing = _parse_metrics(metrics, frame)
+    summary = summarize(frame, resolve_baselines(collection.runs, baseline), n_boot=n_boot)
+    tables = build_tables(summary, keys)
+    table_files = write_tables(tables, out)
+    data = FigureData(frame, curves_from_runs(collection), config_values(collection, HEATMAP_KEYS), keys)
+    figures = build_figures(data, out / "figures")
+    write_text(out / "frame.csv", frame.to_csv(index=False, lineterminator="\n"))
+    write_text(out / "stats.csv", summary.to_csv(index=False, lineterminator="\n"))
+    reference = load_reference(paper_reference) if paper_reference is not None else None
+    paper = reference_blocks(reference, summary, collection.runs)
+    doc = compose(Document(), title=title, generated=generated, command=command, machine=machine, frame=frame,
+                  collection=collection, tables=tables, table_files=table_files, figures=figures, missing=missing,
+                  paper=paper, out=out)  # fmt: skip
+    write_text(out / "report.html", render_html(doc.blocks, title))
+    report = write_text(out / "report.md", render_md(doc.blocks))
+    keep = {p.resolve() for files in table_files.values() for p in files.values()} | {p.resolve() for _, p in figures}
+    _remove_stale(out / "tables", keep, {".md", ".tex", ".html", ".csv"})
+    _remove_stale(out / "figures", keep, {".png", ".svg"})
+    log.info("report: %s (%d runs, %d tables, %d figures, %d skipped files)", report,
+             frame.drop_duplicates(["ablation", "run_dir"]).shape[0], len(tables), len(figures),
+             len(collection.skipped))  # fmt: skip
+    return report

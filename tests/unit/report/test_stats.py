@@ -1,0 +1,168 @@
+"""Seed statistics against references computed here by brute force, loops and scipy."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from softclip.report.stats import (
+    METRIC_DIRECTIONS,
+    bootstrap_paired,
+    bootstrap_unpaired,
+    compare,
+    higher_is_better,
+    mean_std,
+    summarize,
+)
+
+
+def test_mean_std_matches_statistics_module() -> None:
+    values = [3.0, 7.5, 1.25, 9.0]
+    n, mean, std = mean_std(values)
+    assert n == 4
+    assert mean == pytest.approx(statistics.fmean(values))
+    assert std == pytest.approx(statistics.stdev(values))  # ddof = 1
+
+
+def test_mean_std_one_value_and_nan() -> None:
+    assert mean_std([4.0])[0] == 1 and mean_std([4.0])[1] == 4.0 and math.isnan(mean_std([4.0])[2])
+    n, mean, _ = mean_std([1.0, float("nan"), 3.0])
+    assert (n, mean) == (2, 2.0)
+    assert mean_std([])[0] == 0 and math.isnan(mean_std([])[1])
+
+
+@pytest.mark.parametrize(("metric", "higher"), [
+    ("top1", True), ("retrieval/rsum", True), ("i2t_mean_rank", False), ("t2i_median_rank", False),
+    ("val_nce_loss", False), ("retrieval/val_nce_loss", False), ("map_hard", True),
+])  # fmt: skip
+def test_metric_direction(metric: str, higher: bool) -> None:
+    assert higher_is_better(metric) is higher
+    assert set(METRIC_DIRECTIONS.names()) == {"loss", "mean_rank", "median_rank"}
+
+
+def _loop_paired(d: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
+    """The documented resampling, one bootstrap replicate at a time."""
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
+    means = [sum(d[i] for i in row) / len(row) for row in idx]
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def test_bootstrap_paired_matches_loop_reference() -> None:
+    d = np.array([0.4, -1.2, 2.5, 0.9, 1.1])
+    assert bootstrap_paired(d, n_boot=2000, seed=3) == pytest.approx(_loop_paired(d, 2000, 3), abs=1e-12)
+    assert bootstrap_paired(d, n_boot=2000, seed=3) == bootstrap_paired(d, n_boot=2000, seed=3)
+    assert bootstrap_paired(d, n_boot=2000, seed=4) != bootstrap_paired(d, n_boot=2000, seed=3)
+
+
+def test_bootstrap_paired_converges_to_exact_bootstrap_distribution() -> None:
+    d = np.array([0.0, 1.0, 3.0, 7.0])
+    exact = [float(np.mean(d[list(c)])) for c in itertools.product(range(4), repeat=4)]  # all 256 resamples
+    lo, hi = np.percentile(exact, [2.5, 97.5])
+    got = bootstrap_paired(d, n_boot=100_000, seed=0)
+    assert got[0] == pytest.approx(lo, abs=0.25) and got[1] == pytest.approx(hi, abs=0.25)  # one grid step
+    assert got[0] < d.mean() < got[1]
+
+
+def test_bootstrap_unpaired_matches_loop_and_brute_force() -> None:
+    a, b = np.array([5.0, 9.0]), np.array([1.0, 2.0, 6.0])
+    rng = np.random.default_rng(7)
+    ia, ib = rng.integers(0, 2, size=(3000, 2)), rng.integers(0, 3, size=(3000, 3))
+    ref = np.percentile([a[i].mean() - b[j].mean() for i, j in zip(ia, ib, strict=True)], [2.5, 97.5])
+    assert bootstrap_unpaired(a, b, n_boot=3000, seed=7) == pytest.approx(tuple(ref), abs=1e-12)
+    exact = [a[list(i)].mean() - b[list(j)].mean()
+             for i in itertools.product(range(2), repeat=2) for j in itertools.product(range(3), repeat=3)]  # fmt: skip
+    lo, hi = np.percentile(exact, [2.5, 97.5])
+    got = bootstrap_unpaired(a, b, n_boot=100_000, seed=0)
+    assert got[0] == pytest.approx(lo, abs=0.5) and got[1] == pytest.approx(hi, abs=0.5)
+
+
+def test_compare_paired_by_seed() -> None:
+    x = pd.Series([10.0, 12.0, 11.0, 15.0, 13.0], index=[4, 0, 1, 2, 3])  # order differs from the baseline's
+    b = pd.Series([9.0, 9.5, 11.5, 10.0, 12.5], index=[0, 1, 2, 3, 4])
+    out = compare(x, b, n_boot=5000, seed=0)
+    xs, bs = x.sort_index().to_numpy(), b.sort_index().to_numpy()
+    assert out["pairing"] == "paired" and out["n_pairs"] == 5
+    assert out["delta"] == pytest.approx(xs.mean() - bs.mean())
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx(_loop_paired(xs - bs, 5000, 0))
+    assert out["p_ttest"] == pytest.approx(sps.ttest_rel(xs, bs).pvalue)
+    assert out["p_wilcoxon"] == pytest.approx(sps.wilcoxon(xs - bs).pvalue)
+    assert math.isnan(out["p_welch"])
+
+
+def test_compare_small_and_degenerate() -> None:
+    two = compare(pd.Series([2.0, 4.0], index=[0, 1]), pd.Series([1.0, 1.0], index=[0, 1]), n_boot=100)
+    assert not math.isnan(two["p_ttest"]) and math.isnan(two["p_wilcoxon"])  # Wilcoxon needs n >= 5
+    one = compare(pd.Series([3.0], index=[0]), pd.Series([1.0], index=[0]), n_boot=100)
+    assert one["pairing"] == "paired" and (one["ci_low"], one["ci_high"]) == (2.0, 2.0)
+    assert math.isnan(one["p_ttest"])
+    same = compare(pd.Series([1.0, 2.0], index=[0, 1]), pd.Series([0.0, 1.0], index=[0, 1]), n_boot=100)
+    assert same["delta"] == 1.0  # constant differences: whatever scipy says (no crash, no warning escapes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = sps.ttest_rel([1.0, 2.0], [0.0, 1.0]).pvalue
+    assert same["p_ttest"] == pytest.approx(ref, nan_ok=True)
+    zero = compare(pd.Series([1.0, 2.0] * 3, index=range(6)), pd.Series([1.0, 2.0] * 3, index=range(6)), n_boot=10)
+    assert zero["delta"] == 0.0 and math.isnan(zero["p_ttest"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = sps.wilcoxon(np.zeros(6)).pvalue
+    assert zero["p_wilcoxon"] == pytest.approx(ref, nan_ok=True)
+
+
+def test_compare_unpaired_when_seeds_differ() -> None:
+    x = pd.Series([10.0, 12.0, 14.0], index=[0, 1, 2])
+    b = pd.Series([9.0, 10.0], index=[0, 5])
+    out = compare(x, b, n_boot=4000, seed=1)
+    assert out["pairing"] == "unpaired" and out["n_pairs"] == 0
+    assert out["delta"] == pytest.approx(12.0 - 9.5)
+    assert math.isnan(out["p_ttest"])
+    assert out["p_welch"] == pytest.approx(sps.ttest_ind(x.to_numpy(), b.to_numpy(), equal_var=False).pvalue)
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx(bootstrap_unpaired(x, b, n_boot=4000, seed=1))
+
+
+def _frame(rows: list[tuple[str, int, str, float]]) -> pd.DataFrame:
+    """rows of (variant, seed, metric, value) in one ablation whose baseline is 'clip'."""
+    order = {"clip": 0, "soft": 1, "soft_re": 2}
+    return pd.DataFrame([{"ablation": "a", "variant": v, "label": v.upper(), "seed": s, "run": f"{v}{s}",
+                          "benchmark": "bench", "metric": m, "value": x, "order": order[v], "key": f"bench/{m}",
+                          "baseline": "clip", "run_dir": f"/r/{v}/{s}"} for v, s, m, x in rows])  # fmt: skip
+
+
+def test_summarize_against_brute_force() -> None:
+    data = {("clip", "top1"): [10.0, 11.0, 12.0], ("soft", "top1"): [12.0, 14.0, 13.0],
+            ("soft_re", "top1"): [9.0, 10.0, 14.0], ("clip", "val_nce_loss"): [3.0, 3.2, 3.1],
+            ("soft", "val_nce_loss"): [2.9, 3.0, 2.8], ("soft_re", "val_nce_loss"): [3.5, 3.3, 3.4]}  # fmt: skip
+    frame = _frame([(v, s, m, vals[s]) for (v, m), vals in data.items() for s in range(3)])
+    summary = summarize(frame, n_boot=3000, seed=0)
+    assert list(summary["variant"].unique()) == ["clip", "soft", "soft_re"]  # ablation order
+    for (v, m), vals in data.items():
+        row = summary[(summary["variant"] == v) & (summary["metric"] == m)].iloc[0]
+        assert row["n"] == 3 and row["seeds"] == "0,1,2" and row["label"] == v.upper()
+        assert row["mean"] == pytest.approx(sum(vals) / 3)
+        assert row["std"] == pytest.approx(statistics.stdev(vals))
+        base = data[("clip", m)]
+        if v == "clip":
+            assert math.isnan(row["delta"]) and row["pairing"] == ""
+            continue
+        diffs = [x - y for x, y in zip(vals, base, strict=True)]
+        assert row["delta"] == pytest.approx(sum(vals) / 3 - sum(base) / 3)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx(_loop_paired(np.array(diffs), 3000, 0))
+        assert row["p_ttest"] == pytest.approx(sps.ttest_rel(vals, base).pvalue)
+    best = summary[summary["best"]].set_index("metric")["variant"].to_dict()
+    assert best == {"top1": "soft", "val_nce_loss": "soft"}  # higher top-1, lower loss
+
+
+def test_summarize_marks_ties_and_explicit_baseline() -> None:
+    frame = _frame([("clip", 0, "top1", 5.0), ("soft", 0, "top1", 5.0), ("soft_re", 0, "top1", 4.0)])
+    summary = summarize(frame, {"a": "soft_re"}, n_boot=10)
+    assert summary.set_index("variant")["best"].to_dict() == {"clip": True, "soft": True, "soft_re": False}
+    assert summary.set_index("variant")["delta"].to_dict()["clip"] == pytest.approx(1.0)
+    assert (summary["baseline"] == "soft_re").all()
