@@ -237,7 +237,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         return run(args)
     except ReportError as err:
-        raise ConfigError(str(err)) from None
+        print(f"softclip: report error: {err}", file=sys.stderr)
+        return 2
 
 
 def _part_list(text: str) -> list[str]:

@@ -1,0 +1,120 @@
+"""softclip reproduce: parts, deduplicated shared runs, alias folders, per-spec data roots, ablation.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from softclip import reproduce as rep
+from softclip.ablate import (
+    ablation_launcher,
+    check_data_roots,
+    dedupe,
+    is_finished,
+    link_alias,
+    load_ablation,
+    plan_jobs,
+    run_planned,
+)  # fmt: skip
+from softclip.cli import main
+from softclip.config import ConfigError
+from tests.unit.launch import fakes
+
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = str(ROOT / "eval" / "synthetic.yaml")
+
+
+def write(tmp_path: Path, name: str, variants: dict, **fields) -> Path:
+    data = {"name": name, "base": str(ROOT / "ablations" / "base.yaml"), "output_dir": str(tmp_path / "runs"),
+            "variants": variants, "seeds": [0, 1], "overrides": {"eval.suite": SUITE}, **fields}  # fmt: skip
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+CLIP = {"loss.target": "hard", "loss.soft_weight": 0.0, "loss.re_weight": 0.0}
+
+
+def test_every_part_file_loads_in_every_profile_and_opens_with_its_header():
+    for profile in ("smoke", "quick", "paper"):
+        specs, sweeps = rep.plan(profile, rep.select_parts(None))
+        assert [s.name for s in specs] == list(rep.ABLATIONS) and [s.name for s in sweeps] == ["beta_tau"]
+        for spec in specs:
+            jobs = plan_jobs(spec)
+            assert spec.baseline in spec.variants
+            assert len({j.variant for j in jobs}) == len(spec.variants)
+            if profile == "quick":
+                assert len(spec.seeds) >= 5, spec.name
+    for name in rep.ABLATIONS:
+        head = (ROOT / "ablations" / f"{name}.yaml").read_text().splitlines()[:12]
+        assert head[0].startswith(f"# {name}.yaml") and any("Run:" in line for line in head)
+        assert any("Runtime:" in line for line in head) and any("Reproduces:" in line for line in head)
+
+
+def test_quick_demo_trains_each_distinct_run_once():
+    specs, _ = rep.plan("quick", ["main", "targets"])
+    jobs = [j for s in specs for j in plan_jobs(s)]
+    unique, aliases = dedupe(jobs)
+    assert (len(jobs), len(unique)) == (30, 20)
+    pairs = {(a.meta["ablation"], a.variant, c.meta["ablation"], c.variant) for a, c in aliases}
+    assert pairs == {("targets", "hard", "main", "clip"), ("targets", "selfsim_roi", "main", "softclip")}
+    assert all(a.seed == c.seed for a, c in aliases)
+
+
+def test_unknown_part_and_unknown_baseline_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unknown part.*'mian'.*main, targets"):
+        rep.select_parts(["mian"])
+    assert rep.select_parts(["targets", "main"]) == ["main", "targets"]  # report order, not argument order
+    with pytest.raises(ConfigError, match="baseline names unknown variants"):
+        load_ablation(write(tmp_path, "a", {"clip": CLIP}, baseline="clpi"))
+    assert main(["reproduce", "--profile", "smoke", "--only", "nope"]) == 2
+
+
+def test_variants_changing_synth_data_get_their_own_root(tmp_path):
+    spec = load_ablation(write(tmp_path, "noise", {"clean": {}, "n2": {"data.synth.noise": 0.2},
+                                                   "n2_clip": {"data.synth.noise": 0.2, **CLIP}}), "smoke")
+    roots = {j.variant: j.config["data"]["root"] for j in plan_jobs(spec)}
+    assert roots["clean"] == "data/synth-smoke" and roots["n2"].startswith("data/synth-smoke-")
+    assert roots["n2"] == roots["n2_clip"] != roots["clean"]
+    jobs = plan_jobs(spec)
+    clash = [jobs[0], type(jobs[0])(**{**jobs[2].__dict__, "config": {**jobs[2].config, "data": {
+        **jobs[2].config["data"], "root": jobs[0].config["data"]["root"]}}})]  # fmt: skip
+    with pytest.raises(ConfigError, match="different SynthScenes data into the same data.root"):
+        check_data_roots(clash)
+
+
+def test_shared_runs_become_alias_folders_with_their_own_identity(tmp_path):
+    a = load_ablation(write(tmp_path, "a", {"clip": CLIP, "soft": {}}, baseline="clip"), "smoke")
+    b = load_ablation(write(tmp_path, "b", {"hard": CLIP, "ls": {"loss.target": "label_smoothing"}},
+                            baseline="hard", labels={"hard": "hard (CLIP)"}), "smoke")  # fmt: skip
+    unique, aliases = dedupe(plan_jobs(a) + plan_jobs(b))
+    assert len(unique) == 6 and len(aliases) == 2
+    with ablation_launcher(a, "inprocess") as launcher:
+        result = run_planned(launcher, unique, job_fn=fakes.ablation_job)
+    assert len(result.outcomes) == 6 and not result.failed
+    for alias, canonical in aliases:
+        link_alias(alias, canonical)
+        here = Path(alias.run_dir)
+        assert (here / "config.yaml").is_symlink() and (here / "eval").resolve() == Path(canonical.run_dir, "eval")
+        meta = json.loads((here / "ablation.json").read_text())
+        assert meta["ablation"] == "b" and meta["variant"] == "hard" and meta["label"] == "hard (CLIP)"
+        assert meta["alias_of"] == canonical.run_dir and meta["baseline"] == "hard"
+        assert is_finished(here, alias.suite, alias.config)
+        link_alias(alias, canonical)  # idempotent on a re-run
+    Path(unique[0].run_dir, "x").mkdir()
+    with pytest.raises(FileExistsError, match="not an alias folder"):
+        link_alias(type(unique[0])(**{**aliases[0][0].__dict__, "run_dir": unique[0].run_dir}), unique[1])
+
+
+def test_changed_config_is_not_finished(tmp_path):
+    spec = load_ablation(write(tmp_path, "a", {"clip": CLIP}), "smoke")
+    job = plan_jobs(spec)[0]
+    fakes.ablation_job(job)
+    assert is_finished(job.run_dir, job.suite, job.config)
+    changed = {**job.config, "loss": {**job.config["loss"], "beta": 0.9}}
+    assert not is_finished(job.run_dir, job.suite, changed)
+    moved = {**job.config, "name": "elsewhere", "output_dir": "/else"}
+    assert is_finished(job.run_dir, job.suite, moved)  # where a run lives is not what it is
