@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,7 +213,8 @@ def prepare_data(jobs: list[AblationJob]) -> list[str]:
     for job in jobs:
         data = job.config["data"]
         if data.get("source") == "synth" and data["root"] not in done:
-            generate(data["root"], SynthConfig.model_validate(data.get("synth") or {}), seed=SYNTH_DATA_SEED)
+            generate(data["root"], SynthConfig.model_validate(data.get("synth") or {}), seed=SYNTH_DATA_SEED,
+                     workers=os.cpu_count() or 1)  # nothing else runs yet: use every core
             done.append(data["root"])
     return done
 
@@ -243,8 +245,6 @@ ALIAS_LINKS = ("config.yaml", "meta.json", "metrics.jsonl", "checkpoints", "eval
 
 def link_alias(alias: AblationJob, canonical: AblationJob) -> None:
     """Make ``alias.run_dir`` a folder of relative links to ``canonical``'s files plus its own ablation.json."""
-    import os
-
     target, here = Path(canonical.run_dir), Path(alias.run_dir)
     if here.is_symlink() or (here.exists() and not (here / ABLATION).is_file() and any(here.iterdir())):
         raise FileExistsError(f"{here} exists and is not an alias folder; remove it to link it to {target}")
