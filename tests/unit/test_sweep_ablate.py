@@ -30,7 +30,7 @@ def test_disentangle_file_plans_variants_by_seeds():
     spec = load_ablation(path)
     assert list(spec.variants) == ["infonce", "soft", "soft_re", "re_only"]
     jobs = plan_jobs(spec)
-    assert len(jobs) == 12
+    assert len(jobs) == 20  # 4 variants x 5 seeds
     infonce = next(j for j in jobs if j.variant == "infonce")
     assert infonce.config["loss"]["target"] == "hard" and infonce.config["loss"]["re_weight"] == 0.0
     assert len(plan_jobs(load_ablation(path, "smoke"))) == 4
