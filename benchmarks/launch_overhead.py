@@ -87,11 +87,17 @@ def main(argv: list[str] | None = None) -> int:
             cluster = slurm_cluster(folder) if launcher in ("slurm", "submitit-local") else None
             inproc, _ = timed_sweep(sweep_file(folder, f"base-{launcher}", "inprocess", args.n, "noop", None))
             secs, counts = timed_sweep(sweep_file(folder, f"noop-{launcher}", launcher, args.n, "noop", cluster))
+            one, _ = timed_sweep(sweep_file(folder, f"one-{launcher}", launcher, 1, "noop", cluster))
+            inproc_one, _ = timed_sweep(sweep_file(folder, f"base1-{launcher}", "inprocess", 1, "noop", None))
             per_trial = (secs - inproc) / args.n
+            # marginal cost of one more trial once the launcher runs (worker processes started, torch imported)
+            marginal = ((secs - inproc) - (one - inproc_one)) / max(args.n - 1, 1)
             out["launchers"][launcher] = {
                 "sweep_s": round(secs, 2), "inprocess_sweep_s": round(inproc, 2), "counts": counts,
                 "overhead_per_trial_s": round(per_trial, 2),
                 "fraction_of_smoke_trial": round(per_trial / out["smoke_trial_s"], 4),
+                "startup_s": round((one - inproc_one) - marginal, 2), "marginal_per_trial_s": round(marginal, 2),
+                "marginal_fraction_of_smoke_trial": round(marginal / out["smoke_trial_s"], 4),
             }  # fmt: skip
     dest = Path(args.out)
     dest.mkdir(parents=True, exist_ok=True)
@@ -99,12 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# Launch overhead per trial", "",
              f"Smoke trial (train + eval, in-process): {out['smoke_trial_s']:.1f} s; {args.n} no-op trials per "
              "launcher, one worker; overhead = (launcher sweep − in-process sweep) / trials. Goal ≤ 5%.", "",
-             "| launcher | overhead / trial (s) | fraction of a smoke trial |", "|---|---|---|"]  # fmt: skip
+             "Startup: once per sweep (worker processes, first torch import); marginal: each further trial.", "",
+             "| launcher | overhead / trial (s) | fraction of a smoke trial | startup (s) | marginal / trial (s) | "
+             "marginal fraction |", "|---|---|---|---|---|---|"]  # fmt: skip
     for name, row in out["launchers"].items():
         if "skipped" in row:
-            lines.append(f"| {name} | skipped: {row['skipped']} | |")
+            lines.append(f"| {name} | skipped: {row['skipped']} | | | | |")
         else:
-            lines.append(f"| {name} | {row['overhead_per_trial_s']:.2f} | {100 * row['fraction_of_smoke_trial']:.1f}% |")
+            lines.append(f"| {name} | {row['overhead_per_trial_s']:.2f} | {100 * row['fraction_of_smoke_trial']:.1f}% | "
+                         f"{row['startup_s']:.2f} | {row['marginal_per_trial_s']:.2f} | "
+                         f"{100 * row['marginal_fraction_of_smoke_trial']:.1f}% |")
     (dest / "launch.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
