@@ -79,7 +79,7 @@ def test_requeued_job_resumes_from_its_checkpoint(tmp_path, cluster_file, monkey
                                  overrides={"train.steps": 20, "train.eval_every": 4}), "smoke")  # fmt: skip
     runner = threading.Thread(target=run_sweep, args=(spec,), kwargs={"poll": 0.5}, daemon=True)
     runner.start()
-    run_dir = tmp_path / "runs" / "slurm" / "trials" / "slurm-t0000-s0"
+    run_dir = tmp_path / "runs" / "smoke" / "slurm" / "trials" / "slurm-t0000-s0"  # <output_dir>/<profile>/<name>
     _wait_for(lambda: _progress(run_dir).get("step", 0) >= 4, 180, "the job to reach step 4")
     job_id = open_study(spec).trials[0].system_attrs[JOB_ATTR]
     subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
@@ -101,7 +101,7 @@ def test_killed_sweep_restarted_ends_with_exactly_n_trials(tmp_path, cluster_fil
     env = {**os.environ, "SOFTCLIP_FAKE_STEP_S": "1.0"}
     driver = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True)
     spec = load_sweep(sweep, "smoke")
-    runs = tmp_path / "runs" / "slurm" / "trials"
+    runs = tmp_path / "runs" / "smoke" / "slurm" / "trials"
     try:
         _wait_for(lambda: any(_progress(p).get("step", 0) >= 3 for p in runs.glob("*")), 240, "a trial to start")
     finally:
