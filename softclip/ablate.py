@@ -204,22 +204,19 @@ def check_data_roots(jobs: list[AblationJob]) -> None:
 
 def prepare_data(jobs: list[AblationJob]) -> list[str]:
     """Generate every SynthScenes ``data.root`` the jobs need, once, before they start; returns the roots."""
-    from softclip.config import SynthConfig
-    from softclip.data.synth import generate
-    from softclip.train.run import SYNTH_DATA_SEED
+    from softclip.train.run import ensure_synth_data
 
     check_data_roots(jobs)
     done: list[str] = []
     for job in jobs:
-        data = job.config["data"]
-        if data.get("source") == "synth" and data["root"] not in done:
-            generate(data["root"], SynthConfig.model_validate(data.get("synth") or {}), seed=SYNTH_DATA_SEED,
-                     workers=os.cpu_count() or 1)  # nothing else runs yet: use every core
-            done.append(data["root"])
+        data = Config.model_validate(job.config).data
+        if data.source == "synth" and data.root not in done:
+            ensure_synth_data(data, workers=os.cpu_count() or 1)  # nothing else runs yet: use every core
+            done.append(data.root)
     return done
 
 
-def run_key(config: dict[str, Any]) -> str:
+def run_identity(config: dict[str, Any]) -> str:
     """Identity of a run's training and evaluation: the config without where it lives or how it launches."""
     from softclip.train.rundir import RESUME_FREE_KEYS, config_diff
 
@@ -232,7 +229,7 @@ def dedupe(jobs: list[AblationJob]) -> tuple[list[AblationJob], list[tuple[Ablat
     first: dict[str, AblationJob] = {}
     unique, aliases = [], []
     for job in jobs:
-        canonical = first.setdefault(run_key(job.config), job)
+        canonical = first.setdefault(run_identity(job.config), job)
         if canonical is job:
             unique.append(job)
         else:

@@ -131,9 +131,8 @@ def reproduce(
     out = Path(out or Path("reports") / profile)
     cmd = command or "softclip " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if finished or trial_dirs:
-        result.report = build_report(
-            [*finished, *trial_dirs], out, title=f"SoftCLIP on SynthScenes — {profile} profile"
-            if profile != "paper" else "SoftCLIP — paper profile", command=cmd, machine=machine_info(),
-        )  # fmt: skip
+        data = "" if profile == "paper" else " on SynthScenes"
+        result.report = build_report([*finished, *trial_dirs], out, title=f"SoftCLIP{data} — {profile} profile",
+                                     command=cmd, machine=machine_info())  # fmt: skip
     result.seconds = time.perf_counter() - start
     return result

@@ -271,11 +271,10 @@ def run_sweep(
     url = resolve_storage_url(spec.storage, folder)
     (folder / "sweep.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     cfg = build_run_config(base_data(spec), {}, spec.source)
-    if cfg.data.source == "synth" and spec.trial == "train":  # generate once here, not racing in the trials
-        from softclip.data.synth import generate
-        from softclip.train.run import SYNTH_DATA_SEED
+    if spec.trial == "train":  # generate the data once here, not racing in the trials
+        from softclip.train.run import ensure_synth_data
 
-        generate(cfg.data.root, cfg.data.synth, seed=SYNTH_DATA_SEED)
+        ensure_synth_data(cfg.data)
     with make_sweep_launcher(spec, launcher, workers, cfg.launcher) as chosen:
         driver = SweepDriver(spec, chosen, target, url)
         log.info("sweep %s: %d trials, launcher %s x%d, storage %s", spec.name, target, chosen.name,

@@ -82,6 +82,19 @@ def seed_everything(seed: int) -> None:
 # ------------------------------------------------------------------------------------------------ setup
 
 
+def ensure_synth_data(data: Any, workers: int = 1) -> None:
+    """Generate SynthScenes for a ``data`` config section under ``data.root`` unless it is there already.
+
+    A no-op for other sources. Ablations and sweeps call it once before their jobs start, so parallel runs
+    never race to generate the same folder.
+    """
+    if data.source != "synth":
+        return
+    from softclip.data.synth import generate
+
+    generate(data.root, data.synth, seed=SYNTH_DATA_SEED, workers=workers)
+
+
 def setup_data(cfg: Config, env: dist.DistEnv, preprocess: Callable, tokenizer: Callable) -> Any:
     """The training loader of this rank (generating SynthScenes first when ``data.source=synth``)."""
     from softclip.data.loader import build_train_loader
@@ -89,9 +102,7 @@ def setup_data(cfg: Config, env: dist.DistEnv, preprocess: Callable, tokenizer: 
     source = cfg.data.source
     if source == "synth":
         if env.is_main:
-            from softclip.data.synth import generate
-
-            generate(cfg.data.root, cfg.data.synth, seed=SYNTH_DATA_SEED)
+            ensure_synth_data(cfg.data)
         dist.barrier(env)
         source = "wds"
     return build_train_loader(
