@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from softclip.config import Config, ConfigError, apply_profile, parse_override, read_yaml
-from softclip.launch import Outcome, distributed_rank, load_cluster, make_launcher, run_jobs
+from softclip.launch import Outcome, distributed_rank, load_cluster, make_launcher, run_jobs, uses_cluster
 from softclip.sweep.spec import LauncherSpec, SweepSpec, build_run_config
 from softclip.sweep.spec import base_data as _base_data
 
@@ -323,7 +323,7 @@ def ablation_launcher(spec: AblationSpec, launcher: str | None = None, workers: 
     cfg_launcher = build_run_config(_base_data(_as_sweep_like(spec)), {}, spec.source).launcher
     ls = spec.launcher
     name = launcher or ls.name or cfg_launcher.name
-    cluster = load_cluster(ls.cluster or cfg_launcher.cluster) if name in ("slurm", "submitit-local") else None
+    cluster = load_cluster(ls.cluster or cfg_launcher.cluster) if uses_cluster(name) else None
     folder = Path(cluster.folder) / spec.name if cluster else ablation_root(spec) / "jobs"
     return make_launcher(
         name, workers=workers or ls.workers or cfg_launcher.workers,

@@ -18,6 +18,10 @@ from pathlib import Path
 from softclip.config import ConfigError, load_config
 
 DEFAULT_CONFIG = "ablations/base.yaml"
+LAUNCHER_HELP = (
+    "inprocess | processes | slurm (an array task per job) | slurm-pool (long-lived SLURM workers pulling jobs) | "
+    "submitit-local | submitit-local-pool"
+)
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="sweep YAML, e.g. sweeps/beta_tau.yaml")
     p.add_argument("--profile", default=None, help="profile of the sweep and its base config: smoke, quick, paper")
-    p.add_argument("--launcher", default=None, help="inprocess | processes | slurm | submitit-local")
+    p.add_argument("--launcher", default=None, help=LAUNCHER_HELP)
     p.add_argument("--n-trials", type=int, default=None, help="complete + pruned trials to reach")
     p.add_argument("--workers", type=int, default=None, help="trials in flight at once")
     p.add_argument("--status", action="store_true", help="print the trials table, the best so far and failures")
@@ -200,7 +204,7 @@ def _seed_list(text: str) -> list[int]:
 def _add_ablate(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="ablation YAML, e.g. ablations/disentangle.yaml")
     p.add_argument("--profile", default=None, help="profile of the ablation and its base config")
-    p.add_argument("--launcher", default=None, help="inprocess | processes | slurm | submitit-local")
+    p.add_argument("--launcher", default=None, help=LAUNCHER_HELP)
     p.add_argument("--seeds", type=_seed_list, default=None, help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--workers", type=int, default=None, help="runs in flight at once")
 
@@ -249,7 +253,7 @@ def _add_reproduce(p: argparse.ArgumentParser) -> None:
     from softclip.reproduce import PARTS
 
     p.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")
-    p.add_argument("--launcher", default=None, help="inprocess | processes | slurm | submitit-local")
+    p.add_argument("--launcher", default=None, help=LAUNCHER_HELP)
     p.add_argument("--workers", type=int, default=None, help="runs in flight at once")
     p.add_argument("--only", type=_part_list, default=None, help=f"comma-separated parts of: {', '.join(PARTS)}")
     p.add_argument("--seeds", type=_seed_list, default=None, help="override every ablation's seeds, e.g. 0,1")

@@ -185,7 +185,7 @@ class EvalConfig(_Section):
 class LauncherConfig(_Section):
     """Where jobs run (ablations and sweeps)."""
 
-    name: str = Field("inprocess", description="inprocess | processes | slurm | submitit-local")
+    name: str = Field("inprocess", description="inprocess | processes | slurm | slurm-pool | submitit-local | submitit-local-pool")
     cluster: str | None = Field(None, description="cluster YAML (partition, account, GPUs, time, ...)")
     workers: PosInt = Field(1, description="jobs (trials, ablation runs) in flight at once")
     cpus_per_job: PosInt = Field(1, description="CPU threads per job (OMP/MKL/torch threads are set to this)")

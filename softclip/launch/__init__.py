@@ -1,7 +1,8 @@
 """Launchers: where jobs run. ``inprocess``, ``processes`` (local, within a CPU budget), ``slurm`` (submitit,
-job arrays, requeue) and ``submitit-local``. See :func:`make_launcher` and clusters/example.yaml."""
+job arrays, requeue), ``slurm-pool`` (long-lived SLURM workers pulling jobs from a queue) and their submitit-local
+twins. See :func:`make_launcher` and clusters/example.yaml."""
 
-from softclip.launch import processes, submitit_launch  # noqa: F401  - register the launchers
+from softclip.launch import pool, processes, submitit_launch  # noqa: F401  - register the launchers
 from softclip.launch.base import (
     LAUNCHERS,
     THREAD_ENV_VARS,
@@ -16,6 +17,7 @@ from softclip.launch.base import (
     make_launcher,
     run_jobs,
     thread_env,
+    uses_cluster,
 )
 from softclip.launch.cluster import ClusterConfig, load_cluster
 from softclip.launch.submitit_launch import ResumableCall, distributed_rank
@@ -38,4 +40,5 @@ __all__ = [
     "make_launcher",
     "run_jobs",
     "thread_env",
+    "uses_cluster",
 ]

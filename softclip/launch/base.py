@@ -1,7 +1,7 @@
 """Launcher interface: submit ``fn(*args)`` somewhere, get a :class:`Job` handle back.
 
 Launchers are registered by name in :data:`LAUNCHERS` (``inprocess``, ``processes``, ``slurm``,
-``submitit-local``) and built from plain keyword arguments with :func:`make_launcher`. Sweeps keep a pool of
+``slurm-pool``, ``submitit-local``, ``submitit-local-pool``) and built from plain keyword arguments with :func:`make_launcher`. Sweeps keep a pool of
 jobs in flight through :meth:`Launcher.submit_many` and :meth:`Launcher.wait`; ablations use :func:`run_jobs`.
 """
 
@@ -80,6 +80,8 @@ class Launcher(abc.ABC):
     name: ClassVar[str] = "base"
     #: True when the launcher queues any number of jobs itself (SLURM arrays): callers may submit all at once.
     queues_itself: ClassVar[bool] = False
+    #: True when the launcher reads a cluster YAML (``launcher.cluster``): the submitit launchers
+    uses_cluster: ClassVar[bool] = False
     #: seconds between state checks in :meth:`wait`
     poll_interval: ClassVar[float] = 0.5
 
@@ -156,6 +158,13 @@ def list_launchers() -> list[str]:
     import softclip.launch  # noqa: F401
 
     return LAUNCHERS.names()
+
+
+def uses_cluster(name: str) -> bool:
+    """Whether the launcher registered as ``name`` takes a cluster YAML (RegistryError when unknown)."""
+    import softclip.launch  # noqa: F401
+
+    return LAUNCHERS.get(name).uses_cluster
 
 
 @LAUNCHERS.register("inprocess")

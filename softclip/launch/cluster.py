@@ -42,6 +42,13 @@ class ClusterConfig(BaseModel):
     use_srun: bool = Field(True, description="run the job through srun (required for multi-task jobs)")
     setup: list[str] = Field(default_factory=list, description="shell lines run before the job (module load ...)")
     python: str | None = Field(None, description="python executable on the nodes (None: this interpreter)")
+    pool_idle_s: Annotated[float, Field(gt=0)] = Field(
+        60, description="slurm-pool: a worker with no job for this long exits (the driver starts new ones)"
+    )
+    pool_poll_s: Annotated[float, Field(gt=0)] = Field(1.0, description="slurm-pool: longest wait between queue checks")
+    pool_lifetime_min: PosInt | None = Field(
+        None, description="slurm-pool: a worker takes no new job after this long (None: half of timeout_min)"
+    )
     folder: str = Field("runs/submitit", description="submitit logs and pickles; a subfolder per sweep/ablation")
     additional: dict[str, Any] = Field(default_factory=dict, description="extra sbatch options, key -> value")
 

@@ -92,6 +92,8 @@ class SubmititJob(Job):
 class _SubmititLauncher(Launcher):
     """Common part: one executor per launcher, jobs wrapped in :class:`ResumableCall`."""
 
+    uses_cluster = True
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if self.cluster is None:

@@ -21,7 +21,7 @@ import yaml
 from optuna.trial import TrialState
 
 from softclip.config import ConfigError
-from softclip.launch import JobFailed, Launcher, load_cluster, make_launcher
+from softclip.launch import JobFailed, Launcher, load_cluster, make_launcher, uses_cluster
 from softclip.sweep.space import grid_size, suggest
 from softclip.sweep.spec import SweepSpec, base_data, build_run_config
 from softclip.sweep.study import (
@@ -232,7 +232,7 @@ def make_sweep_launcher(spec: SweepSpec, name: str | None, workers: int | None, 
     ls = spec.launcher
     chosen = pick(name, ls.name, cfg_launcher.name)
     cluster_path = pick(ls.cluster, cfg_launcher.cluster)
-    cluster = load_cluster(cluster_path) if chosen in ("slurm", "submitit-local") else None
+    cluster = load_cluster(cluster_path) if uses_cluster(chosen) else None
     if cluster is not None and cluster.nodes * cluster.tasks_per_node > 1 and spec.pruner.name != "none":
         # a pruned rank 0 would leave the other ranks waiting at the trainer's evaluation barrier
         raise ConfigError(f"{spec.source}: pruner.name={spec.pruner.name!r} needs single-task jobs; the cluster "

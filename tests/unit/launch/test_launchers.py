@@ -24,8 +24,9 @@ from tests.unit.launch import fakes
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def test_registry_lists_the_four_launchers():
-    assert list_launchers() == ["inprocess", "processes", "slurm", "submitit-local"]
+def test_registry_lists_the_launchers():
+    assert list_launchers() == [
+        "inprocess", "processes", "slurm", "slurm-pool", "submitit-local", "submitit-local-pool"]  # fmt: skip
 
 
 def test_unknown_launcher_names_the_closest():

@@ -1,0 +1,459 @@
+"""Worker pool on SLURM (or submitit's local executor): long-lived array tasks pull jobs from a file queue.
+
+The ``slurm`` launcher starts one array task per job, so every trial pays the job start, a fresh Python and
+the torch import (~5 s on the CI cluster, ~30% of a smoke trial). ``slurm-pool`` pays that once per worker:
+
+- the driver writes each job as JSON (``tasks/<id>.json``: the function's import path and its arguments,
+  dataclasses included) and enqueues it with an empty marker ``queue/<id>``;
+- a worker claims a job by renaming its marker to ``claimed/<id>@<worker>`` (atomic: exactly one worker
+  wins), runs it in its warm interpreter and writes ``results/<id>.json`` atomically;
+- the driver keeps ``min(max_parallel, unfinished jobs)`` workers alive (one job array per top-up) and fails
+  the claimed jobs of a worker whose SLURM job ended (cancelled, node failure, out of memory);
+- a worker that is requeued (timeout or preemption through :class:`ResumableCall`, or ``scontrol requeue``)
+  keeps its SLURM job id, hence its worker id, and first resumes the jobs it had claimed: the trainer resumes
+  from the run folder's checkpoint, so the job ends with the uninterrupted result;
+- a worker exits when the queue is empty and the driver has closed the pool, after ``pool_idle_s`` seconds
+  without work, or (between jobs) once it has lived ``pool_lifetime_min``.
+
+Nothing is unpickled from the queue: arguments and results are JSON, dataclasses are rebuilt only from
+importable dataclass types. Jobs must be importable module-level functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import importlib
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.core.utils import UncompletedJobError
+
+from softclip.config import ConfigError
+from softclip.launch.base import LAUNCHERS, Job, JobFailed, Launcher
+from softclip.launch.cluster import ClusterConfig
+from softclip.launch.submitit_launch import ResumableCall
+
+CLOSED = "closed"
+
+
+# ------------------------------------------------------------------------------------------------ the codec
+
+
+def fn_ref(fn: Callable[..., Any]) -> str:
+    """``module:qualname`` of an importable module-level function (ValueError otherwise)."""
+    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or module == "__main__" or "<" in name:
+        raise ValueError(f"the worker pool runs importable module-level functions; got {fn!r} "
+                         f"({module}:{name}); use the slurm launcher for closures")  # fmt: skip
+    if resolve_fn(f"{module}:{name}") is not fn:
+        raise ValueError(f"{module}:{name} does not import back to {fn!r}")
+    return f"{module}:{name}"
+
+
+def resolve_fn(ref: str) -> Callable[..., Any]:
+    module, _, name = ref.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def encode(obj: Any) -> Any:
+    """Plain JSON for ``obj``: numbers, strings, None, lists, tuples, str-keyed dicts, paths, dataclasses."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        items = [encode(o) for o in obj]
+        return items if isinstance(obj, list) else {"__tuple__": items}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, str) for k in obj):
+            raise TypeError(f"dict keys must be strings to cross the worker pool: {list(obj)[:5]!r}")
+        return {"__dict__": {k: encode(v) for k, v in obj.items()}}
+    if isinstance(obj, Path):
+        return {"__path__": str(obj)}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        cls = type(obj)
+        fields = {f.name: encode(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+        return {"__dataclass__": f"{cls.__module__}:{cls.__qualname__}", "fields": fields}
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return encode(obj.item())
+    raise TypeError(f"cannot send a {type(obj).__name__} through the worker pool (JSON only): {obj!r:.80}")
+
+
+def decode(obj: Any) -> Any:
+    """Inverse of :func:`encode`; a ``__dataclass__`` must name an importable dataclass."""
+    if isinstance(obj, list):
+        return [decode(o) for o in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tuple__" in obj:
+        return tuple(decode(o) for o in obj["__tuple__"])
+    if "__dict__" in obj:
+        return {k: decode(v) for k, v in obj["__dict__"].items()}
+    if "__path__" in obj:
+        return Path(obj["__path__"])
+    if "__dataclass__" in obj:
+        cls = resolve_fn(obj["__dataclass__"])
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            raise TypeError(f"{obj['__dataclass__']} is not a dataclass")
+        return cls(**{k: decode(v) for k, v in obj["fields"].items()})
+    raise TypeError(f"unknown encoded object with keys {sorted(obj)}")
+
+
+# ------------------------------------------------------------------------------------------------ the queue
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+class TaskQueue:
+    """The pool's folder: ``tasks/``, ``queue/``, ``claimed/``, ``results/``, ``workers/`` and ``closed``.
+
+    Every state change is one ``rename`` or one atomic write, so a killed driver or worker leaves no
+    half-written file and two workers never claim the same job.
+    """
+
+    DIRS = ("tasks", "queue", "claimed", "results", "workers")
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def create(self) -> TaskQueue:
+        for name in self.DIRS:
+            (self.folder / name).mkdir(parents=True, exist_ok=True)
+        return self
+
+    def put(self, task_id: str, fn: str, args: Any) -> None:
+        _write_json(self.folder / "tasks" / f"{task_id}.json", {"id": task_id, "fn": fn, "args": args})
+        (self.folder / "queue" / task_id).touch()
+
+    def read_task(self, task_id: str) -> dict[str, Any]:
+        return json.loads((self.folder / "tasks" / f"{task_id}.json").read_text())
+
+    def pending(self) -> list[str]:
+        return sorted(p.name for p in (self.folder / "queue").iterdir())
+
+    def claims(self, worker: str | None = None) -> dict[str, str]:
+        """``{task id: worker}`` of the claimed jobs (of one worker when given)."""
+        out = {}
+        for path in (self.folder / "claimed").iterdir():
+            task_id, _, owner = path.name.partition("@")
+            if worker is None or owner == worker:
+                out[task_id] = owner
+        return out
+
+    def claim(self, worker: str) -> str | None:
+        """Move the oldest queued job to ``claimed/`` for ``worker``; None when the queue is empty."""
+        for task_id in self.pending():
+            try:
+                os.rename(self.folder / "queue" / task_id, self.folder / "claimed" / f"{task_id}@{worker}")
+            except FileNotFoundError:  # another worker won it
+                continue
+            return task_id
+        return None
+
+    def finish(self, task_id: str, worker: str, payload: dict[str, Any]) -> None:
+        _write_json(self.folder / "results" / f"{task_id}.json", payload)
+        (self.folder / "claimed" / f"{task_id}@{worker}").unlink(missing_ok=True)
+
+    def result(self, task_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.folder / "results" / f"{task_id}.json").read_text())
+        except FileNotFoundError:
+            return None
+
+    def has_result(self, task_id: str) -> bool:
+        return (self.folder / "results" / f"{task_id}.json").is_file()
+
+    def withdraw(self, task_id: str) -> bool:
+        """Take a job that no worker claimed yet off the queue (True) or report that it was claimed (False)."""
+        try:
+            (self.folder / "queue" / task_id).unlink()
+        except FileNotFoundError:
+            return False
+        self.finish(task_id, "-", {"ok": False, "error": "cancelled before a worker claimed it"})
+        return True
+
+    def fail_claims(self, worker: str, error: str) -> list[str]:
+        """Fail the jobs ``worker`` had claimed (its SLURM job ended); returns their ids."""
+        lost = list(self.claims(worker))
+        for task_id in lost:
+            self.finish(task_id, worker, {"ok": False, "error": error, "worker": worker})
+        return lost
+
+    def close(self) -> None:
+        (self.folder / CLOSED).touch()
+
+    @property
+    def closed(self) -> bool:
+        return (self.folder / CLOSED).exists()
+
+    def beat(self, worker: str, **state: Any) -> None:
+        """The worker's status file (host, pid, current job, jobs done), rewritten on every change."""
+        _write_json(self.folder / "workers" / f"{worker}.json",
+                    {"worker": worker, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+                     **state})  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------- the worker
+
+
+def worker_id() -> str:
+    """This worker's id: its submitit job id (``<array>_<index>`` on SLURM), stable across requeues."""
+    try:
+        return str(submitit.JobEnvironment().job_id)
+    except RuntimeError:  # not inside a submitit job (tests, manual runs)
+        return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def run_task(queue: TaskQueue, task_id: str, worker: str) -> bool:
+    """Run one claimed job and write its result; True when it succeeded."""
+    t0 = time.perf_counter()
+    try:
+        spec = queue.read_task(task_id)
+        value = resolve_fn(spec["fn"])(*decode(spec["args"]))
+        payload: dict[str, Any] = {"ok": True, "value": encode(value)}
+    except UncompletedJobError:  # the job timed out for good: submitit ends it
+        raise
+    except Exception as err:  # noqa: BLE001 - the failure is the job's result, the worker goes on
+        payload = {"ok": False, "error": f"{type(err).__name__}: {err}\n{traceback.format_exc()}"}
+    payload.update(worker=worker, seconds=round(time.perf_counter() - t0, 3))
+    queue.finish(task_id, worker, payload)
+    _tidy()
+    return payload["ok"]
+
+
+def _tidy() -> None:
+    """Between jobs: free what the last one left (Python garbage, cached GPU blocks)."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def serve(folder: str, idle_s: float = 60.0, poll_s: float = 1.0, lifetime_s: float | None = None) -> dict:
+    """Body of a pool worker: resume own claims, then claim and run jobs until told or timed out to stop.
+
+    Returns ``{"worker", "tasks", "failed", "exit"}`` with ``exit`` one of closed, idle, lifetime.
+    """
+    queue, worker = TaskQueue(folder), worker_id()
+    started = time.monotonic()
+    done = failed = 0
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    for task_id in sorted(queue.claims(worker)):  # requeued: finish what this worker had started
+        queue.beat(worker, task=task_id, tasks=done, resumed=True)
+        ok = run_task(queue, task_id, worker)
+        done, failed = done + 1, failed + (not ok)
+    idle_since, wait, reason = time.monotonic(), 0.02, "closed"
+    while True:
+        if lifetime_s is not None and time.monotonic() - started > lifetime_s:
+            reason = "lifetime"
+            break
+        task_id = queue.claim(worker)
+        if task_id is None:
+            if queue.closed:
+                break
+            if time.monotonic() - idle_since > idle_s:
+                reason = "idle"
+                break
+            time.sleep(wait)
+            wait = min(poll_s, wait * 2)
+            continue
+        if threads and "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
+        queue.beat(worker, task=task_id, tasks=done)
+        ok = run_task(queue, task_id, worker)
+        done, failed = done + 1, failed + (not ok)
+        idle_since, wait = time.monotonic(), 0.02
+        queue.beat(worker, task=None, tasks=done)
+    queue.beat(worker, task=None, tasks=done, exit=reason)
+    return {"worker": worker, "tasks": done, "failed": failed, "exit": reason}
+
+
+# ------------------------------------------------------------------------------------------- the driver
+
+
+class PoolJob(Job):
+    """One job in the pool's queue: done when its result file exists."""
+
+    def __init__(self, launcher: PoolLauncher, task_id: str) -> None:
+        self.launcher, self.task_id = launcher, task_id
+        self.job_id = f"{launcher.queue.folder.name}/{task_id}"
+        self._payload: dict[str, Any] | None = None
+
+    def done(self) -> bool:
+        if self._payload is None and self.launcher.queue.has_result(self.task_id):
+            self._payload = self.launcher.queue.result(self.task_id)
+        return self._payload is not None
+
+    def result(self) -> Any:
+        while not self.done():
+            self.launcher.wait([self], timeout=60.0)
+        assert self._payload is not None
+        if not self._payload.get("ok"):
+            worker = self._payload.get("worker", "?")
+            raise JobFailed(f"job {self.job_id} (worker {worker}): {self._payload.get('error')}")
+        return decode(self._payload.get("value"))
+
+    @property
+    def worker(self) -> str | None:
+        """The worker running this job now (None when queued or finished)."""
+        return self.launcher.queue.claims().get(self.task_id)
+
+    def cancel(self) -> None:
+        if self.done() or self.launcher.queue.withdraw(self.task_id):
+            return
+        worker = self.worker
+        if worker is not None:  # it runs: stop its worker; the driver fails its claim when the job ends
+            self.launcher.cancel_worker(worker)
+
+
+class PoolLauncher(Launcher):
+    """Worker pool through submitit (``executor`` ``slurm`` or ``local``); see the module docstring."""
+
+    name = "slurm-pool"
+    executor_kind = "slurm"
+    queues_itself = True
+    uses_cluster = True
+    poll_interval = 0.1
+    #: seconds between checks of the workers' SLURM states (submitit caches them itself)
+    reap_interval = 2.0
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.cluster is None:
+            self.cluster = ClusterConfig(executor=self.executor_kind)
+        cluster: ClusterConfig = self.cluster
+        if cluster.nodes * cluster.tasks_per_node > 1:
+            raise ConfigError(f"launcher {self.name!r} runs single-task workers; cluster {cluster.name!r} asks for "
+                              f"{cluster.nodes}x{cluster.tasks_per_node} tasks per job (use launcher 'slurm')")  # fmt: skip
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.queue = TaskQueue(self.folder / f"pool-{stamp}-{uuid.uuid4().hex[:6]}").create()
+        self.executor = self._make_executor()
+        self._count = 0
+        self._workers: dict[str, submitit.Job] = {}  # worker id -> its submitit job (live or ended)
+        self._reaped: set[str] = set()
+        self._unfinished: dict[str, PoolJob] = {}
+        self._last_reap = 0.0
+
+    def _make_executor(self) -> submitit.Executor:
+        cluster: ClusterConfig = self.cluster
+        folder = self.folder / "%j"
+        if self.executor_kind == "local":
+            executor = submitit.LocalExecutor(folder=folder, max_num_timeout=cluster.max_num_timeout)
+            executor.update_parameters(**cluster.local_parameters())
+            return executor
+        kwargs: dict[str, Any] = {"max_num_timeout": cluster.max_num_timeout}
+        if cluster.python:
+            kwargs["python"] = cluster.python
+        executor = submitit.SlurmExecutor(folder=folder, **kwargs)
+        executor.update_parameters(**cluster.slurm_parameters(self.cpus_per_job, self.max_parallel, self.job_name))
+        return executor
+
+    @property
+    def max_parallel(self) -> int:
+        if self.executor_kind == "local":
+            return max(1, min(self.workers, self.cpu_budget // self.cpus_per_job))
+        return self.cluster.array_parallelism or self.workers
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Job:
+        return self.submit_many(fn, [args])[0]
+
+    def submit_many(self, fn: Callable[..., Any], args_list: Sequence[tuple[Any, ...]]) -> list[Job]:
+        try:
+            ref = fn_ref(fn)
+            encoded = [encode(tuple(args)) for args in args_list]
+        except (TypeError, ValueError) as err:
+            raise JobFailed(f"{self.name}: {err}") from err
+        jobs = []
+        for args in encoded:
+            self._count += 1
+            task_id = f"{self._count:06d}"
+            self.queue.put(task_id, ref, args)
+            job = PoolJob(self, task_id)
+            self._unfinished[task_id] = job
+            jobs.append(job)
+        self._scale()
+        return jobs
+
+    def live_workers(self) -> list[str]:
+        return [w for w, job in self._workers.items() if w not in self._reaped and not job.done()]
+
+    def _scale(self) -> None:
+        """Start workers until ``min(max_parallel, unfinished jobs)`` are alive (one array per top-up)."""
+        self._unfinished = {k: j for k, j in self._unfinished.items() if not j.done()}
+        need = min(self.max_parallel, len(self._unfinished)) - len(self.live_workers())
+        if need <= 0:
+            return
+        cluster: ClusterConfig = self.cluster
+        call = ResumableCall(serve, cluster.cpus_per_task or self.cpus_per_job, cluster.gpus_per_node)
+        lifetime = 60.0 * (cluster.pool_lifetime_min or cluster.timeout_min / 2)
+        args = (str(self.queue.folder), cluster.pool_idle_s, cluster.pool_poll_s, lifetime)
+        if need == 1:
+            started = [self.executor.submit(call, *args)]
+        else:
+            with self.executor.batch():
+                started = [self.executor.submit(call, *args) for _ in range(need)]
+        for job in started:
+            self._workers[str(job.job_id)] = job
+
+    def _reap(self) -> None:
+        """Fail the claims of workers whose job ended; top the pool up."""
+        for worker, job in self._workers.items():
+            if worker in self._reaped or not job.done():
+                continue
+            self._reaped.add(worker)
+            state = str(getattr(job, "state", "ENDED"))
+            log_file = getattr(job.paths, "stdout", "")
+            self.queue.fail_claims(worker, f"worker job {worker} ended ({state}) while running this job; "
+                                           f"log: {log_file}")  # fmt: skip
+        self._scale()
+
+    def wait(self, jobs: Sequence[Job], timeout: float) -> list[Job]:
+        deadline = time.monotonic() + timeout
+        while True:
+            finished = [job for job in jobs if job.done()]
+            if finished or time.monotonic() >= deadline:
+                return finished
+            if time.monotonic() - self._last_reap >= self.reap_interval:
+                self._last_reap = time.monotonic()
+                self._reap()
+            time.sleep(min(self.poll_interval, max(0.0, deadline - time.monotonic())))
+
+    def cancel_worker(self, worker: str) -> None:
+        job = self._workers.get(worker)
+        if job is not None:
+            job.cancel(check=False)
+
+    def close(self) -> None:
+        """Tell the workers to exit once the queue is empty (jobs already queued still run)."""
+        self.queue.close()
+
+
+@LAUNCHERS.register("slurm-pool")
+class SlurmPoolLauncher(PoolLauncher):
+    """Worker pool as SLURM array tasks (``array_parallelism`` at once)."""
+
+    name = "slurm-pool"
+    executor_kind = "slurm"
+
+
+@LAUNCHERS.register("submitit-local-pool")
+class LocalPoolLauncher(PoolLauncher):
+    """The same pool with submitit's LocalExecutor (debugging, tests without SLURM)."""
+
+    name = "submitit-local-pool"
+    executor_kind = "local"
