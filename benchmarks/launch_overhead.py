@@ -5,7 +5,8 @@ connection, heartbeats, tell — without training) runs with one worker; the ove
 wall time divided by the number of trials. The smoke trial's time is measured once in-process (train + eval of
 ``ablations/base.yaml --profile smoke``), or given with ``--smoke-seconds``.
 
-Run:     .venv/bin/python benchmarks/launch_overhead.py [--launchers processes,slurm] [--n 4] [--smoke-seconds S]
+Run:     .venv/bin/python benchmarks/launch_overhead.py [--launchers processes,slurm,slurm-pool] [--n 6]
+                 [--smoke-seconds S]
 Writes:  reports/perf/launch.json and reports/perf/launch.md
 Runtime: ~1–2 min per launcher on a 2-core CPU, plus one smoke trial (~1 min); slurm needs .ci/slurm/up.sh.
 """
@@ -40,6 +41,12 @@ def sweep_file(folder: Path, name: str, launcher: str, n: int, trial: str, clust
     return path
 
 
+def uses_cluster(launcher: str) -> bool:
+    from softclip.launch import uses_cluster as takes_cluster
+
+    return takes_cluster(launcher)
+
+
 def timed_sweep(path: Path, profile: str = "smoke") -> tuple[float, dict[str, int]]:
     from softclip.sweep import load_sweep, run_sweep
 
@@ -66,7 +73,7 @@ def slurm_up() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--launchers", default="processes,slurm")
+    parser.add_argument("--launchers", default="processes,slurm,slurm-pool")
     parser.add_argument("--n", type=int, default=4, help="no-op trials per launcher")
     parser.add_argument("--smoke-seconds", type=float, default=None, help="skip measuring the smoke trial")
     parser.add_argument("--out", default=str(ROOT / "reports" / "perf"))
@@ -81,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             out["smoke_trial_s"] = args.smoke_seconds
         out["launchers"] = {}
         for launcher in args.launchers.split(","):
-            if launcher == "slurm" and not slurm_up():
+            if launcher.startswith("slurm") and not slurm_up():
                 out["launchers"][launcher] = {"skipped": "SLURM cluster not up (bash .ci/slurm/up.sh)"}
                 continue
-            cluster = slurm_cluster(folder) if launcher in ("slurm", "submitit-local") else None
+            cluster = slurm_cluster(folder) if uses_cluster(launcher) else None
             inproc, _ = timed_sweep(sweep_file(folder, f"base-{launcher}", "inprocess", args.n, "noop", None))
             secs, counts = timed_sweep(sweep_file(folder, f"noop-{launcher}", launcher, args.n, "noop", cluster))
             one, _ = timed_sweep(sweep_file(folder, f"one-{launcher}", launcher, 1, "noop", cluster))

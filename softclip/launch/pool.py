@@ -132,8 +132,10 @@ class TaskQueue:
         self.folder = Path(folder)
 
     def create(self) -> TaskQueue:
+        """Make the folders, readable by this user only (jobs may carry a storage URL with a password)."""
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         for name in self.DIRS:
-            (self.folder / name).mkdir(parents=True, exist_ok=True)
+            (self.folder / name).mkdir(exist_ok=True, mode=0o700)
         return self
 
     def put(self, task_id: str, fn: str, args: Any) -> None:

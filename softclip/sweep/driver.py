@@ -30,6 +30,7 @@ from softclip.sweep.study import (
     make_pruner,
     make_sampler,
     quiet_optuna,
+    redact_url,
     resolve_storage_url,
     run_key,
     storage_for,
@@ -87,7 +88,7 @@ def open_study(spec: SweepSpec, storage_url: str | None = None, create: bool = T
         load_if_exists=True,
     )
     if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in spec.directions]:
-        raise ConfigError(f"{spec.source}: study {name!r} in {url} exists with other objective directions")
+        raise ConfigError(f"{spec.source}: study {name!r} in {redact_url(url)} exists with other objective directions")
     existing = len(study.get_trials(deepcopy=False))
     if existing:
         study.sampler = make_sampler(spec, offset=existing)
@@ -278,7 +279,7 @@ def run_sweep(
     with make_sweep_launcher(spec, launcher, workers, cfg.launcher) as chosen:
         driver = SweepDriver(spec, chosen, target, url)
         log.info("sweep %s: %d trials, launcher %s x%d, storage %s", spec.name, target, chosen.name,
-                 chosen.max_parallel, url)  # fmt: skip
+                 chosen.max_parallel, redact_url(url))  # fmt: skip
         counts = driver.run(poll)
     return SweepResult(driver.study.study_name, url, folder, dict(counts), best_trials(driver.study))
 

@@ -12,7 +12,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from softclip.sweep.driver import open_study, sweep_dir, target_trials
 from softclip.sweep.spec import SweepSpec
-from softclip.sweep.study import JOURNAL_PREFIX, journal_path, resolve_storage_url, run_key, trial_duration
+from softclip.sweep.study import (
+    JOURNAL_PREFIX,
+    dashboard_command,
+    journal_path,
+    redact_url,
+    resolve_storage_url,
+    run_key,
+    trial_duration,
+)
 from softclip.sweep.trial import ERROR_ATTR
 
 
@@ -68,11 +76,11 @@ def sweep_status(spec: SweepSpec, storage_url: str | None = None) -> str:
     """Text report of a sweep's study (the study must exist)."""
     url = storage_url or resolve_storage_url(spec.storage, sweep_dir(spec))
     if not _exists(url):
-        return f"sweep {spec.name}: no study {spec.study_name or spec.name!r} in {url} yet"
+        return f"sweep {spec.name}: no study {spec.study_name or spec.name!r} in {redact_url(url)} yet"
     try:
         study = open_study(spec, url, create=False)
     except KeyError:
-        return f"sweep {spec.name}: no study {spec.study_name or spec.name!r} in {url} yet"
+        return f"sweep {spec.name}: no study {spec.study_name or spec.name!r} in {redact_url(url)} yet"
     rows = trial_rows(study)
     counts = Counter(r["state"] for r in rows)
     done = counts["COMPLETE"] + counts["PRUNED"]
@@ -80,7 +88,7 @@ def sweep_status(spec: SweepSpec, storage_url: str | None = None) -> str:
         target: Any = target_trials(spec)
     except Exception:  # noqa: BLE001 - status works without n_trials
         target = "?"
-    lines = [f"sweep {spec.name}  storage {url}",
+    lines = [f"sweep {spec.name}  storage {redact_url(url)}  (watch: {' '.join(dashboard_command(url))})",
              f"finished {done}/{target} ({', '.join(f'{k.lower()} {v}' for k, v in sorted(counts.items()))})",
              ""]  # fmt: skip
     lines += _table(rows, list(spec.space))

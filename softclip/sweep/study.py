@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -170,6 +171,21 @@ def journal_path(url: str) -> Path:
     elif rest.startswith("//"):
         rest = rest[2:]
     return Path(rest)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for logs and status output)."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+
+
+def dashboard_command(url: str) -> list[str]:
+    """The optuna-dashboard command line that opens the storage ``url`` (password redacted).
+
+    SQLite URLs go as they are, ``journal:PATH`` as the bare file path (the dashboard guesses the journal from
+    the file), PostgreSQL with its driver named (``postgresql+psycopg2://``) when psycopg 3 is not installed.
+    """
+    arg = str(journal_path(url)) if url.startswith(JOURNAL_PREFIX) else _sqlalchemy_url(url)
+    return ["optuna-dashboard", redact_url(arg)]
 
 
 def _sqlalchemy_url(url: str) -> str:

@@ -157,3 +157,13 @@ def test_pruning_is_refused_for_multi_task_jobs(tmp_path):
     spec = load_sweep(write(tmp_path, pruner={"name": "median"}))
     with pytest.raises(ConfigError, match="needs single-task jobs"):
         make_sweep_launcher(spec, "slurm", None, LauncherConfig(cluster=str(cluster)))
+
+
+def test_storage_urls_are_redacted_and_mapped_to_dashboard_commands():
+    from softclip.sweep.study import dashboard_command, redact_url
+
+    assert redact_url("postgresql://me:s3cr%40t@db.example:5432/sweeps") == "postgresql://me:***@db.example:5432/sweeps"
+    assert redact_url("postgresql://me@db/sweeps") == "postgresql://me@db/sweeps"
+    assert dashboard_command("sqlite:///runs/s/study.db") == ["optuna-dashboard", "sqlite:///runs/s/study.db"]
+    assert dashboard_command("journal:runs/s/study.log") == ["optuna-dashboard", "runs/s/study.log"]
+    assert dashboard_command("postgresql://me:pw@db/s")[1].endswith("://me:***@db/s")
