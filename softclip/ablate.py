@@ -9,13 +9,16 @@ An ablation file::
       infonce: {loss.target: hard, loss.soft_weight: 0.0, loss.re_weight: 0.0}
       soft_re: {}
     baseline: infonce                # the variant every other one is compared with in reports (optional)
+    compare_within: []               # factor names: compare each variant with the one equal to it on these
+                                     # factors and to ``baseline`` on the others (e.g. [noise]: per noise level)
     labels: {soft_re: "+soft +RE"}   # display names (optional; default: the variant name)
     factors: {infonce: {method: CLIP}}  # named variables of a variant for figures, e.g. noise level (optional)
     seeds: [0, 1, 2]
     profiles: {smoke: {seeds: [0]}}  # overlays on this file; --profile also selects the base config's profile
 
 Each job trains (resuming from its run folder), evaluates the run's suite and writes ``ablation.json``
-(ablation, variant, label, seed, profile, baseline, factors, order) beside the run for ``softclip report``.
+(ablation, variant, label, seed, profile, baseline, factors, order) beside the run for ``softclip report``;
+its ``baseline`` is the variant's own (:meth:`AblationSpec.baseline_of`).
 A run whose folder holds ``done.json``, the suite's result JSON and the same config is finished and skipped
 on re-run. Jobs of several ablations that resolve to the same run config train once (:func:`dedupe`): the
 others become alias folders whose files link to that run.
@@ -54,6 +57,8 @@ class AblationSpec(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict)
     variants: dict[str, dict[str, Any]]
     baseline: str | None = Field(None, description="variant the others are compared with (the CLIP baseline)")
+    compare_within: list[str] = Field(default_factory=list,
+                                      description="factors on which a variant's baseline matches the variant")  # fmt: skip
     labels: dict[str, str] = Field(default_factory=dict)
     factors: dict[str, dict[str, Any]] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [0])
@@ -96,6 +101,43 @@ class AblationSpec(BaseModel):
                 raise ValueError(f"{key} names unknown variants {unknown}; variants: {list(self.variants)}")
         return self
 
+    @model_validator(mode="after")
+    def _per_variant_baselines(self) -> AblationSpec:
+        """``compare_within`` needs a baseline, those factors on every variant and exactly one match per variant."""
+        if self.compare_within and not self.baseline:
+            raise ValueError(f"compare_within {self.compare_within} needs a baseline variant")
+        for variant in self.variants if self.compare_within else []:
+            own = self.factors.get(variant, {})
+            lacking = [f for f in self.compare_within if f not in own]
+            matches = [] if lacking else self._baseline_matches(variant)
+            if lacking or len(matches) != 1:
+                wanted = ", ".join(f"{k}={v!r}" for k, v in self._wanted_factors(variant).items())
+                why = f"lacks factor(s) {lacking}" if lacking else f"needs exactly one baseline variant with {wanted}"
+                found = "" if lacking else f"; found {matches or 'none'}"
+                factors = ", ".join(f"{k}={v!r}" for k, v in own.items()) or "no factors"
+                raise ValueError(f"compare_within {self.compare_within}: variant {variant!r} ({factors}) {why}{found}")
+        return self
+
+    def _wanted_factors(self, variant: str) -> dict[str, Any]:
+        """The factors ``variant``'s baseline must have: its own on ``compare_within``, the baseline's elsewhere."""
+        names = sorted({k for f in self.factors.values() for k in f} | set(self.compare_within))
+        own, base = self.factors.get(variant, {}), self.factors.get(self.baseline or "", {})
+        return {k: own.get(k) if k in self.compare_within else base.get(k) for k in names}
+
+    def _baseline_matches(self, variant: str) -> list[str]:
+        wanted = self._wanted_factors(variant).items()
+        return [v for v in self.variants if all(self.factors.get(v, {}).get(k) == x for k, x in wanted)]
+
+    def baseline_of(self, variant: str) -> str | None:
+        """The variant ``variant`` is compared with: ``baseline``, or with ``compare_within`` the variant equal to
+        it on those factors and to ``baseline`` on every other factor. Raises KeyError for an unknown variant."""
+        if variant not in self.variants:
+            raise KeyError(f"unknown variant {variant!r}; variants: {list(self.variants)}")
+        if not self.compare_within:
+            return self.baseline
+        (match,) = self._baseline_matches(variant)  # exactly one: checked at validation
+        return match
+
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: list[int]) -> list[int]:
@@ -132,7 +174,7 @@ def load_ablation(path: str | Path, profile: str | None = None, seeds: list[int]
         for item in err.errors():
             key = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
             msg = "unknown key" if item["type"] == "extra_forbidden" else str(item.get("ctx", {}).get("error", item["msg"]))
-            lines.append(f"{path}: {key}: {msg}")
+            lines.append(f"{path}: {key}: {msg}" if key else f"{path}: {msg}")
         raise ConfigError("\n".join(lines)) from None
     plan_jobs(spec)  # every variant must resolve to a valid run config
     return spec
@@ -159,7 +201,7 @@ def plan_jobs(spec: AblationSpec) -> list[AblationJob]:
             cfg = _own_data_root(cfg, base_cfg)
             meta = {
                 "ablation": spec.name, "variant": variant, "label": spec.labels.get(variant, variant),
-                "seed": seed, "profile": spec.profile, "baseline": spec.baseline,
+                "seed": seed, "profile": spec.profile, "baseline": spec.baseline_of(variant),
                 "factors": spec.factors.get(variant, {}), "description": spec.description, "order": order,
             }  # fmt: skip
             jobs.append(AblationJob(variant, seed, str(run_dir), cfg.to_dict(), cfg.eval.suite, meta))

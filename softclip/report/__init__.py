@@ -7,7 +7,9 @@ Public API::
     collect(paths, *, baseline=None) -> DataFrame        # tidy: ablation, variant, label, seed, run, benchmark,
                                                          #       metric, value, order, key, baseline, run_dir, factors
     curves(paths) -> DataFrame                           # metrics.jsonl: kind, step, key, value, ...
-    summarize(frame, baselines=None, *, n_boot=10000, seed=0, level=0.95) -> DataFrame
+    summarize(frame, baselines=None, *, n_boot=10000, seed=0, level=0.95) -> DataFrame  # Δ per variant vs
+                                                         #   its baseline (frame column, {ablation: v} or
+                                                         #   {(ablation, variant): v})
     ReportError                                          # bad input (a ValueError)
 """
 

@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder, e.g. reports/quick")
     p.add_argument("--title", default="softclip report", help="title of report.md / report.html")
     p.add_argument("--baseline", default=None,
-                   help="variant every ablation that has it is compared with (default: each ablation's own)")  # fmt: skip
+                   help="variant every ablation that has it is compared with (default: each variant's own)")  # fmt: skip
     p.add_argument("--metrics", default=None,
                    help="comma-separated benchmark/metric table columns (default: the headline set)")  # fmt: skip
     p.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples per comparison (default 10000)")

@@ -1,8 +1,9 @@
 """Tidy frames from run folders: one row per (run, benchmark, metric), curves from ``metrics.jsonl``, configs.
 
 The result frame has the columns ``ablation, variant, label, seed, run, benchmark, metric, value, order``, then
-``key`` (``benchmark/metric``), ``baseline`` (the ablation's comparison variant or empty), ``run_dir``, then one
-column per factor (``noise``, ``method``, ``loss.beta``, ...; missing where a run does not set it).
+``key`` (``benchmark/metric``), ``baseline`` (the variant's comparison variant or empty: see
+:func:`resolve_variant_baselines`), ``run_dir``, then one column per factor (``noise``, ``method``,
+``loss.beta``, ...; missing where a run does not set it).
 """
 
 from __future__ import annotations
@@ -44,6 +45,29 @@ def resolve_baselines(runs: Sequence[Run], override: str | None = None) -> dict[
     return out
 
 
+def resolve_variant_baselines(runs: Sequence[Run], override: str | None = None) -> dict[tuple[str, str], str | None]:
+    """Each (ablation, variant)'s comparison variant.
+
+    ``override`` where the ablation has it; else the baseline the variant's runs name in ``ablation.json`` (the
+    most named, ties by name) when it is a variant of that ablation; else the ablation's (:func:`resolve_baselines`).
+    """
+    variants: dict[str, set[str]] = defaultdict(set)
+    named: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for run in runs:
+        variants[run.ablation].add(run.variant)
+        if run.baseline:
+            named[(run.ablation, run.variant)][run.baseline] += 1
+    per_ablation = resolve_baselines(runs, override)
+    out: dict[tuple[str, str], str | None] = {}
+    for ablation, names in variants.items():
+        for variant in sorted(names):
+            ranked = sorted(named[(ablation, variant)].items(), key=lambda kv: (-kv[1], kv[0]))
+            own = next((name for name, _ in ranked if name in names), None)
+            forced = override is not None and override in names
+            out[(ablation, variant)] = per_ablation[ablation] if forced or own is None else own
+    return out
+
+
 def _variant_meta(runs: Sequence[Run]) -> dict[tuple[str, str], tuple[str, float]]:
     """(ablation, variant) -> (label, order), filled from whichever runs of the variant carry them."""
     labels: dict[tuple[str, str], str] = {}
@@ -70,7 +94,7 @@ def frame_from_runs(collection: Collection, baseline: str | None = None) -> pd.D
     """The tidy result frame of ``collection`` (see the module docstring); ``attrs['skipped']`` lists skips."""
     runs = collection.runs
     meta = _variant_meta(runs)
-    baselines = resolve_baselines(runs, baseline)
+    baselines = resolve_variant_baselines(runs, baseline)
     rows: list[dict[str, Any]] = []
     for run in runs:
         label, order = meta[(run.ablation, run.variant)]
@@ -79,7 +103,7 @@ def frame_from_runs(collection: Collection, baseline: str | None = None) -> pd.D
                 rows.append({
                     "ablation": run.ablation, "variant": run.variant, "label": label, "seed": run.seed,
                     "run": run.name, "benchmark": bench, "metric": metric, "value": value, "order": order,
-                    "key": f"{bench}/{metric}", "baseline": baselines.get(run.ablation) or "",
+                    "key": f"{bench}/{metric}", "baseline": baselines[(run.ablation, run.variant)] or "",
                     "run_dir": str(run.path), **run.factors,
                 })  # fmt: skip
     factor_cols = sorted({k for run in runs for k in run.factors})

@@ -41,7 +41,7 @@ from softclip.report.document import (
 )
 from softclip.report.figures import HEATMAP_KEYS, FigureData, build_figures, slug
 from softclip.report.files import write_text
-from softclip.report.frame import config_values, curves_from_runs, frame_from_runs, resolve_baselines
+from softclip.report.frame import config_values, curves_from_runs, frame_from_runs
 from softclip.report.paper import DEFAULT_REFERENCE, load_reference, reference_blocks
 from softclip.report.stats import summarize
 from softclip.report.tables import HEADLINE, WRITERS, Table, build_tables, html_table_grid, md_table_grid
@@ -50,7 +50,8 @@ log = logging.getLogger("softclip.report")
 
 MEASURED_NOTE = (
     "Every number in this report is measured: it is computed from the result JSON (eval/*.json) of the runs "
-    "listed below, as mean ± std over seeds with bootstrap intervals and tests against each ablation's baseline. "
+    "listed below, as mean ± std over seeds with bootstrap intervals and tests against each variant's baseline "
+    "(its ablation's, or the one named in the table's vs column). "
     "Nothing here is asserted by the code that produced it; read the intervals before the means."
 )
 
@@ -118,6 +119,14 @@ def _machine_lines(machine: Mapping[str, object] | str | None) -> str:
     return str(machine)
 
 
+def baseline_text(table: Table) -> str:
+    """The line under an ablation's heading that says what its Δ is against."""
+    if table.mixed:
+        named = dict.fromkeys(row.vs or row.label for row in table.rows if row.baseline)
+        return "Each variant is compared with its own baseline (column vs): " + ", ".join(named) + "."
+    return f"Baseline: {table.baseline}." if table.baseline else "No baseline variant: no Δ column."
+
+
 def compose(doc: Document, *, title: str, generated: str | None, command: str | None, machine: object,
             frame: pd.DataFrame, collection: Collection, tables: Mapping[str, Table],
             table_files: Mapping[str, Mapping[str, Path]], figures: list[tuple[str, Path]], missing: list[str],
@@ -141,8 +150,7 @@ def compose(doc: Document, *, title: str, generated: str | None, command: str | 
     if missing:
         doc.add(Para(f"Requested metrics found in no run: {', '.join(missing)}."))
     for ablation, table in tables.items():
-        doc.add(Heading(f"Ablation: {ablation}"),
-                Para(f"Baseline: {table.baseline}." if table.baseline else "No baseline variant: no Δ column."))  # fmt: skip
+        doc.add(Heading(f"Ablation: {ablation}"), Para(baseline_text(table)))
         if table.columns:
             doc.add(Tables(md_table_grid(table), html_table_grid(table), table.caption))
         else:
@@ -166,7 +174,8 @@ def build_report(
         paths: run folders, parent folders (searched recursively) or glob patterns.
         out: output folder (created).
         title: page title.
-        baseline: comparison variant for every ablation that has it (default: each ablation's own).
+        baseline: comparison variant for every variant of each ablation that has it (default: each variant's
+            own, from its ablation.json: the ablation's baseline, or per ``compare_within`` factor level).
         metrics: table columns as ``benchmark/metric`` keys (list or comma-separated); default the headline set.
         command: the exact command line, shown verbatim.
         machine: machine description (mapping or text), shown verbatim.
@@ -187,7 +196,7 @@ def build_report(
         raise ReportError("no readable results (eval/*.json with a 'metrics' mapping) under: "
                           + ", ".join(collection.inputs))  # fmt: skip
     keys, missing = _parse_metrics(metrics, frame)
-    summary = summarize(frame, resolve_baselines(collection.runs, baseline), n_boot=n_boot)
+    summary = summarize(frame, n_boot=n_boot)  # each variant against the frame's per-variant baseline
     tables = build_tables(summary, keys)
     table_files = write_tables(tables, out)
     data = FigureData(frame, curves_from_runs(collection), config_values(collection, HEATMAP_KEYS), keys)

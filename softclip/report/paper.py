@@ -1,7 +1,7 @@
 """The paper's published numbers (``reports/paper_reference.yaml``) beside the ones measured here.
 
 Result rows show the paper's CLIP / SoftCLIP / Δ cells (empty where unsourced) and our Δ of the named SoftCLIP
-variant against its ablation's baseline; hyperparameter rows show the paper's value and the values the runs used.
+variant against its baseline; hyperparameter rows show the paper's value and the values the runs used.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Seed statistics: mean ± std per variant, and the difference to the ablation's baseline with its uncertainty.
+"""Seed statistics: mean ± std per variant, and the difference to the variant's baseline with its uncertainty.
 
 Pure functions of numbers (numpy/scipy); :func:`summarize` applies them to a result frame.
 
 * ``std`` uses ``ddof=1`` (NaN for one seed).
-* Δ = mean(variant) − mean(baseline).
+* Δ = mean(variant) − mean(baseline), where each variant has its own baseline (the frame's ``baseline`` column:
+  the ablation's baseline, or with ``compare_within`` the variant matching it on those factors).
 * When variant and baseline ran the same seeds (each once) the runs are *paired* by seed: the interval is a
   percentile bootstrap of the mean of the per-seed differences (seeds resampled with replacement), with a paired
   t-test (n ≥ 2) and a Wilcoxon signed-rank test (n ≥ 5). Otherwise the two groups are resampled independently
@@ -145,6 +146,29 @@ def baselines_of(frame: pd.DataFrame) -> dict[str, str | None]:
     return out
 
 
+def variant_baselines(frame: pd.DataFrame) -> dict[tuple[str, str], str | None]:
+    """The ``baseline`` column of a result frame per (ablation, variant): its most common non-empty value (ties by
+    name), None where it has none or the frame has no such column."""
+    out: dict[tuple[str, str], str | None] = {}
+    for (ablation, variant), group in frame.groupby(["ablation", "variant"], sort=False):
+        named = group["baseline"].dropna().astype(str) if "baseline" in group else pd.Series(dtype=str)
+        ranked = sorted(named[named != ""].value_counts().items(), key=lambda kv: (-kv[1], kv[0]))
+        out[(str(ablation), str(variant))] = ranked[0][0] if ranked else None
+    return out
+
+
+Baselines = Mapping[str, str | None] | Mapping[tuple[str, str], str | None]
+
+
+def _baseline_lookup(frame: pd.DataFrame, baselines: Baselines | None) -> dict[tuple[str, str], str | None]:
+    """(ablation, variant) -> baseline from the frame, or from ``{ablation: v}`` / ``{(ablation, variant): v}``."""
+    if baselines is None:
+        return variant_baselines(frame)
+    given: dict = dict(baselines)
+    pairs = frame[["ablation", "variant"]].drop_duplicates().itertuples(index=False)
+    return {(a, v): given[(a, v)] if (a, v) in given else given.get(a) for a, v in pairs}
+
+
 def mark_best(summary: pd.DataFrame) -> pd.Series:
     """True where a variant's mean is the best of its (ablation, key) by the metric's direction (ties all win)."""
     best = pd.Series(False, index=summary.index)
@@ -157,13 +181,17 @@ def mark_best(summary: pd.DataFrame) -> pd.Series:
     return best
 
 
-def summarize(frame: pd.DataFrame, baselines: Mapping[str, str | None] | None = None, *, n_boot: int = 10000,
-              seed: int = 0, level: float = 0.95) -> pd.DataFrame:  # fmt: skip
-    """Per (ablation, variant, metric): n, mean, std, and Δ/interval/p-values against the ablation's baseline.
+def summarize(frame: pd.DataFrame, baselines: Baselines | None = None, *, n_boot: int = 10000, seed: int = 0,
+              level: float = 0.95) -> pd.DataFrame:  # fmt: skip
+    """Per (ablation, variant, metric): n, mean, std, and Δ/interval/p-values against the variant's baseline.
+
+    A variant that is its own baseline (or has none, or whose baseline lacks the metric) gets no Δ.
 
     Args:
         frame: a result frame (:func:`softclip.report.frame.collect`).
-        baselines: {ablation: baseline variant}; default: the frame's ``baseline`` column.
+        baselines: default: the frame's per-row ``baseline`` column (:func:`variant_baselines`). Else
+            ``{ablation: variant}`` (one baseline for every variant of the ablation) and/or
+            ``{(ablation, variant): baseline variant}``.
         n_boot: bootstrap resamples per comparison.
         seed: seed of each comparison's ``default_rng``.
         level: interval coverage.
@@ -171,14 +199,14 @@ def summarize(frame: pd.DataFrame, baselines: Mapping[str, str | None] | None = 
     Returns:
         One row per (ablation, variant, key) with :data:`SUMMARY_COLUMNS`, in frame order.
     """
-    baselines = dict(baselines_of(frame) if baselines is None else baselines)
+    chosen = _baseline_lookup(frame, baselines)
     series = {k: g.set_index("seed")["value"] for k, g in frame.groupby(["ablation", "variant", "key"], sort=False)}
     rows = []
     firsts = frame.drop_duplicates(["ablation", "variant", "key"])
     for rec in firsts.itertuples(index=False):
         values = series[(rec.ablation, rec.variant, rec.key)]
         n, mean, std = mean_std(values.to_numpy())
-        base = baselines.get(rec.ablation)
+        base = chosen.get((rec.ablation, rec.variant))
         row = {"ablation": rec.ablation, "variant": rec.variant, "label": rec.label, "order": rec.order,
                "benchmark": rec.benchmark, "metric": rec.metric, "key": rec.key, "n": n,
                "seeds": ",".join(str(s) for s in sorted(set(values.index))), "mean": mean, "std": std,

@@ -1,5 +1,7 @@
 """Per-ablation tables: rows = variants (in ablation order), columns = metrics, cells ``mean ± std`` and
-``Δ [95% interval], p`` against the baseline; the best variant per column marked. Writers: md, latex, html, csv.
+``Δ [95% interval], p`` against the row's baseline; the best variant per column marked. Writers: md, latex, html,
+csv. When the rows of a table have different baselines (``compare_within``), every format gets a ``vs`` column
+(the baseline's label) and the caption says so; with one shared baseline the output has no such column.
 """
 
 from __future__ import annotations
@@ -38,18 +40,24 @@ class Style:
 
 @dataclass(frozen=True)
 class Row:
-    """One variant: its stats per column (None where the metric is missing)."""
+    """One variant: its stats per column (None where the metric is missing), its baseline variant and, unless it
+    is its own baseline, that baseline's label (``vs``)."""
 
     variant: str
     label: str
     n: int
     is_baseline: bool
     cells: list[dict | None]
+    baseline: str | None = None
+    vs: str = ""
 
 
 @dataclass(frozen=True)
 class Table:
-    """One ablation's table; ``stats`` is its long numeric summary (every metric), written as CSV."""
+    """One ablation's table; ``stats`` is its long numeric summary (every metric), written as CSV.
+
+    ``baseline`` is the baseline every row shares (None when there is none or when the rows' differ: ``mixed``).
+    """
 
     ablation: str
     baseline: str | None
@@ -62,11 +70,17 @@ class Table:
         return [HEADERS.get(c, c) for c in self.columns]
 
     @property
+    def mixed(self) -> bool:
+        """True when the rows are compared with different baselines (the table then has a ``vs`` column)."""
+        return len({row.baseline for row in self.rows}) > 1
+
+    @property
     def caption(self) -> str:
         head = f"{self.ablation}: mean ± std over seeds (n); best per column in bold"
-        if not self.baseline:
+        if not self.baseline and not self.mixed:
             return head + "; no baseline, so no Δ."
-        return (f"{head}; Δ vs {self.baseline} with its 95% bootstrap interval over seeds (paired by seed; "
+        against = "each row's baseline (column vs)" if self.mixed else self.baseline
+        return (f"{head}; Δ vs {against} with its 95% bootstrap interval over seeds (paired by seed; "
                 "† unpaired) and p (paired t-test; Welch's where unpaired).")  # fmt: skip
 
 
@@ -79,16 +93,21 @@ def choose_metrics(summary: pd.DataFrame, requested: Sequence[str] | None = None
 def ablation_table(summary: pd.DataFrame, ablation: str, columns: Sequence[str]) -> Table:
     """Build the table of ``ablation`` from a :func:`~softclip.report.stats.summarize` frame."""
     part = summary[summary["ablation"] == ablation]
-    baseline = next((b for b in part["baseline"] if b), None)
     by_key = {(r["variant"], r["key"]): r for r in part.to_dict("records")}
     variants = part.drop_duplicates("variant")
+    labels = dict(zip(variants["variant"], variants["label"], strict=True))
     decimals = {key: column_decimals(part.loc[part["key"] == key, "mean"]) for key in columns}
     rows = []
     for rec in variants.to_dict("records"):
         seeds = set().union(*(s.split(",") for s in part.loc[part["variant"] == rec["variant"], "seeds"] if s))
         found = [(key, by_key.get((rec["variant"], key))) for key in columns]
         cells = [None if cell is None else {**cell, "decimals": decimals[key]} for key, cell in found]
-        rows.append(Row(rec["variant"], rec["label"], len(seeds), rec["variant"] == baseline, cells))
+        base = rec["baseline"] if isinstance(rec["baseline"], str) and rec["baseline"] else None
+        own = base is not None and rec["variant"] == base
+        vs = str(labels.get(base, base)) if base and not own else ""
+        rows.append(Row(rec["variant"], rec["label"], len(seeds), own, cells, base, vs))
+    shared = {row.baseline for row in rows}
+    baseline = next(iter(shared)) if len(shared) == 1 else None
     return Table(ablation, baseline, list(columns), rows, part.reset_index(drop=True))
 
 
@@ -149,6 +168,16 @@ def row_name(row: Row) -> str:
     return row.label + (" (baseline)" if row.is_baseline else "")
 
 
+def lead_cells(table: Table, row: Row, escape: Callable[[str], str]) -> list[str]:
+    """The cells before the metrics: variant, vs (only in a ``mixed`` table), n."""
+    return [escape(row_name(row)), *([escape(row.vs)] if table.mixed else []), str(row.n)]
+
+
+def lead_headers(table: Table) -> tuple[list[str], str]:
+    """Headers and alignment of :func:`lead_cells`."""
+    return (["variant", "vs", "n"], "llr") if table.mixed else (["variant", "n"], "lr")
+
+
 # ----------------------------------------------------------------------------------------------- writers
 
 
@@ -178,7 +207,7 @@ def md_table_grid(table: Table) -> Grid:
     style = Style()
     rows = []
     for row in table.rows:
-        cells = [md_escape(row_name(row)), str(row.n)]
+        cells = lead_cells(table, row, md_escape)
         for cell in row.cells:
             if cell is None:
                 cells.append("")
@@ -187,7 +216,8 @@ def md_table_grid(table: Table) -> Grid:
             delta = cell_delta(cell, style)
             cells.append((f"**{main}**" if cell["best"] else main) + (f" ({delta})" if delta else ""))
         rows.append(cells)
-    return Grid(["variant", "n", *(md_escape(h) for h in table.headers)], rows, "lr" + "r" * len(table.columns))
+    heads, align = lead_headers(table)
+    return Grid([*heads, *(md_escape(h) for h in table.headers)], rows, align + "r" * len(table.columns))
 
 
 def html_table_grid(table: Table) -> Grid:
@@ -195,7 +225,7 @@ def html_table_grid(table: Table) -> Grid:
     style = Style()
     rows = []
     for row in table.rows:
-        cells = [html.escape(row_name(row)), str(row.n)]
+        cells = lead_cells(table, row, html.escape)
         for cell in row.cells:
             if cell is None:
                 cells.append("")
@@ -205,7 +235,8 @@ def html_table_grid(table: Table) -> Grid:
             cells.append((f"<strong>{main}</strong>" if cell["best"] else main)
                          + (f"<br><small>{delta}</small>" if delta else ""))  # fmt: skip
         rows.append(cells)
-    return Grid(["variant", "n", *table.headers], rows, "lr" + "r" * len(table.columns))
+    heads, align = lead_headers(table)
+    return Grid([*heads, *table.headers], rows, align + "r" * len(table.columns))
 
 
 @writer("md", "md")
@@ -232,10 +263,11 @@ def latex_escape(text: str) -> str:
 def _latex(table: Table) -> str:
     """booktabs tabular; each variant gets a second, small row with Δ [interval], p."""
     style = Style(pm=r" $\pm$ ", minus="$-$", lt="$<$", dagger=r"$^\dagger$")
-    ncols = 2 + len(table.columns)
+    heads, align = lead_headers(table)
+    heads = ["$n$" if h == "n" else h for h in heads]
     lines = ["% " + latex_escape(table.caption), r"% requires \usepackage{booktabs}",
-             r"\begin{tabular}{l" + "r" * (ncols - 1) + "}", r"\toprule",
-             " & ".join(["variant", "$n$", *(latex_escape(h) for h in table.headers)]) + r" \\", r"\midrule"]  # fmt: skip
+             r"\begin{tabular}{" + align + "r" * len(table.columns) + "}", r"\toprule",
+             " & ".join([*heads, *(latex_escape(h) for h in table.headers)]) + r" \\", r"\midrule"]  # fmt: skip
     for row in table.rows:
         mains, deltas = [], []
         for cell in row.cells:
@@ -243,15 +275,21 @@ def _latex(table: Table) -> str:
             mains.append(r"\textbf{" + main + "}" if cell and cell["best"] else main)
             delta = cell_delta(cell, style) if cell else ""
             deltas.append(r"{\scriptsize " + delta + "}" if delta else "")
-        lines.append(" & ".join([latex_escape(row_name(row)), str(row.n), *mains]) + r" \\")
+        lines.append(" & ".join([*lead_cells(table, row, latex_escape), *mains]) + r" \\")
         if any(deltas):
-            lines.append(" & ".join(["", "", *deltas]) + r" \\")
+            lines.append(" & ".join([""] * len(heads) + deltas) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines)
 
 
 @writer("csv", "csv")
 def _csv(table: Table) -> str:
-    """The long numeric summary of the ablation (every metric), ``best`` as a boolean column."""
-    return table.stats.to_csv(index=False, lineterminator="\n")
+    """The long numeric summary of the ablation (every metric), ``best`` as a boolean column; a ``mixed`` table
+    gets a ``vs`` column (the baseline's label) after ``baseline``."""
+    stats = table.stats
+    if table.mixed:
+        vs = {row.variant: row.vs for row in table.rows}
+        stats = stats.copy()
+        stats.insert(stats.columns.get_loc("baseline") + 1, "vs", stats["variant"].map(vs))
+    return stats.to_csv(index=False, lineterminator="\n")
 

@@ -1,0 +1,112 @@
+"""Per-variant baselines of an ablation (``compare_within``): resolution, load-time errors, ablation.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from softclip.ablate import AblationSpec, dedupe, link_alias, load_ablation, plan_jobs
+from softclip.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIP = {"loss.target": "hard", "loss.soft_weight": 0.0, "loss.re_weight": 0.0}
+METHODS = {"clip": ("CLIP", CLIP), "ls": ("LS", {"loss.target": "label_smoothing"}), "soft": ("SoftCLIP", {})}
+
+
+def noise_fields(levels: tuple[float, ...] = (0.0, 0.2, 0.4)) -> dict:
+    """A noise.yaml look-alike: methods x noise levels, baseline clip at 0.0."""
+    variants, factors = {}, {}
+    for level in levels:
+        for key, (method, overrides) in METHODS.items():
+            name = f"{key}_n{level}"
+            variants[name] = {**overrides, "data.synth.noise": level} if level else dict(overrides)
+            factors[name] = {"method": method, "noise": level}
+    return {"variants": variants, "factors": factors, "baseline": "clip_n0.0", "compare_within": ["noise"]}
+
+
+def write(tmp_path: Path, name: str = "noise", **fields) -> Path:
+    data = {"name": name, "base": str(ROOT / "ablations" / "base.yaml"), "output_dir": str(tmp_path / "runs"),
+            "seeds": [0, 1], "overrides": {"eval.suite": str(ROOT / "eval" / "synthetic.yaml")}, **fields}  # fmt: skip
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_baseline_of_compares_within_the_noise_level() -> None:
+    spec = AblationSpec.model_validate({"name": "noise", "base": "base.yaml", **noise_fields()})
+    got = {v: spec.baseline_of(v) for v in spec.variants}
+    assert got == {"clip_n0.0": "clip_n0.0", "ls_n0.0": "clip_n0.0", "soft_n0.0": "clip_n0.0",
+                   "clip_n0.2": "clip_n0.2", "ls_n0.2": "clip_n0.2", "soft_n0.2": "clip_n0.2",
+                   "clip_n0.4": "clip_n0.4", "ls_n0.4": "clip_n0.4", "soft_n0.4": "clip_n0.4"}  # fmt: skip
+    with pytest.raises(KeyError, match="soft_n9"):
+        spec.baseline_of("soft_n9")
+    plain = AblationSpec.model_validate({"name": "n", "base": "b", **{**noise_fields(), "compare_within": []}})
+    assert {plain.baseline_of(v) for v in plain.variants} == {"clip_n0.0"}  # unchanged without compare_within
+    bare = AblationSpec.model_validate({"name": "n", "base": "b", "variants": {"a": {}, "b": {}}})
+    assert bare.baseline_of("a") is None and bare.compare_within == []
+
+
+def test_two_factors_within_and_other_factors_from_the_baseline() -> None:
+    variants = {f"{m}_{d}_{n}": {} for m in ("clip", "soft") for d in ("x", "y") for n in ("0", "1")}
+    factors = {v: dict(zip(("method", "data", "noise"), v.split("_"), strict=True)) for v in variants}
+    spec = AblationSpec.model_validate({"name": "g", "base": "b", "variants": variants, "factors": factors,
+                                        "baseline": "clip_x_0", "compare_within": ["data", "noise"]})  # fmt: skip
+    assert spec.baseline_of("soft_y_1") == "clip_y_1" and spec.baseline_of("clip_y_0") == "clip_y_0"
+    spec = AblationSpec.model_validate({"name": "g", "base": "b", "variants": variants, "factors": factors,
+                                        "baseline": "clip_x_0", "compare_within": ["noise"]})  # fmt: skip
+    assert spec.baseline_of("soft_y_1") == "clip_x_1"  # data is not compared within: the baseline's x
+
+
+def test_the_committed_noise_ablation_compares_per_level() -> None:
+    spec = load_ablation(ROOT / "ablations" / "noise.yaml", "smoke")
+    assert spec.compare_within == ["noise"]
+    assert spec.baseline_of("softclip_n0.4") == "clip_n0.4" and spec.baseline_of("ls_n0.6") == "clip_n0.6"
+    assert spec.baseline_of("softclip_n0.0") == spec.baseline == "clip_n0.0"
+    metas = {job.variant: job.meta["baseline"] for job in plan_jobs(spec)}
+    assert metas["softclip_n0.2"] == "clip_n0.2" and metas["clip_n0.2"] == "clip_n0.2"
+
+
+def _without(fields: dict, variant: str, factor: str) -> dict:
+    factors = {**fields["factors"], variant: {k: v for k, v in fields["factors"][variant].items() if k != factor}}
+    return {**fields, "factors": factors}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: {**f, "baseline": None}, r"compare_within \['noise'\] needs a baseline variant"),
+        (lambda f: _without(f, "ls_n0.2", "noise"),
+         r"variant 'ls_n0.2' \(method='LS'\) lacks factor\(s\) \['noise'\]"),
+        (lambda f: {**f, "variants": {k: v for k, v in f["variants"].items() if k != "clip_n0.2"},
+                    "factors": {k: v for k, v in f["factors"].items() if k != "clip_n0.2"}},
+         r"variant 'ls_n0.2' \(method='LS', noise=0.2\) needs exactly one baseline variant with "
+         r"method='CLIP', noise=0.2; found none"),
+        (lambda f: {**f, "variants": {**f["variants"], "clip2_n0.4": CLIP},
+                    "factors": {**f["factors"], "clip2_n0.4": {"method": "CLIP", "noise": 0.4}}},
+         r"variant 'clip_n0.4' \(method='CLIP', noise=0.4\) .* found \['clip_n0.4', 'clip2_n0.4'\]"),
+    ],
+)  # fmt: skip
+def test_compare_within_errors_name_file_variant_and_factors(tmp_path, change, message) -> None:
+    path = write(tmp_path, **change(noise_fields()))
+    with pytest.raises(ConfigError, match=message) as err:
+        load_ablation(path)
+    assert str(err.value).startswith(f"{path}: compare_within")
+
+
+def test_ablation_json_carries_each_ablations_own_baseline(tmp_path) -> None:
+    noise = load_ablation(write(tmp_path, **noise_fields((0.0, 0.2))), "smoke")
+    main = load_ablation(write(tmp_path, "main", variants={"clip": CLIP, "soft": {}}, baseline="clip"), "smoke")
+    unique, aliases = dedupe(plan_jobs(main) + plan_jobs(noise))
+    pairs = {(a.meta["ablation"], a.variant, c.meta["ablation"], c.variant) for a, c in aliases}
+    assert pairs == {("noise", "clip_n0.0", "main", "clip"), ("noise", "soft_n0.0", "main", "soft")}
+    for alias, canonical in aliases:
+        link_alias(alias, canonical)  # canonical not run yet: only ablation.json is written
+        meta = json.loads(Path(alias.run_dir, "ablation.json").read_text())
+        assert meta["alias_of"] == canonical.run_dir and meta["baseline"] == "clip_n0.0"
+        assert canonical.meta["baseline"] == "clip"  # the shared run keeps main's answer in main's folder
+    by_variant = {j.variant: j.meta["baseline"] for j in unique if j.meta["ablation"] == "noise"}
+    assert by_variant == {"clip_n0.2": "clip_n0.2", "ls_n0.2": "clip_n0.2", "soft_n0.2": "clip_n0.2",
+                          "ls_n0.0": "clip_n0.0"}  # fmt: skip
