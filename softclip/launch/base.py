@@ -122,7 +122,11 @@ class Launcher(abc.ABC):
             finished = [job for job in jobs if job.done()]
             if finished or time.monotonic() >= deadline:
                 return finished
+            self.tick()
             time.sleep(min(self.poll_interval, max(0.0, deadline - time.monotonic())))
+
+    def tick(self) -> None:  # noqa: B027 - optional hook
+        """Housekeeping between checks in :meth:`wait` (the worker pool reaps and starts workers here)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most launchers hold nothing
         """Release resources (jobs already submitted keep running unless cancelled)."""

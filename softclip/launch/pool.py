@@ -424,16 +424,10 @@ class PoolLauncher(Launcher):
                                            f"log: {log_file}")  # fmt: skip
         self._scale()
 
-    def wait(self, jobs: Sequence[Job], timeout: float) -> list[Job]:
-        deadline = time.monotonic() + timeout
-        while True:
-            finished = [job for job in jobs if job.done()]
-            if finished or time.monotonic() >= deadline:
-                return finished
-            if time.monotonic() - self._last_reap >= self.reap_interval:
-                self._last_reap = time.monotonic()
-                self._reap()
-            time.sleep(min(self.poll_interval, max(0.0, deadline - time.monotonic())))
+    def tick(self) -> None:
+        if time.monotonic() - self._last_reap >= self.reap_interval:
+            self._last_reap = time.monotonic()
+            self._reap()
 
     def cancel_worker(self, worker: str) -> None:
         job = self._workers.get(worker)

@@ -73,15 +73,27 @@ def _progress(run_dir: Path) -> dict:
         return {}
 
 
-def test_requeued_job_resumes_from_its_checkpoint(tmp_path, cluster_file, monkeypatch):
+def _slurm_job_of(spec, cluster: Path, launcher: str) -> str:
+    """The SLURM job running the sweep's only trial: its own array task, or the pool worker that claimed it."""
+    if launcher == "slurm":
+        return open_study(spec).trials[0].system_attrs[JOB_ATTR]
+    folder = Path(yaml.safe_load(cluster.read_text())["folder"])
+    claims = list(folder.glob("slurm/pool-*/claimed/*@*"))
+    assert len(claims) == 1, f"expected one claimed trial: {claims}"
+    return claims[0].name.split("@")[1]
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "slurm-pool"])
+def test_requeued_job_resumes_from_its_checkpoint(tmp_path, cluster_file, monkeypatch, launcher):
+    """The pool worker keeps its job id through the requeue, so it resumes the trial it had claimed."""
     monkeypatch.setenv("SOFTCLIP_FAKE_STEP_S", "1.0")
-    spec = load_sweep(make_sweep(tmp_path, cluster_file, n_trials=1,
-                                 overrides={"train.steps": 20, "train.eval_every": 4}), "smoke")  # fmt: skip
+    spec = load_sweep(make_sweep(tmp_path, cluster_file, n_trials=1, overrides={"train.steps": 20, "train.eval_every": 4},
+                                 launcher={"name": launcher, "cluster": str(cluster_file)}), "smoke")  # fmt: skip
     runner = threading.Thread(target=run_sweep, args=(spec,), kwargs={"poll": 0.5}, daemon=True)
     runner.start()
     run_dir = tmp_path / "runs" / "smoke" / "slurm" / "trials" / "slurm-t0000-s0"  # <output_dir>/<profile>/<name>
     _wait_for(lambda: _progress(run_dir).get("step", 0) >= 4, 180, "the job to reach step 4")
-    job_id = open_study(spec).trials[0].system_attrs[JOB_ATTR]
+    job_id = _slurm_job_of(spec, cluster_file, launcher)
     subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
     runner.join(timeout=400)
     assert not runner.is_alive(), "sweep did not finish after the requeue"
@@ -93,8 +105,10 @@ def test_requeued_job_resumes_from_its_checkpoint(tmp_path, cluster_file, monkey
     assert sorted(trial.intermediate_values) == [4, 8, 12, 16, 20]
 
 
-def test_killed_sweep_restarted_ends_with_exactly_n_trials(tmp_path, cluster_file):
-    sweep = make_sweep(tmp_path, cluster_file, n_trials=4, overrides={"train.steps": 12, "train.eval_every": 3})
+@pytest.mark.parametrize("launcher", ["slurm", "slurm-pool"])
+def test_killed_sweep_restarted_ends_with_exactly_n_trials(tmp_path, cluster_file, launcher):
+    sweep = make_sweep(tmp_path, cluster_file, n_trials=4, overrides={"train.steps": 12, "train.eval_every": 3},
+                       launcher={"name": launcher, "cluster": str(cluster_file)})  # fmt: skip
     code = ("import logging, sys; logging.basicConfig(level=logging.INFO);"
             "from softclip.sweep import load_sweep, run_sweep;"
             f"run_sweep(load_sweep({str(sweep)!r}, 'smoke'), workers=2, poll=0.5)")  # fmt: skip
@@ -107,8 +121,9 @@ def test_killed_sweep_restarted_ends_with_exactly_n_trials(tmp_path, cluster_fil
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver dies mid-sweep ...
         driver.wait()
-    subprocess.run(["scancel", "--name=slurm"], check=False, timeout=30)  # ... and so do its jobs
-    time.sleep(2)
+    subprocess.run(["scancel", "--name=slurm"], check=False, timeout=30)  # ... and so do its jobs (or workers)
+    _wait_for(lambda: not subprocess.run(["squeue", "-h", "--name=slurm"], capture_output=True, text=True,
+                                         timeout=30).stdout.strip(), 60, "the jobs to leave the queue")  # fmt: skip
     assert finished(open_study(spec))["RUNNING"] >= 1
     result = run_sweep(spec, workers=2, poll=0.5)
     study = open_study(spec)
