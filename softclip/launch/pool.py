@@ -246,6 +246,12 @@ def _tidy() -> None:
         torch.cuda.empty_cache()
 
 
+def _poll_wait(idle: float, poll_s: float) -> float:
+    """Seconds to sleep before the next queue check: 0.05 s in the first 5 s without work (a sweep driver sends
+    the next trial within a fraction of a second), then doubling up to ``poll_s``."""
+    return min(poll_s, 0.05 * 2 ** max(0.0, idle - 5.0))
+
+
 def serve(folder: str, idle_s: float = 60.0, poll_s: float = 1.0, lifetime_s: float | None = None) -> dict:
     """Body of a pool worker: resume own claims, then claim and run jobs until told or timed out to stop.
 
@@ -259,7 +265,7 @@ def serve(folder: str, idle_s: float = 60.0, poll_s: float = 1.0, lifetime_s: fl
         queue.beat(worker, task=task_id, tasks=done, resumed=True)
         ok = run_task(queue, task_id, worker)
         done, failed = done + 1, failed + (not ok)
-    idle_since, wait, reason = time.monotonic(), 0.02, "closed"
+    idle_since, reason = time.monotonic(), "closed"
     while True:
         if lifetime_s is not None and time.monotonic() - started > lifetime_s:
             reason = "lifetime"
@@ -271,15 +277,14 @@ def serve(folder: str, idle_s: float = 60.0, poll_s: float = 1.0, lifetime_s: fl
             if time.monotonic() - idle_since > idle_s:
                 reason = "idle"
                 break
-            time.sleep(wait)
-            wait = min(poll_s, wait * 2)
+            time.sleep(_poll_wait(time.monotonic() - idle_since, poll_s))
             continue
         if threads and "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)
         queue.beat(worker, task=task_id, tasks=done)
         ok = run_task(queue, task_id, worker)
         done, failed = done + 1, failed + (not ok)
-        idle_since, wait = time.monotonic(), 0.02
+        idle_since = time.monotonic()
         queue.beat(worker, task=None, tasks=done)
     queue.beat(worker, task=None, tasks=done, exit=reason)
     return {"worker": worker, "tasks": done, "failed": failed, "exit": reason}
