@@ -86,3 +86,18 @@ def test_finished_runs_are_skipped_on_rerun(tmp_path):
     second = run_ablation(spec, launcher="inprocess", job_fn=fakes.ablation_job)
     assert len(second.skipped) == 3
     assert [o.args[0].run_dir for o in second.outcomes] == [first.jobs[0].run_dir]
+
+
+def test_ablation_runs_through_the_worker_pool(tmp_path):
+    """AblationJob dataclasses cross the pool's JSON queue; two warm workers run the four jobs."""
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump({"executor": "local", "folder": str(tmp_path / "submitit"), "pool_idle_s": 20}))
+    spec = load_ablation(write(tmp_path, overrides={"eval.suite": str(ROOT / "eval" / "synthetic.yaml")},
+                               launcher={"cluster": str(cluster)}))  # fmt: skip
+    result = run_ablation(spec, launcher="submitit-local-pool", workers=2, job_fn=fakes.ablation_job)
+    assert not result.failed and len(result.outcomes) == 4
+    assert sorted((o.value["variant"], o.value["seed"]) for o in result.outcomes) == [
+        ("clip", 0), ("clip", 1), ("soft", 0), ("soft", 1)]  # fmt: skip
+    workers = {json.loads(p.read_text())["worker"] for p in tmp_path.glob("submitit/abl/pool-*/results/*.json")}
+    assert 1 <= len(workers) <= 2
+    assert all(is_finished(j.run_dir, j.suite, j.config) for j in result.jobs)
