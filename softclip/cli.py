@@ -144,18 +144,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_list(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", nargs="?", default="all", help="targets, divergences, pairings, aggregations, all")
+    p.add_argument("what", nargs="?", default="all",
+                   help="targets, divergences, pairings, aggregations, launchers, samplers, pruners, trials, all")
 
 
-@command("list", "list the registered targets, divergences, pairings and ROI aggregators", _add_list)
+@command("list", "list the registered objective parts, launchers, samplers, pruners and trial functions", _add_list)
 def cmd_list(args: argparse.Namespace) -> int:
     from softclip import objective
+    from softclip.launch import list_launchers
+    from softclip.sweep.study import PRUNERS, SAMPLERS
+    from softclip.sweep.trial import TRIALS
 
     tables = {
         "targets": objective.list_targets(),
         "divergences": objective.list_divergences(),
         "pairings": objective.list_pairings(),
         "aggregations": objective.list_aggregators(),
+        "launchers": list_launchers(),
+        "samplers": SAMPLERS.names(),
+        "pruners": PRUNERS.names(),
+        "trials": TRIALS.names(),
     }
     if args.what != "all" and args.what not in tables:
         raise ConfigError(f"list: unknown table {args.what!r}; choose from {', '.join(tables)} or all")

@@ -162,3 +162,14 @@ def test_environment_variables_expand_with_defaults(tmp_path: Path, monkeypatch:
     monkeypatch.delenv("SC_TEST_SHARDS")
     with pytest.raises(ConfigError, match="data.train needs the environment variable SC_TEST_SHARDS"):
         load_config(path)
+
+
+def test_list_prints_every_registry_and_rejects_unknown_tables(capsys):
+    assert main(["list", "launchers"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "launchers: inprocess, processes, slurm, slurm-pool, submitit-local, submitit-local-pool")
+    assert main(["list"]) == 0
+    heads = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
+    assert heads == ["targets", "divergences", "pairings", "aggregations", "launchers", "samplers", "pruners", "trials"]
+    assert main(["list", "launcher"]) == 2
+    assert "unknown table 'launcher'" in capsys.readouterr().err
