@@ -15,7 +15,8 @@ import pytest
 
 from softclip.config import ConfigError
 from softclip.launch import ClusterConfig, JobFailed, list_launchers, make_launcher, run_jobs, uses_cluster
-from softclip.launch.pool import TaskQueue, decode, encode, fn_ref, serve, worker_id
+from softclip.launch.pool import serve, worker_id
+from softclip.launch.queue import TaskQueue, decode, encode, fn_ref
 from softclip.sweep.trial import TrialTask
 from tests.unit.launch import fakes
 
