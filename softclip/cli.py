@@ -177,6 +177,7 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="sweep YAML, e.g. sweeps/beta_tau.yaml")
     p.add_argument("--profile", default=None, help="profile of the sweep and its base config: smoke, quick, paper")
     p.add_argument("--launcher", default=None, help=LAUNCHER_HELP)
+    p.add_argument("--cluster", default=None, help="cluster YAML for slurm/slurm-pool (overrides launcher.cluster)")
     p.add_argument("--n-trials", type=int, default=None, help="complete + pruned trials to reach")
     p.add_argument("--workers", type=int, default=None, help="trials in flight at once")
     p.add_argument("--status", action="store_true", help="print the trials table, the best so far and failures")
@@ -186,8 +187,9 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from softclip.registry import RegistryError
     from softclip.sweep import SweepError, load_sweep, run_sweep, sweep_status
+    from softclip.sweep.spec import with_cluster
 
-    spec = load_sweep(args.config, profile=args.profile)
+    spec = with_cluster(load_sweep(args.config, profile=args.profile), args.cluster)
     if args.status:
         print(sweep_status(spec))
         return 0
@@ -215,14 +217,16 @@ def _add_ablate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--launcher", default=None, help=LAUNCHER_HELP)
     p.add_argument("--seeds", type=_seed_list, default=None, help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--workers", type=int, default=None, help="runs in flight at once")
+    p.add_argument("--cluster", default=None, help="cluster YAML for slurm/slurm-pool (overrides launcher.cluster)")
 
 
 @command("ablate", "run an ablation grid (variants x seeds); finished runs are skipped", _add_ablate)
 def cmd_ablate(args: argparse.Namespace) -> int:
     from softclip.ablate import load_ablation, run_ablation
     from softclip.registry import RegistryError
+    from softclip.sweep.spec import with_cluster
 
-    spec = load_ablation(args.config, profile=args.profile, seeds=args.seeds)
+    spec = with_cluster(load_ablation(args.config, profile=args.profile, seeds=args.seeds), args.cluster)
     try:
         result = run_ablation(spec, launcher=args.launcher, workers=args.workers)
     except RegistryError as err:
@@ -263,6 +267,7 @@ def _add_reproduce(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")
     p.add_argument("--launcher", default=None, help=LAUNCHER_HELP)
     p.add_argument("--workers", type=int, default=None, help="runs in flight at once")
+    p.add_argument("--cluster", default=None, help="cluster YAML for slurm/slurm-pool (overrides launcher.cluster)")
     p.add_argument("--only", type=_part_list, default=None, help=f"comma-separated parts of: {', '.join(PARTS)}")
     p.add_argument("--seeds", type=_seed_list, default=None, help="override every ablation's seeds, e.g. 0,1")
     p.add_argument("--out", default=None, help="report folder (default reports/<profile>)")
@@ -276,7 +281,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     try:
         result = reproduce(args.profile, launcher=args.launcher, workers=args.workers, only=args.only,
-                           seeds=args.seeds, out=args.out)  # fmt: skip
+                           seeds=args.seeds, out=args.out, cluster=args.cluster)  # fmt: skip
     except RegistryError as err:
         raise ConfigError(str(err)) from None
     print(f"reproduce {args.profile}: {result.planned} ablation runs ({result.unique} distinct): "

@@ -64,18 +64,22 @@ def select_parts(only: list[str] | None) -> list[str]:
     return [n for n in names if n in only]
 
 
-def plan(profile: str, parts: list[str], seeds: list[int] | None = None) -> tuple[list[AblationSpec], list[Any]]:
-    """Load the ablation and sweep files of ``parts`` in ``profile`` (every config checked before any run)."""
+def plan(
+    profile: str, parts: list[str], seeds: list[int] | None = None, cluster: str | Path | None = None
+) -> tuple[list[AblationSpec], list[Any]]:
+    """Load the ablation and sweep files of ``parts`` in ``profile`` (every config checked before any run);
+    ``cluster`` replaces every file's ``launcher.cluster``."""
     from softclip.sweep import load_sweep
+    from softclip.sweep.spec import with_cluster
 
     ablations, sweeps = [], []
     for name in parts:
         kind, rel = PARTS[name]
         path = ROOT / rel
         if kind == "ablation":
-            ablations.append(load_ablation(path, profile=profile, seeds=seeds))
+            ablations.append(with_cluster(load_ablation(path, profile=profile, seeds=seeds), cluster))
         else:
-            sweeps.append(load_sweep(path, profile=profile))
+            sweeps.append(with_cluster(load_sweep(path, profile=profile), cluster))
     return ablations, sweeps
 
 
@@ -111,6 +115,7 @@ def reproduce(
     seeds: list[int] | None = None,
     out: str | Path | None = None,
     command: str | None = None,
+    cluster: str | Path | None = None,
 ) -> ReproduceResult:
     """Run the named parts (default: all) of ``profile`` and write the report to ``out`` (reports/<profile>)."""
     from softclip.report import build_report
@@ -120,7 +125,7 @@ def reproduce(
 
     start = time.perf_counter()
     result = ReproduceResult()
-    specs, sweeps = plan(profile, select_parts(only), seeds)
+    specs, sweeps = plan(profile, select_parts(only), seeds, cluster)
     jobs = run_ablations(specs, launcher, workers, result) if specs else []
     trial_dirs: list[str] = []
     for sweep in sweeps:

@@ -106,6 +106,17 @@ class LauncherSpec(_Strict):
     cpu_budget: PosInt | None = None
 
 
+def with_cluster(spec: Any, cluster: str | Path | None) -> Any:
+    """``spec`` (a sweep or ablation spec) with ``launcher.cluster`` set to ``cluster`` (checked now: a missing
+    or invalid file is a ConfigError naming it); ``None`` returns ``spec`` unchanged."""
+    if cluster is None:
+        return spec
+    from softclip.launch.cluster import load_cluster
+
+    load_cluster(cluster)
+    return spec.model_copy(update={"launcher": spec.launcher.model_copy(update={"cluster": str(cluster)})})
+
+
 class SweepSpec(_Strict):
     """A whole sweep file (after its profile overlay)."""
 

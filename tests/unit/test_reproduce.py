@@ -118,3 +118,12 @@ def test_changed_config_is_not_finished(tmp_path):
     assert not is_finished(job.run_dir, job.suite, changed)
     moved = {**job.config, "name": "elsewhere", "output_dir": "/else"}
     assert is_finished(job.run_dir, job.suite, moved)  # where a run lives is not what it is
+
+
+def test_cluster_flag_reaches_every_ablation_and_sweep(tmp_path):
+    from softclip.reproduce import plan
+
+    cluster = tmp_path / "site.yaml"
+    cluster.write_text("partition: gpu\ngpus_per_node: 1\n")
+    ablations, sweeps = plan("smoke", ["main", "noise", "beta_tau"], cluster=cluster)
+    assert [s.launcher.cluster for s in [*ablations, *sweeps]] == [str(cluster)] * 3

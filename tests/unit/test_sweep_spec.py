@@ -167,3 +167,22 @@ def test_storage_urls_are_redacted_and_mapped_to_dashboard_commands():
     assert dashboard_command("sqlite:///runs/s/study.db") == ["optuna-dashboard", "sqlite:///runs/s/study.db"]
     assert dashboard_command("journal:runs/s/study.log") == ["optuna-dashboard", "runs/s/study.log"]
     assert dashboard_command("postgresql://me:pw@db/s")[1].endswith("://me:***@db/s")
+
+
+def test_cluster_flag_replaces_the_files_cluster(tmp_path, capsys):
+    from softclip.cli import main
+    from softclip.config import LauncherConfig
+    from softclip.sweep.driver import make_sweep_launcher
+    from softclip.sweep.spec import with_cluster
+
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text(f"executor: local\nfolder: {tmp_path / 'submitit'}\npool_idle_s: 5\n")
+    spec = load_sweep(write(tmp_path, launcher={"cluster": "clusters/example.yaml"}))
+    chosen = with_cluster(spec, cluster)
+    assert chosen.launcher.cluster == str(cluster) and spec.launcher.cluster == "clusters/example.yaml"
+    with make_sweep_launcher(chosen, "submitit-local-pool", None, LauncherConfig()) as launcher:
+        assert launcher.cluster.pool_idle_s == 5 and launcher.folder == tmp_path / "submitit" / chosen.name
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        with_cluster(spec, tmp_path / "nope.yaml")
+    assert main(["sweep", str(write(tmp_path)), "--cluster", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
