@@ -91,7 +91,7 @@ def serve(folder: str, idle_s: float = 60.0, poll_s: float = 1.0, lifetime_s: fl
     started = time.monotonic()
     done = failed = 0
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-    for task_id in sorted(queue.claims(worker)):  # requeued: finish what this worker had started
+    for task_id in queue.open_claims(worker):  # requeued: finish what this worker had started
         queue.beat(worker, task=task_id, tasks=done, resumed=True)
         ok = run_task(queue, task_id, worker)
         done, failed = done + 1, failed + (not ok)

@@ -165,9 +165,20 @@ class TaskQueue:
         self.finish(task_id, "-", {"ok": False, "error": "cancelled before a worker claimed it"})
         return True
 
+    def open_claims(self, worker: str) -> list[str]:
+        """The jobs ``worker`` claimed and did not finish, oldest first. A claim whose result was written (the
+        worker died between writing it and dropping the claim) is dropped here, never run or failed again."""
+        open_ = []
+        for task_id in sorted(self.claims(worker)):
+            if self.has_result(task_id):
+                (self.folder / "claimed" / f"{task_id}@{worker}").unlink(missing_ok=True)
+            else:
+                open_.append(task_id)
+        return open_
+
     def fail_claims(self, worker: str, error: str) -> list[str]:
-        """Fail the jobs ``worker`` had claimed (its SLURM job ended); returns their ids."""
-        lost = list(self.claims(worker))
+        """Fail the unfinished jobs ``worker`` had claimed (its SLURM job ended); returns their ids."""
+        lost = self.open_claims(worker)
         for task_id in lost:
             self.finish(task_id, worker, {"ok": False, "error": error, "worker": worker})
         return lost

@@ -73,6 +73,16 @@ def test_queue_claims_each_job_once_in_order_and_fails_a_dead_workers_claims(tmp
     assert queue.claims() == {"000001": "b"} and queue.result("000001") is None
 
 
+def test_a_claim_whose_result_was_written_is_neither_rerun_nor_failed(tmp_path):
+    queue = TaskQueue(tmp_path / "pool").create()
+    queue.put("000001", "tests.unit.launch.fakes:square", encode((3,)))
+    assert queue.claim("w") == "000001"
+    queue.finish("000001", "w", {"ok": True, "value": 9})
+    (queue.folder / "claimed" / "000001@w").touch()  # killed after writing the result, before dropping the claim
+    assert queue.fail_claims("w", "worker w died") == []
+    assert queue.result("000001") == {"ok": True, "value": 9} and queue.claims() == {}
+
+
 def test_withdraw_cancels_only_unclaimed_jobs(tmp_path):
     queue = TaskQueue(tmp_path / "pool").create()
     queue.put("000001", "m:f", [])
