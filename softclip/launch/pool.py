@@ -35,10 +35,10 @@ import submitit
 from submitit.core.utils import UncompletedJobError
 
 from softclip.config import ConfigError
-from softclip.launch.base import LAUNCHERS, Job, JobFailed, Launcher
+from softclip.launch.base import LAUNCHERS, Job, JobFailed
 from softclip.launch.cluster import ClusterConfig
 from softclip.launch.queue import TaskQueue, decode, encode, fn_ref, resolve_fn
-from softclip.launch.submitit_launch import ResumableCall
+from softclip.launch.submitit_launch import SubmititLauncher
 
 # ------------------------------------------------------------------------------------------- the worker
 
@@ -158,53 +158,29 @@ class PoolJob(Job):
             self.launcher.cancel_worker(worker)
 
 
-class PoolLauncher(Launcher):
-    """Worker pool through submitit (``executor`` ``slurm`` or ``local``); see the module docstring."""
+class PoolLauncher(SubmititLauncher):
+    """Worker pool through submitit (``executor_kind`` slurm or local); see the module docstring. Shares the
+    executor, the cluster file and ``max_parallel`` with the one-job-per-task submitit launchers."""
 
     name = "slurm-pool"
-    executor_kind = "slurm"
     queues_itself = True
-    uses_cluster = True
     poll_interval = 0.1
     #: seconds between checks of the workers' SLURM states (submitit caches them itself)
     reap_interval = 2.0
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if self.cluster is None:
-            self.cluster = ClusterConfig(executor=self.executor_kind)
         cluster: ClusterConfig = self.cluster
         if cluster.nodes * cluster.tasks_per_node > 1:
             raise ConfigError(f"launcher {self.name!r} runs single-task workers; cluster {cluster.name!r} asks for "
                               f"{cluster.nodes}x{cluster.tasks_per_node} tasks per job (use launcher 'slurm')")  # fmt: skip
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.queue = TaskQueue(self.folder / f"pool-{stamp}-{uuid.uuid4().hex[:6]}").create()
-        self.executor = self._make_executor()
         self._count = 0
         self._workers: dict[str, submitit.Job] = {}  # worker id -> its submitit job (live or ended)
         self._reaped: set[str] = set()
         self._unfinished: dict[str, PoolJob] = {}
         self._last_reap = 0.0
-
-    def _make_executor(self) -> submitit.Executor:
-        cluster: ClusterConfig = self.cluster
-        folder = self.folder / "%j"
-        if self.executor_kind == "local":
-            executor = submitit.LocalExecutor(folder=folder, max_num_timeout=cluster.max_num_timeout)
-            executor.update_parameters(**cluster.local_parameters())
-            return executor
-        kwargs: dict[str, Any] = {"max_num_timeout": cluster.max_num_timeout}
-        if cluster.python:
-            kwargs["python"] = cluster.python
-        executor = submitit.SlurmExecutor(folder=folder, **kwargs)
-        executor.update_parameters(**cluster.slurm_parameters(self.cpus_per_job, self.max_parallel, self.job_name))
-        return executor
-
-    @property
-    def max_parallel(self) -> int:
-        if self.executor_kind == "local":
-            return max(1, min(self.workers, self.cpu_budget // self.cpus_per_job))
-        return self.cluster.array_parallelism or self.workers
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Job:
         return self.submit_many(fn, [args])[0]
@@ -236,7 +212,7 @@ class PoolLauncher(Launcher):
         if need <= 0:
             return
         cluster: ClusterConfig = self.cluster
-        call = ResumableCall(serve, cluster.cpus_per_task or self.cpus_per_job, cluster.gpus_per_node)
+        call = self._wrap(serve)
         lifetime = 60.0 * (cluster.pool_lifetime_min or cluster.timeout_min / 2)
         args = (str(self.queue.folder), cluster.pool_idle_s, cluster.pool_poll_s, lifetime)
         if need == 1:
@@ -279,7 +255,6 @@ class SlurmPoolLauncher(PoolLauncher):
     """Worker pool as SLURM array tasks (``array_parallelism`` at once)."""
 
     name = "slurm-pool"
-    executor_kind = "slurm"
 
 
 @LAUNCHERS.register("submitit-local-pool")

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import submitit
 
@@ -89,20 +89,41 @@ class SubmititJob(Job):
         return str(self.job.state)
 
 
-class _SubmititLauncher(Launcher):
-    """Common part: one executor per launcher, jobs wrapped in :class:`ResumableCall`."""
+class SubmititLauncher(Launcher):
+    """Common part: one executor per launcher (``executor_kind`` slurm or local), jobs wrapped in
+    :class:`ResumableCall`."""
 
     uses_cluster = True
+    executor_kind: ClassVar[str] = "slurm"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if self.cluster is None:
-            self.cluster = ClusterConfig(executor="local" if self.name == "submitit-local" else "slurm")
+            self.cluster = ClusterConfig(executor=self.executor_kind)
         self.folder = Path(self.folder)
         self.executor = self._make_executor()
 
     def _make_executor(self) -> submitit.Executor:
-        raise NotImplementedError
+        """Job files under ``folder/<job id>``; sbatch options (SLURM) or local ones from the cluster file."""
+        cluster: ClusterConfig = self.cluster
+        folder = self.folder / "%j"
+        if self.executor_kind == "local":
+            executor = submitit.LocalExecutor(folder=folder, max_num_timeout=cluster.max_num_timeout)
+            executor.update_parameters(**cluster.local_parameters())
+            return executor
+        kwargs: dict[str, Any] = {"max_num_timeout": cluster.max_num_timeout}
+        if cluster.python:
+            kwargs["python"] = cluster.python
+        executor = submitit.SlurmExecutor(folder=folder, **kwargs)
+        executor.update_parameters(**cluster.slurm_parameters(self.cpus_per_job, self.workers, self.job_name))
+        return executor
+
+    @property
+    def max_parallel(self) -> int:
+        """SLURM: ``array_parallelism`` (else ``workers``); local: ``workers`` within the CPU budget."""
+        if self.executor_kind == "local":
+            return max(1, min(self.workers, self.cpu_budget // self.cpus_per_job))
+        return self.cluster.array_parallelism or self.workers
 
     def _wrap(self, fn: Callable[..., Any]) -> ResumableCall:
         cluster: ClusterConfig = self.cluster
@@ -121,43 +142,21 @@ class _SubmititLauncher(Launcher):
 
 
 @LAUNCHERS.register("slurm")
-class SlurmLauncher(_SubmititLauncher):
+class SlurmLauncher(SubmititLauncher):
     """sbatch through submitit: several submissions at once become one job array (``%array_parallelism``)."""
 
     name = "slurm"
     queues_itself = True
     poll_interval = 2.0
 
-    def _make_executor(self) -> submitit.Executor:
-        cluster: ClusterConfig = self.cluster
-        kwargs: dict[str, Any] = {"max_num_timeout": cluster.max_num_timeout}
-        if cluster.python:
-            kwargs["python"] = cluster.python
-        executor = submitit.SlurmExecutor(folder=self.folder / "%j", **kwargs)
-        executor.update_parameters(**cluster.slurm_parameters(self.cpus_per_job, self.workers, self.job_name))
-        return executor
-
-    @property
-    def max_parallel(self) -> int:
-        return self.cluster.array_parallelism or self.workers
-
 
 @LAUNCHERS.register("submitit-local")
-class SubmititLocalLauncher(_SubmititLauncher):
+class SubmititLocalLauncher(SubmititLauncher):
     """submitit's LocalExecutor: same job files and requeue logic as SLURM, run as local subprocesses."""
 
     name = "submitit-local"
+    executor_kind = "local"
     poll_interval = 0.5
-
-    def _make_executor(self) -> submitit.Executor:
-        cluster: ClusterConfig = self.cluster
-        executor = submitit.LocalExecutor(folder=self.folder / "%j", max_num_timeout=cluster.max_num_timeout)
-        executor.update_parameters(**cluster.local_parameters())
-        return executor
-
-    @property
-    def max_parallel(self) -> int:
-        return max(1, min(self.workers, self.cpu_budget // self.cpus_per_job))
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Job:
         try:
