@@ -27,6 +27,12 @@ EXTRA = ["key", "baseline", "run_dir"]
 CURVE_COLUMNS = ["ablation", "variant", "label", "seed", "run", "order", "kind", "step", "key", "value", "run_dir"]
 
 
+def _most_named(counts: Counter[str], allowed: set[str]) -> str | None:
+    """The most counted name that is in ``allowed`` (ties by name), or None."""
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return next((name for name, _ in ranked if name in allowed), None)
+
+
 def resolve_baselines(runs: Sequence[Run], override: str | None = None) -> dict[str, str | None]:
     """Each ablation's comparison variant: ``override`` where the ablation has it, else the one its runs name."""
     variants: dict[str, set[str]] = defaultdict(set)
@@ -40,8 +46,7 @@ def resolve_baselines(runs: Sequence[Run], override: str | None = None) -> dict[
         if override is not None and override in variants[ablation]:
             out[ablation] = override
             continue
-        ranked = sorted(named[ablation].items(), key=lambda kv: (-kv[1], kv[0]))
-        out[ablation] = next((name for name, _ in ranked if name in variants[ablation]), None)
+        out[ablation] = _most_named(named[ablation], variants[ablation])
     return out
 
 
@@ -61,8 +66,7 @@ def resolve_variant_baselines(runs: Sequence[Run], override: str | None = None) 
     out: dict[tuple[str, str], str | None] = {}
     for ablation, names in variants.items():
         for variant in sorted(names):
-            ranked = sorted(named[(ablation, variant)].items(), key=lambda kv: (-kv[1], kv[0]))
-            own = next((name for name, _ in ranked if name in names), None)
+            own = _most_named(named[(ablation, variant)], names)
             forced = override is not None and override in names
             out[(ablation, variant)] = per_ablation[ablation] if forced or own is None else own
     return out

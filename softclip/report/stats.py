@@ -137,15 +137,6 @@ def compare(values: pd.Series, base: pd.Series, n_boot: int = 10000, seed: int =
     return out
 
 
-def baselines_of(frame: pd.DataFrame) -> dict[str, str | None]:
-    """The ``baseline`` column of a result frame as {ablation: variant or None}."""
-    out: dict[str, str | None] = {}
-    for ablation, group in frame.groupby("ablation", sort=True):
-        names = [b for b in group["baseline"].dropna().unique() if b] if "baseline" in group else []
-        out[str(ablation)] = str(names[0]) if names else None
-    return out
-
-
 def variant_baselines(frame: pd.DataFrame) -> dict[tuple[str, str], str | None]:
     """The ``baseline`` column of a result frame per (ablation, variant): its most common non-empty value (ties by
     name), None where it has none or the frame has no such column."""

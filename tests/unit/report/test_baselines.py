@@ -13,7 +13,7 @@ import pytest
 from scipy import stats as sps
 
 from softclip.report import build_report, collect, summarize
-from softclip.report.stats import baselines_of, variant_baselines
+from softclip.report.stats import variant_baselines
 from softclip.report.tables import WRITERS, build_tables
 
 from .fakes import make_run
@@ -145,7 +145,7 @@ def test_mixed_baselines_add_a_vs_column_in_every_format(noise) -> None:
 def test_one_baseline_renders_as_the_ablation_level_comparison(noise) -> None:
     frame = noise[2]
     per_row = build_tables(summarize(frame, n_boot=100))["main"]
-    old_style = build_tables(summarize(frame, baselines_of(frame), n_boot=100))["main"]
+    old_style = build_tables(summarize(frame, {"main": "clip"}, n_boot=100))["main"]  # the {ablation: v} form
     assert not per_row.mixed and per_row.baseline == "clip" and "Δ vs clip with" in per_row.caption
     for name in WRITERS.names():
         text = WRITERS.get(name).render(per_row)
