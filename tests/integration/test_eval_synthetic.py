@@ -59,17 +59,15 @@ def test_random_model_full_smoke_suite(smoke_data, tmp_path):
 
 
 def test_trained_run_through_evaluate_checkpoint_and_cli(smoke_data, tmp_path, monkeypatch):
-    train_mod = pytest.importorskip("softclip.train")
-    if not hasattr(train_mod, "train"):
-        pytest.skip("the trainer is not available")
     from softclip.cli import main
     from softclip.config import load_config
     from softclip.evaluation import evaluate_checkpoint
+    from softclip.train import train
 
     cfg = load_config(ROOT / "ablations" / "base.yaml", profile="smoke",
                       overrides=[f"data.root={smoke_data}", f"output_dir={tmp_path}", "train.steps=20",
                                  "train.ckpt_every=10", "train.device=cpu", "name=trained"])  # fmt: skip
-    run_dir = train_mod.train(cfg, run_dir=tmp_path / "trained")
+    run_dir = train(cfg, run_dir=tmp_path / "trained")
     results = evaluate_checkpoint(run_dir, SUITE)
     records = check_results(run_dir / "eval", "trained")
     assert records["retrieval"]["config_hash"] == cfg.hash()

@@ -3,17 +3,18 @@ pruning, restarts without duplicates, stale-trial retry, storages and ``--status
 
 from __future__ import annotations
 
+import datetime
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 
 from softclip.sweep import load_sweep, open_study, run_sweep, sweep_status
-from softclip.sweep.study import record_heartbeat, run_key
+from softclip.sweep.study import _unwrap, record_heartbeat, run_key
 from tests.unit.launch import fakes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +35,13 @@ def make_spec(tmp_path: Path, **fields):
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(data))
     return load_sweep(path, "smoke")
+
+
+def backdate_heartbeats(storage, hours: float) -> None:
+    """Move every recorded heartbeat of an RDB storage into the past (a lost worker, without waiting for it)."""
+    with _unwrap(storage).engine.begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = :t"),
+                     {"t": datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(hours=hours)})  # fmt: skip
 
 
 def states(spec) -> Counter:
@@ -100,11 +108,11 @@ def test_stale_running_trial_is_retried_and_resumes_its_run_folder(tmp_path):
     study = open_study(spec)
     lost = study.ask({"loss.beta": optuna.distributions.FloatDistribution(0.0, 0.9),
                       "loss.tau": optuna.distributions.FloatDistribution(0.02, 0.3, log=True)})  # fmt: skip
-    record_heartbeat(study._storage, lost._trial_id)  # a worker started it ... and died
+    record_heartbeat(study._storage, lost._trial_id)  # a worker started it ... and died an hour ago
+    backdate_heartbeats(study._storage, hours=1)
     run_dir = tmp_path / "runs" / "smoke" / "fake" / "trials" / f"fake-t{lost.number:04d}-s0"
     run_dir.mkdir(parents=True)
     (run_dir / "progress.json").write_text('{"step": 5, "starts": 1}')  # its checkpoint
-    time.sleep(2.5)
     run_sweep(spec, launcher="inprocess", poll=0.05)
     trials = open_study(spec).trials
     assert Counter(t.state.name for t in trials) == {"COMPLETE": 2, "FAIL": 1}

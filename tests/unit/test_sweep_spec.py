@@ -135,8 +135,6 @@ def test_grid_refuses_conditional_and_stepless_floats():
 
 @pytest.mark.parametrize("name", SAMPLERS.names())
 def test_every_sampler_builds_and_samples(tmp_path, name):
-    if name in ("cmaes", "qmc"):
-        pytest.importorskip("cmaes" if name == "cmaes" else "scipy")
     space = {"loss.beta": {"type": "float", "low": 0.0, "high": 0.8, "step": 0.4},
              "roi.aggregation": {"type": "categorical", "choices": ["mean", "max"]}}  # fmt: skip
     spec = load_sweep(write(tmp_path, space=space, sampler={"name": name, "seed": 1}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import open_clip
 import pytest
 import torch
 
@@ -47,7 +48,6 @@ def test_shapes_padding_masks_and_truncation():
 
 
 def test_tag_text_and_open_clip_tokenizer():
-    open_clip = pytest.importorskip("open_clip")
     tok = open_clip.get_tokenizer("ViT-B-32")
     assert tag_text(["red circle", "blue star"], 5) == "red circle, blue star"
     batch = collate([_sample(1, ["red circle"]), _sample(0)], tok, kmax=4)

@@ -9,6 +9,7 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+import webdataset as wds
 
 from softclip.data.badsamples import DataError
 from softclip.data.readers import TRAIN_READERS, SourcePaths
@@ -146,7 +147,6 @@ def test_header_walker_rejects_garbage(tmp_path):
 
 
 def test_reads_shards_written_by_webdataset(tmp_path):
-    wds = pytest.importorskip("webdataset")
     with wds.TarWriter(str(tmp_path / "00000.tar")) as sink:
         for i in range(4):
             sink.write({"__key__": key_of(i), **sample_parts(i)})

@@ -8,7 +8,6 @@ import io
 import json
 import pickle
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -226,9 +225,7 @@ def test_cache_hit_rewrites_nothing_and_changed_spec_regenerates(tmp_path):
     spec = tiny_spec(n_train=20)
     card = generate(root, spec, seed=1)
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
-    start = time.perf_counter()
-    assert generate(root, spec, seed=1) == card
-    assert time.perf_counter() - start < 0.5
+    assert generate(root, spec, seed=1) == card  # a cache hit: nothing below is rewritten
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == stamps
     changed = generate(root, tiny_spec(n_train=21), seed=1)
     assert changed["spec"]["n_train"] == 21 and sum(json.loads((root / "train" / "sizes.json").read_text()).values()) == 21
