@@ -261,8 +261,21 @@ def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return data
     if not isinstance(base, str):
         raise ConfigError(f"{path}: base must be a file path, got {base!r}")
-    parent = load_raw(path.parent / base, (*_seen, path))
+    target = path.parent / base
+    if not target.is_file():
+        raise ConfigError(f"{path}: base: {base!r} not found (looked for {target})")
+    parent = load_raw(target, (*_seen, path))
     return deep_merge(parent, data)
+
+
+def check_no_repeats(overrides: list[str] | tuple[str, ...]) -> None:
+    """Refuse a key given twice on one command line (which one wins would be a guess): ConfigError naming it."""
+    seen: dict[str, str] = {}
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if key in seen:
+            raise ConfigError(f"override key {key!r} is given twice ({seen[key]!r} and {text!r}); give it once")
+        seen[key] = text
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -468,7 +481,6 @@ def _field_range(loc: tuple[Any, ...]) -> dict[str, Any]:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (atomic)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    from softclip.atomic import write_text
+
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

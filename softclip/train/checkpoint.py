@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 import shutil
@@ -21,6 +20,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+
+from softclip.atomic import atomic_write, fsync_dir
 
 log = logging.getLogger("softclip.train")
 
@@ -41,19 +42,6 @@ def record_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 class _HashingWriter:
     """File wrapper that hashes and counts what passes through ``write``."""
 
@@ -70,21 +58,6 @@ class _HashingWriter:
         self.f.flush()
 
 
-def _atomic_write(path: Path, write: Any) -> Any:
-    """Run ``write(f)`` on a temporary file beside ``path``, fsync, move it into place; return the result."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            result = write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return result
-
-
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> dict[str, Any]:
     """Write ``state`` atomically to ``path`` plus its ``.json`` record; returns the record.
 
@@ -99,15 +72,15 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> dict[str, Any]:
         torch.save(state, writer)
         return writer
 
-    writer = _atomic_write(path, write)
+    writer = atomic_write(path, write)
     record = {
         "file": path.name,
         "step": int(state.get("step", -1)),
         "bytes": writer.size,
         "sha256": writer.sha.hexdigest(),
     }
-    _atomic_write(record_path(path), lambda f: f.write(json.dumps(record, indent=1).encode()))
-    _fsync_dir(path.parent)
+    atomic_write(record_path(path), lambda f: f.write(json.dumps(record, indent=1).encode()))
+    fsync_dir(path.parent)
     return record
 
 
@@ -151,6 +124,28 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: cannot be loaded ({type(err).__name__}: {err})") from None
 
 
+def weights_mismatch(expected: dict[str, Any], weights: dict[str, Any]) -> str | None:
+    """The first difference between a model's ``state_dict()`` and checkpoint ``weights``, said in words.
+
+    ``load_state_dict(strict=False)`` skips missing keys but raises a long RuntimeError on a shape mismatch;
+    this names the key instead (None when every key is there with its shape).
+    """
+    for key, value in expected.items():
+        if key not in weights:
+            return f"key {key!r} is missing from the checkpoint"
+        if tuple(weights[key].shape) != tuple(value.shape):
+            return (f"{key!r} has shape {tuple(weights[key].shape)} in the checkpoint and "
+                    f"{tuple(value.shape)} in the model")  # fmt: skip
+    extra = sorted(set(weights) - set(expected))
+    return f"the checkpoint holds keys the model lacks ({', '.join(extra[:3])})" if extra else None
+
+
+def step_of(path: str | Path) -> int | None:
+    """The step of a ``step_XXXXXXXX.pt`` file name; None for other names (``best.pt``)."""
+    match = CKPT_RE.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
 def list_checkpoints(folder: str | Path) -> list[Path]:
     """``step_*.pt`` files in ``folder``, oldest first."""
     folder = Path(folder)
@@ -190,11 +185,11 @@ def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
             with open(a, "rb") as r:
                 shutil.copyfileobj(r, f, 1 << 22)
 
-        _atomic_write(b, write)
+        atomic_write(b, write)
     record = json.loads(record_path(dst).read_text())
     record["file"] = dst.name
-    _atomic_write(record_path(dst), lambda f: f.write(json.dumps(record, indent=1).encode()))
-    _fsync_dir(dst.parent)
+    atomic_write(record_path(dst), lambda f: f.write(json.dumps(record, indent=1).encode()))
+    fsync_dir(dst.parent)
 
 
 # ------------------------------------------------------------------------------------------------ RNG

@@ -1,4 +1,4 @@
-"""The trainer's errors (the CLI reports them in one line with exit code 1)."""
+"""The trainer's errors (the CLI reports them in one line: exit code 1, or 2 for :class:`RunLockedError`)."""
 
 from __future__ import annotations
 
@@ -9,3 +9,13 @@ class TrainingError(RuntimeError):
 
 class NonFiniteLossError(TrainingError):
     """A non-finite loss or gradient under ``train.nan_policy=stop`` (or too many skipped steps)."""
+
+
+class RunLockedError(TrainingError):
+    """The run folder is owned by another live trainer (or this one lost it); exit code 2."""
+
+    exit_code = 2
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, after the run was checkpointed; the message says what was saved and how to go on."""

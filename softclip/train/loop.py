@@ -370,6 +370,10 @@ class Trainer:
                 f"the checkpoint was written by {state['world_size']} processes, this run has "
                 f"{self.env.world_size}; exact resume needs the same world size"
             )
+        mismatch = ckpt.weights_mismatch(self.sm.raw.state_dict(), state["model"])
+        if mismatch is not None:
+            raise TrainingError(f"the checkpoint does not fit this run's model (was model.* edited in "
+                                f"{self.run_dir / 'config.yaml'}?): {mismatch}")  # fmt: skip
         self.sm.raw.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])

@@ -20,7 +20,8 @@ from torch.nn.parallel import DistributedDataParallel
 from softclip.config import Config, ConfigError
 from softclip.train import checkpoint as ckpt
 from softclip.train import dist, rundir
-from softclip.train.errors import TrainingError
+from softclip.train.errors import TrainingError, TrainingInterrupted
+from softclip.train.lock import RunLock
 from softclip.train.loop import Evaluate, LoopConfig, Trainer
 from softclip.train.meta import collect_meta
 from softclip.train.metrics import MetricsWriter, truncate_metrics
@@ -187,25 +188,42 @@ def loop_config(cfg: Config) -> LoopConfig:
     )
 
 
-def _prepare_run_dir(run_dir: Path, cfg: Config, overwrite: bool, env: dist.DistEnv) -> Path | None:
-    """Rank 0 prepares the folder; every rank gets the checkpoint path or raises the same error."""
+def _prepare_run_dir(
+    run_dir: Path, cfg: Config, overwrite: bool, env: dist.DistEnv
+) -> tuple[Path | None, RunLock | None]:
+    """Rank 0 takes the folder's lock and prepares it; every rank gets the checkpoint path or the same error.
+
+    Returns (checkpoint to resume from or None, the lock on rank 0 / None on the other ranks).
+    """
     outcome: tuple[str, Any]
+    lock = None
     if env.is_main:
         try:
+            lock = RunLock(run_dir).acquire()
             outcome = ("ok", rundir.prepare(run_dir, cfg, overwrite))
         except (ConfigError, FileExistsError, TrainingError) as err:
             outcome = ("error", err)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
     outcome = dist.broadcast_object(outcome if env.is_main else None, env)
     if outcome[0] == "error":
+        if lock is not None:
+            lock.release()
         raise outcome[1]
-    return outcome[1]
+    return outcome[1], lock
 
 
 # -------------------------------------------------------------------------------------------------- run
 
 
 def train(
-    cfg: Config, run_dir: str | Path | None = None, overwrite: bool = False, evaluate: Evaluate | None = None
+    cfg: Config,
+    run_dir: str | Path | None = None,
+    overwrite: bool = False,
+    evaluate: Evaluate | None = None,
+    preflight: Callable[[], Any] | None = None,
 ) -> Path:
     """Train ``cfg`` into ``run_dir`` (default ``cfg.output_dir/cfg.name``); resume if it holds a checkpoint.
 
@@ -215,6 +233,8 @@ def train(
         overwrite: start again even if the folder holds a finished (or resumable) run.
         evaluate: ``evaluate(model, step) -> {metric: value}``, run on rank 0 every ``train.eval_every``
             steps and at the end; None skips evaluation.
+        preflight: called on rank 0 once the data is in place and before the first step (e.g. to check that
+            the evaluation suite's datasets exist, so a run does not fail only after training).
 
     Returns:
         The run folder (holding ``done.json``).
@@ -230,39 +250,82 @@ def train(
     try:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        return _run(cfg, run_dir, overwrite, evaluate, env)
+        return _run(cfg, run_dir, overwrite, evaluate, env, preflight)
     finally:
         torch.set_num_threads(threads)
         dist.cleanup(env)
 
 
-def _run(cfg: Config, run_dir: Path, overwrite: bool, evaluate: Evaluate | None, env: dist.DistEnv) -> Path:
+def _run(cfg: Config, run_dir: Path, overwrite: bool, evaluate: Evaluate | None, env: dist.DistEnv,
+         preflight: Callable[[], Any] | None = None) -> Path:  # fmt: skip
     precision = resolve_precision(cfg.train.precision, env.device)
     micro_batch_size(cfg, env.world_size)  # fail on a bad split before any work
-    resume = _prepare_run_dir(run_dir, cfg, overwrite, env)
+    resume, lock = _prepare_run_dir(run_dir, cfg, overwrite, env)
+    try:
+        _train_locked(cfg, run_dir, resume, lock, evaluate, env, precision, preflight)
+    finally:
+        if lock is not None:
+            lock.release()
+    return run_dir
+
+
+def _train_locked(cfg: Config, run_dir: Path, resume: Path | None, lock: RunLock | None, evaluate: Evaluate | None,
+                  env: dist.DistEnv, precision: str, preflight: Callable[[], Any] | None) -> None:  # fmt: skip
+    """Set up, fit and finish a run whose folder this process owns (``lock`` on rank 0)."""
     seed_everything(cfg.seed)
     sm, preprocess, tokenizer = setup_model(cfg, env, precision)
     loader = setup_data(cfg, env, preprocess, tokenizer)
+    if preflight is not None and env.is_main:
+        preflight()
     payload = ckpt.load_checkpoint(resume, map_location=env.device) if resume is not None else None
     if env.is_main:
         _start_files(run_dir, cfg, env, precision, None if payload is None else int(payload["step"]))
     trainer = _make_trainer(cfg, run_dir, env, sm, DataStream(loader, env.device), evaluate)
     if payload is not None:
-        trainer.load(payload)
+        try:
+            trainer.load(payload)
+        except TrainingError as err:
+            raise TrainingError(f"cannot resume from {resume}: {err}") from None
         log.info("resumed from %s at step %d", resume, trainer.state.step)
         del payload
     _ACTIVE.append(trainer)
     try:
         state = trainer.fit()
+    except KeyboardInterrupt:
+        raise _interrupted(trainer, run_dir) from None
     finally:
         _ACTIVE.remove(trainer)
         trainer.writer.close()
     if env.is_main:
+        if lock is not None:
+            lock.check()  # a trainer that lost its folder must not write the new owner's results
         best = {"metric": state.best_metric, "value": state.best_value, "step": state.best_step}
         summary = {"step": state.step, "samples": state.samples, "skipped_steps": state.skipped, "best": best}
         rundir.write_done(run_dir, summary)
     dist.barrier(env)
-    return run_dir
+
+
+def _interrupted(trainer: Trainer, run_dir: Path) -> TrainingInterrupted:
+    """Checkpoint the last step boundary after Ctrl-C (a second Ctrl-C is held off meanwhile)."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        path = trainer.save_now()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, old)
+    if path is None:
+        path = ckpt.latest_valid(run_dir / "checkpoints")
+    held = "no checkpoint was written yet"
+    if path is not None:
+        held = f"checkpoint {path} holds step {int(ckpt.CKPT_RE.match(path.name).group(1))}"
+    return TrainingInterrupted(
+        f"training interrupted at step {trainer.state.step}; {held}. Resume with the same command "
+        f"(or: softclip train {run_dir / rundir.CONFIG} --run-dir {run_dir})"
+    )
 
 
 def _start_files(run_dir: Path, cfg: Config, env: dist.DistEnv, precision: str, resumed: int | None) -> None:

@@ -15,8 +15,10 @@ from typing import Any
 
 import yaml
 
+from softclip.atomic import write_json
 from softclip.config import Config, ConfigError, save_config
 from softclip.train import checkpoint as ckpt
+from softclip.train.lock import LOCK
 
 log = logging.getLogger("softclip.train")
 
@@ -72,10 +74,15 @@ def check_resumable(run_dir: Path, cfg: Config) -> None:
 
 
 def _clear(run_dir: Path) -> None:
-    contents = list(run_dir.iterdir())
+    """Empty the run folder for ``--overwrite``, keeping the lock that the caller holds."""
+    contents = [p for p in run_dir.iterdir() if p.name != LOCK]
     if contents and not any((run_dir / m).exists() for m in RUN_MARKERS):
         raise FileExistsError(f"refusing to overwrite {run_dir}: it is not empty and holds no run")
-    shutil.rmtree(run_dir)
+    for path in contents:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _set_aside_bad(folder: Path, keep: Path | None) -> None:
@@ -121,10 +128,8 @@ def write_meta(run_dir: Path, meta: dict[str, Any], resumed_step: int | None) ->
         old = json.loads(path.read_text(encoding="utf-8"))
         old.setdefault("resumes", []).append({"step": resumed_step, **meta})
         meta = old
-    path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    write_json(path, meta)
 
 
 def write_done(run_dir: Path, summary: dict[str, Any]) -> None:
-    (run_dir / DONE).write_text(
-        json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **summary}, indent=1)
-    )
+    write_json(run_dir / DONE, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **summary})

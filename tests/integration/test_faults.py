@@ -1,0 +1,83 @@
+"""Faults injected into real ``softclip train`` processes: a second trainer on a folder in use is refused (exit
+2, the owner named, nothing of the first run touched); Ctrl-C checkpoints the current step, prints how to
+resume and exits 130 without a traceback; the printed command resumes the run to its end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from softclip.train.lock import LOCK
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+SOFTCLIP = [sys.executable, "-m", "softclip.cli"]
+STEPS = 300
+
+
+def train_cmd(run_dir: Path, *extra: str) -> list[str]:
+    return [*SOFTCLIP, "train", str(REPO / "ablations" / "base.yaml"), "--profile", "smoke", "--run-dir",
+            str(run_dir), "--no-eval", f"train.steps={STEPS}", "train.ckpt_every=10", "train.eval_every=0",
+            "train.threads=1", *extra]  # fmt: skip
+
+
+def wait_until(check, timeout: float, what: str, proc: subprocess.Popen) -> None:
+    """Poll for a condition of the running trainer (not a race: the trainer has ~300 steps still to go)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if proc.poll() is not None:
+            pytest.fail(f"the trainer exited ({proc.returncode}) before {what}:\n{proc.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def test_second_trainer_is_refused_and_ctrl_c_checkpoints_and_resumes(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen(train_cmd(run), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    try:
+        wait_until(lambda: any((run / "checkpoints").glob("step_*.json")), 240, "first checkpoint", first)
+        owner = json.loads((run / LOCK).read_text())
+        assert owner["pid"] == first.pid
+        config_before = (run / "config.yaml").read_bytes()
+
+        second = subprocess.run(train_cmd(run, "seed=7"), cwd=REPO, env=env, capture_output=True, text=True,
+                                timeout=240)  # fmt: skip
+        assert second.returncode == 2, second.stderr[-2000:]
+        err = [ln for ln in second.stderr.splitlines() if ln.startswith("softclip:")]
+        assert len(err) == 1 and "Traceback" not in second.stderr
+        assert f"{run} is in use by another trainer" in err[0] and f"pid {first.pid}" in err[0]
+        assert (run / "config.yaml").read_bytes() == config_before  # the second wrote nothing
+        assert json.loads((run / LOCK).read_text())["token"] == owner["token"]
+
+        first.send_signal(signal.SIGINT)
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("softclip: training interrupted at step ") and "Resume with the same command" in last
+    step = int(last.split("interrupted at step ")[1].split(";")[0])
+    assert 0 < step < STEPS and f"step_{step:08d}.pt holds step {step}" in last
+    assert (run / "checkpoints" / f"step_{step:08d}.json").is_file()
+    assert not (run / LOCK).exists() and not (run / "done.json").exists()
+
+    resume = last.split("(or: ")[1].rstrip(")").split()  # softclip train RUN/config.yaml --run-dir RUN
+    assert resume[:2] == ["softclip", "train"]
+    done = subprocess.run([*SOFTCLIP, *resume[1:], "--no-eval"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=400)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resumed from {run / 'checkpoints' / f'step_{step:08d}.pt'}" in done.stderr
+    assert json.loads((run / "done.json").read_text())["step"] == STEPS
