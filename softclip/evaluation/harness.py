@@ -187,19 +187,65 @@ def run_suite(
     return results
 
 
-def _resolve_run(target: str | Path) -> tuple[Path, Path]:
-    """(run_dir, checkpoint file) from a run folder (its newest valid checkpoint) or a checkpoint file."""
-    from softclip.train.checkpoint import latest_valid
+def _resolve_run(target: str | Path) -> tuple[Path, Path, bool]:
+    """(run_dir, checkpoint file, whether it is the finished run's final checkpoint) for a run or a checkpoint.
+
+    A finished run (``done.json``) is scored only from the checkpoint of the step ``done.json`` names: if that
+    one is missing or damaged this fails naming it. The newest valid checkpoint stands in only for a run that
+    has not finished.
+    """
+    from softclip.train.checkpoint import CheckpointError, latest_valid, verify_checkpoint
 
     p = Path(target)
-    if p.is_dir():
-        ckpt = latest_valid(p / "checkpoints")
-        if ckpt is None:
-            raise DataError(f"no valid checkpoint in {p / 'checkpoints'}")
-        return p, ckpt
-    if not p.is_file():
+    if p.is_file():
+        run_dir = p.parent.parent if p.parent.name == "checkpoints" else p.parent
+        final = _final_checkpoint(run_dir)
+        return run_dir, p, final is not None and final.resolve() == p.resolve()
+    if not p.is_dir():
         raise DataError(f"run folder or checkpoint not found: {p}")
-    return (p.parent.parent if p.parent.name == "checkpoints" else p.parent), p
+    final = _final_checkpoint(p)
+    if final is not None:
+        try:
+            verify_checkpoint(final)
+        except CheckpointError as err:
+            raise DataError(f"the finished run's final checkpoint cannot be used: {err} (done.json names step "
+                            f"{_done_step(p)}; restore that file or train again with --overwrite)") from None  # fmt: skip
+        return p, final, True
+    ckpt = latest_valid(p / "checkpoints")
+    if ckpt is None:
+        raise DataError(f"no valid checkpoint in {p / 'checkpoints'}")
+    return p, ckpt, False
+
+
+def _done_step(run_dir: Path) -> int | None:
+    from softclip.train.rundir import DONE
+
+    path = run_dir / DONE
+    if not path.is_file():
+        return None
+    try:
+        step = json.loads(path.read_text(encoding="utf-8"))["step"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path} is damaged ({type(err).__name__}: {err})") from None
+    return int(step)
+
+
+def _final_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint file of the step a finished run's ``done.json`` names; None for an unfinished run."""
+    from softclip.train.checkpoint import checkpoint_path
+
+    step = _done_step(run_dir)
+    return None if step is None else checkpoint_path(run_dir / "checkpoints", step)
+
+
+def results_dir(run_dir: Path, ckpt: Path, final: bool) -> Path:
+    """``RUN/eval`` for a finished run's final checkpoint; ``RUN/eval/step_<N>`` (or ``eval/<stem>``) else."""
+    from softclip.train.checkpoint import step_of
+
+    if final:
+        return run_dir / "eval"
+    step = step_of(ckpt)
+    return run_dir / "eval" / (f"step_{step}" if step is not None else ckpt.stem)
 
 
 def load_run_model(run_dir: Path, ckpt: Path, device: str) -> tuple[Any, Callable, Callable, Any]:
@@ -213,7 +259,7 @@ def load_run_model(run_dir: Path, ckpt: Path, device: str) -> tuple[Any, Callabl
     """
     from softclip.config import load_config
     from softclip.models import build_model
-    from softclip.train.checkpoint import CheckpointError, load_checkpoint
+    from softclip.train.checkpoint import CheckpointError, load_checkpoint, weights_mismatch
 
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
@@ -230,10 +276,14 @@ def load_run_model(run_dir: Path, ckpt: Path, device: str) -> tuple[Any, Callabl
         raise DataError(str(err)) from None
     weights = state.get("model", state) if isinstance(state, dict) else state
     weights = {k: v for k, v in weights.items() if not k.startswith("roi.")}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise DataError(f"{ckpt}: weights do not match model {cfg.model.name!r}: missing {missing[:5]}, "
-                        f"unexpected {unexpected[:5]}")  # fmt: skip
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("roi.")}
+    mismatch = weights_mismatch(expected, weights)
+    if mismatch is not None:
+        saved = state.get("info", {}).get("config_hash") if isinstance(state, dict) else None
+        hint = (f"; {cfg_path} is not the config it was trained with (config hash {cfg.hash()} vs {saved})"
+                if saved and saved != cfg.hash() else "")  # fmt: skip
+        raise DataError(f"{ckpt} does not fit model.name={cfg.model.name!r} of {cfg_path}: {mismatch}{hint}")
+    model.load_state_dict(weights, strict=False)
     return model.to(device).eval(), preprocess, tokenizer, cfg
 
 
@@ -247,24 +297,25 @@ def evaluate_checkpoint(
     benchmarks: list[str] | None = None,
     device: str | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Evaluate a trained run (newest valid checkpoint) or one checkpoint file.
+    """Evaluate a trained run (its final checkpoint; the newest valid one while unfinished) or a checkpoint file.
 
     Args:
         run_dir_or_checkpoint: ``runs/NAME`` or ``runs/NAME/checkpoints/step_XXXXXXXX.pt``.
         suite: suite YAML (default: the run's ``eval.suite``).
         force: recompute existing results.
-        data_root: default the run's ``data.root``; out_dir: default ``RUN/eval``.
+        data_root: default the run's ``data.root``; out_dir: default ``RUN/eval`` for a finished run's final
+            checkpoint, ``RUN/eval/step_<N>`` for any other (so it never replaces the run's own results).
         benchmarks: subset of the suite's benchmarks; device: default CUDA when available.
 
     Returns:
         ``{benchmark: {metric: value}}`` (results also written to ``out_dir``).
     """
-    run_dir, ckpt = _resolve_run(run_dir_or_checkpoint)
+    run_dir, ckpt, final = _resolve_run(run_dir_or_checkpoint)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, preprocess, tokenizer, cfg = load_run_model(run_dir, ckpt, device)
     meta_path = run_dir / "meta.json"
     git_sha = json.loads(meta_path.read_text()).get("git_sha") if meta_path.is_file() else None
-    out = Path(out_dir) if out_dir is not None else run_dir / "eval"
+    out = Path(out_dir) if out_dir is not None else results_dir(run_dir, ckpt, final)
     return run_suite(
         model, preprocess, tokenizer, suite if suite is not None else cfg.eval.suite,
         data_root=data_root if data_root is not None else cfg.data.root, out_dir=out, run=run_dir.name,

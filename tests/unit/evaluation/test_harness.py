@@ -109,6 +109,7 @@ def test_evaluate_checkpoint_rebuilds_the_run_model(first_run, tiny_model, smoke
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     (run_dir / "meta.json").write_text(json.dumps({"git_sha": "deadbeef"}))
     save_checkpoint({"step": 3, "model": model.state_dict()}, run_dir / "checkpoints" / "step_00000003.pt")
+    (run_dir / "done.json").write_text(json.dumps({"step": 3}))  # finished: its results go to eval/
     out = evaluate_checkpoint(run_dir, SUITE, benchmarks=["zeroshot", "instance"], device="cpu")
     assert out == {b: first_run[2][b] for b in ("zeroshot", "instance")}
     record = json.loads((run_dir / "eval" / "zeroshot.json").read_text())
