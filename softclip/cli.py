@@ -2,7 +2,8 @@
 
 Every subcommand is a function registered in ``COMMANDS`` together with its argument set-up, so the parser,
 the help text and the tests are driven by one table. ``main(argv)`` returns the exit code and is callable from
-pytest: 0 success, 1 a runtime failure (bad data, diverged run), 2 a usage or configuration error.
+pytest: 0 success, 1 a runtime failure (bad data, diverged run, disk full), 2 a usage or configuration error
+(or a run folder owned by another trainer), 130 Ctrl-C. Known errors print one line; ``-v`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from softclip.config import ConfigError, load_config
+from softclip.config import ConfigError, check_no_repeats, load_config
 
 DEFAULT_CONFIG = "ablations/base.yaml"
 LAUNCHER_HELP = (
@@ -114,7 +116,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         from softclip.evaluation.hooks import periodic_evaluator
 
         hook = periodic_evaluator(cfg)
-    run_dir = train(cfg, run_dir=args.run_dir, overwrite=args.overwrite, evaluate=hook)
+    preflight = None
+    if hook is not None or not args.no_eval:
+        from softclip.evaluation.suite import plan_suite, read_suite
+
+        def preflight() -> None:  # the suite and its datasets, checked before the first step
+            plan_suite(*read_suite(cfg.eval.suite), cfg.data.root)
+
+    run_dir = train(cfg, run_dir=args.run_dir, overwrite=args.overwrite, evaluate=hook, preflight=preflight)
     print(f"run finished: {run_dir}")
     if not args.no_eval:
         from softclip.evaluation import evaluate_checkpoint
@@ -312,9 +321,31 @@ def build_parser() -> argparse.ArgumentParser:
 def _runtime_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input or a failed run: reported in one line, never a traceback."""
     from softclip.data.badsamples import DataError
+    from softclip.errors import SoftclipError
     from softclip.train.errors import TrainingError
 
-    return (FileNotFoundError, FileExistsError, DataError, TrainingError)
+    return (FileNotFoundError, FileExistsError, DataError, TrainingError, SoftclipError)
+
+
+def _os_error(err: OSError) -> str:
+    """``cannot write PATH: No space left on device`` for the OS errors a user can act on."""
+    where = f" {err.filename}" if err.filename else ""
+    if err.filename2:
+        where += f" -> {err.filename2}"
+    return f"{err.strerror or err}{':' if where else ''}{where}".strip()
+
+
+def describe_error(err: BaseException) -> tuple[int, str] | None:
+    """(exit code, one-line message) for an error the CLI reports without a traceback; None for a bug."""
+    if isinstance(err, KeyboardInterrupt):
+        return 130, str(err) or "interrupted"
+    if isinstance(err, ConfigError):
+        return 2, f"config error: {err}"
+    if isinstance(err, _runtime_errors()):
+        return getattr(err, "exit_code", 1), f"error: {err}"
+    if isinstance(err, OSError) and err.errno is not None:
+        return 1, f"error: {_os_error(err)}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,13 +366,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_no_repeats(getattr(args, "overrides", None) or ())
         return COMMANDS[args.command].run(args)
-    except ConfigError as err:
-        print(f"softclip: config error: {err}", file=sys.stderr)
-        return 2
-    except _runtime_errors() as err:
-        print(f"softclip: error: {err}", file=sys.stderr)
-        return 1
+    except BaseException as err:  # noqa: BLE001 - every known error becomes one line and an exit code
+        known = describe_error(err)
+        if known is None:
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        print(f"softclip: {known[1]}", file=sys.stderr)
+        return known[0]
 
 
 if __name__ == "__main__":  # pragma: no cover

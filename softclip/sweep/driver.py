@@ -20,6 +20,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from softclip.atomic import write_text
 from softclip.config import ConfigError
 from softclip.launch import JobFailed, Launcher, load_cluster, make_launcher, uses_cluster
 from softclip.sweep.space import grid_size, suggest
@@ -64,6 +65,8 @@ def sweep_dir(spec: SweepSpec) -> Path:
 
 def target_trials(spec: SweepSpec, n_trials: int | None = None) -> int:
     if n_trials is not None:
+        if n_trials < 1:
+            raise ConfigError(f"--n-trials={n_trials}: the number of trials to reach must be >= 1")
         return n_trials
     if spec.n_trials is not None:
         return spec.n_trials
@@ -270,7 +273,10 @@ def run_sweep(
     folder = sweep_dir(spec)
     folder.mkdir(parents=True, exist_ok=True)
     url = resolve_storage_url(spec.storage, folder)
-    (folder / "sweep.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    copy = spec.model_dump(mode="json")
+    if copy.get("storage"):  # the copy beside the results never holds the database password
+        copy["storage"] = redact_url(copy["storage"])
+    write_text(folder / "sweep.yaml", yaml.safe_dump(copy, sort_keys=False))
     cfg = build_run_config(base_data(spec), {}, spec.source)
     if spec.trial == "train":  # generate the data once here, not racing in the trials
         from softclip.train.run import ensure_synth_data

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from softclip.config import ConfigError
+from softclip.errors import SoftclipError
 from softclip.registry import Registry, RegistryError
 from softclip.sweep.space import grid_space
 from softclip.sweep.spec import SweepSpec
@@ -173,6 +175,13 @@ def journal_path(url: str) -> Path:
     return Path(rest)
 
 
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message, passwords redacted (drivers echo the DSN)."""
+    orig = getattr(err, "orig", None) or err  # SQLAlchemy wraps the driver's error
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return redact_url(text)
+
+
 def redact_url(url: str) -> str:
     """``url`` with its password replaced by ``***`` (for logs and status output)."""
     return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
@@ -203,6 +212,10 @@ def _sqlite_wal(path: Path) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
 
 
+class StorageError(SoftclipError):
+    """The study storage cannot be opened (database unreachable, bad URL); the message shows the URL redacted."""
+
+
 def make_storage(
     url: str, heartbeat_interval: int, grace_period: int, max_retry: int, worker: bool = False
 ) -> optuna.storages.BaseStorage:
@@ -220,15 +233,18 @@ def make_storage(
         if url.startswith("sqlite:///") and not worker and url != "sqlite:///:memory:":
             _sqlite_wal(Path(url[len("sqlite:///") :]))
         engine: dict[str, Any] = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-        return optuna.storages.RDBStorage(
-            _sqlalchemy_url(url),
-            engine_kwargs=engine,
-            skip_compatibility_check=worker,
-            skip_table_creation=worker,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=retry,
-        )
+        try:
+            return optuna.storages.RDBStorage(
+                _sqlalchemy_url(url),
+                engine_kwargs=engine,
+                skip_compatibility_check=worker,
+                skip_table_creation=worker,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=retry,
+            )
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
+            raise StorageError(f"cannot open the study storage {redact_url(url)}: {_first_line(err)}") from None
 
 
 def storage_for(spec: SweepSpec, url: str) -> optuna.storages.BaseStorage:
