@@ -31,8 +31,30 @@ def _run(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
         return ("error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
 
 
-def _worker(conn: mpc.Connection, threads: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel send SIGTERM to this process when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    Without it a worker in the middle of a training job outlives a killed driver, and a re-run of the driver
+    trains the same run folder twice. Elsewhere the worker still leaves at its next message (a closed pipe).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _worker(conn: mpc.Connection, threads: int, parent_pid: int | None = None) -> None:
     """Body of a worker process: run (fn, args) messages until None or the parent goes away."""
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     while True:
         try:
             message = conn.recv()
@@ -151,7 +173,7 @@ class ProcessLauncher(Launcher):
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(target=_worker, args=(child, self.cpus_per_job), name=f"{self.job_name}-worker")
+        process = self._ctx.Process(target=_worker, args=(child, self.cpus_per_job, os.getpid()), name=f"{self.job_name}-worker")
         with _ENV_LOCK:  # the child inherits the environment at start(): cap its threads there
             saved = {k: os.environ.get(k) for k in thread_env(1)}
             os.environ.update(thread_env(self.cpus_per_job))
