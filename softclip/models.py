@@ -15,7 +15,9 @@ everything is initialised randomly (``pretrained=None``; schema names such as ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +179,26 @@ def _text_side(model: SoftCLIPModel, batch: dict[str, Any]) -> Side:
     return None, None
 
 
+class _DropNoPretrainedWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+@contextlib.contextmanager
+def _from_scratch_is_intended() -> Iterator[None]:
+    """Silence open_clip's "No pretrained weights loaded ... initialized randomly": training from scratch is the
+    point here (the suite never loads weights), so the warning only buries real ones."""
+    root, quiet = logging.getLogger(), _DropNoPretrainedWarning()
+    handlers = [root, *root.handlers]
+    for h in handlers:
+        h.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(quiet)
+
+
 def build_model(
     model_name: str,
     roi_aggregation: str = "mean",
@@ -207,9 +229,10 @@ def build_model(
     config = open_clip.get_model_config(model_name.replace("/", "-"))  # open_clip accepts ViT-B/32
     if config is None:
         raise ValueError(f"model {model_name!r} is not an open_clip config; presets: {', '.join(PRESETS)}")
-    clip, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-        model_name, pretrained=None, precision=precision, pretrained_image=False, pretrained_text=False
-    )
+    with _from_scratch_is_intended():
+        clip, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+            model_name, pretrained=None, precision=precision, pretrained_image=False, pretrained_text=False
+        )
     tokenizer = open_clip.get_tokenizer(model_name)
     embed_dim = int(config["embed_dim"])
     roi = None

@@ -1,11 +1,16 @@
 """Prompt templates for zero-shot classification.
 
 ``IMAGENET_TEMPLATES`` are the 80 prompt templates of CLIP's ImageNet prompt ensemble (Radford et al., 2021),
-each with ``{}`` where the class name goes. Class names are left to the dataset (``classnames.txt``).
+each with ``{}`` where the class name goes. Class names come from the dataset (``classnames.txt``) or from a
+named set: ``imagenet1k`` is the list of 1,000 ImageNet class names that CLIP's authors published with their
+prompt-engineering notebook (OpenAI, CLIP repository, ``notebooks/Prompt_Engineering_for_ImageNet.ipynb``),
+in the sorted-WordNet-id order of the ImageFolder classes, as open_clip ships it
+(``open_clip.zero_shot_metadata.IMAGENET_CLASSNAMES``; CLIP_benchmark ships the same list).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from softclip.registry import Registry
@@ -97,6 +102,17 @@ IMAGENET_TEMPLATES: tuple[str, ...] = (
 TEMPLATE_SETS: Registry[tuple[str, ...]] = Registry("zeroshot templates")
 TEMPLATE_SETS.register("imagenet80")(IMAGENET_TEMPLATES)
 TEMPLATE_SETS.register("single")(("a photo of a {}.",))
+
+
+#: Named class-name lists a suite can ask for (``classnames: imagenet1k``), in class-folder order.
+CLASSNAME_SETS: Registry[Callable[[], tuple[str, ...]]] = Registry("zeroshot class names")
+
+
+@CLASSNAME_SETS.register("imagenet1k")
+def imagenet1k() -> tuple[str, ...]:
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    return tuple(IMAGENET_CLASSNAMES)
 
 
 def load_templates(path: str | Path) -> list[str]:

@@ -19,7 +19,7 @@ from softclip.data.readers import EVAL_READERS, ImageFolderData
 from softclip.evaluation import metrics
 from softclip.evaluation.base import EVALUATORS, EvalContext, Evaluator, Options, keep_valid
 from softclip.evaluation.search import GalleryIndex
-from softclip.evaluation.templates import TEMPLATE_SETS, load_templates
+from softclip.evaluation.templates import CLASSNAME_SETS, TEMPLATE_SETS, load_templates
 
 
 class ZeroShotOptions(Options):
@@ -30,7 +30,10 @@ class ZeroShotOptions(Options):
         "auto", description="auto (the set's templates.txt, else imagenet80), dataset, a template set name "
         "(imagenet80, single) or a file relative to the dataset root",
     )
-    classnames: str | None = Field(None, description="class-name file overriding the set's (relative to its root)")
+    classnames: str | None = Field(
+        None, description="class names overriding the set's: a named list (imagenet1k: CLIP's 1,000 ImageNet "
+        "names) or a file relative to the dataset root",
+    )
     ks: tuple[int, ...] = Field((1, 5), min_length=1, description="top-k accuracies")
     attributes: bool = Field(True, description="per-attribute accuracy where attributes.json exists")
 
@@ -44,10 +47,14 @@ def load(path: Path, opts: ZeroShotOptions) -> ImageFolderData:
     """Read the ImageFolder split (and the class-name override)."""
     data = EVAL_READERS.get("imagefolder")(path, split=opts.split)
     if opts.classnames:
-        f = _resolve(Path(path), opts.classnames)
-        if not f.is_file():
-            raise DataError(f"zero-shot class-name file not found: {f}")
-        names = [ln.strip() for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if opts.classnames in CLASSNAME_SETS.names():
+            f, names = opts.classnames, list(CLASSNAME_SETS.get(opts.classnames)())
+        else:
+            f = _resolve(Path(path), opts.classnames)
+            if not f.is_file():
+                raise DataError(f"zero-shot class-name file not found: {f} (named lists: "
+                                f"{', '.join(CLASSNAME_SETS.names())})")  # fmt: skip
+            names = [ln.strip() for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
         if len(names) != len(data.classnames):
             raise DataError(f"{f}: {len(names)} class names for {len(data.classnames)} class folders")
         data.classnames = names
