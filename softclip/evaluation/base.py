@@ -68,12 +68,8 @@ EVALUATORS: Registry[Evaluator] = Registry("eval benchmark")
 
 
 def list_evaluators() -> list[str]:
-    """Registered evaluator names."""
-    import softclip.evaluation.copydays  # noqa: F401  (registration side effects)
-    import softclip.evaluation.instance  # noqa: F401
-    import softclip.evaluation.retrieval  # noqa: F401
-    import softclip.evaluation.zeroshot  # noqa: F401
-
+    """Registered evaluator names (the implementations register when ``softclip.evaluation`` is imported, which
+    importing this module already did)."""
     return EVALUATORS.names()
 
 

@@ -152,22 +152,19 @@ def thread_env(threads: int) -> dict[str, str]:
 
 
 def make_launcher(name: str, **kwargs: Any) -> Launcher:
-    """Build the launcher registered as ``name`` (RegistryError naming the choices when unknown)."""
-    import softclip.launch  # noqa: F401  - registers the built-in launchers
+    """Build the launcher registered as ``name`` (RegistryError naming the choices when unknown).
 
+    The built-in launchers register when ``softclip.launch`` is imported, which importing this module already did.
+    """
     return LAUNCHERS.get(name)(**kwargs)
 
 
 def list_launchers() -> list[str]:
-    import softclip.launch  # noqa: F401
-
     return LAUNCHERS.names()
 
 
 def uses_cluster(name: str) -> bool:
     """Whether the launcher registered as ``name`` takes a cluster YAML (RegistryError when unknown)."""
-    import softclip.launch  # noqa: F401
-
     return LAUNCHERS.get(name).uses_cluster
 
 
