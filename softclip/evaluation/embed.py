@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from softclip.atomic import atomic_write
 from softclip.data.badsamples import BadSamples, DataError
 from softclip.data.readers.images import ImageFiles, collate_images, iter_image_batches
 
@@ -145,12 +146,7 @@ class Embedder:
         out = compute()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            with open(tmp, "wb") as f:
-                np.save(f, out, allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            atomic_write(path, lambda f: np.save(f, out, allow_pickle=False))
         return out
 
     def images(

@@ -14,10 +14,11 @@ import json
 import os
 import socket
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from softclip.atomic import write_json
 
 CLOSED = "closed"
 
@@ -90,9 +91,7 @@ def decode(obj: Any) -> Any:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    write_json(path, data, indent=None)
 
 
 class TaskQueue:

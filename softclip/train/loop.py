@@ -9,7 +9,6 @@ of the checkpoint, so a resumed run repeats the uninterrupted one exactly.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
 import threading
@@ -22,6 +21,7 @@ from typing import Any
 
 import torch
 
+from softclip.atomic import write_json
 from softclip.train import checkpoint as ckpt
 from softclip.train.dist import DistEnv, all_reduce, barrier, gather_objects
 from softclip.train.errors import NonFiniteLossError, TrainingError
@@ -269,9 +269,7 @@ class Trainer:
     def _record_eval(self, results: dict[str, float], seconds: float) -> None:
         s = self.state.step
         self.eval_dir.mkdir(parents=True, exist_ok=True)
-        (self.eval_dir / f"step_{s:08d}.json").write_text(
-            json.dumps({"step": s, "metrics": results}, indent=1)
-        )
+        write_json(self.eval_dir / f"step_{s:08d}.json", {"step": s, "metrics": results})
         self.writer.write({"kind": "eval", "step": s, **results, "eval_time_s": seconds})
         if not results:
             return

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from softclip.atomic import write_text
 
 log = logging.getLogger("softclip.train")
 
@@ -49,9 +50,7 @@ def truncate_metrics(path: str | Path, step: int) -> int:
     records = read_metrics(path)
     keep = [r for r in records if r.get("step", 0) <= step]
     if path.is_file():
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
     return len(records) - len(keep)
 
 
