@@ -194,7 +194,6 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
 
 @command("sweep", "run or resume an Optuna sweep (ask/tell through a launcher), or show its status", _add_sweep)
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from softclip.registry import RegistryError
     from softclip.sweep import SweepError, load_sweep, run_sweep, sweep_status
     from softclip.sweep.spec import with_cluster
 
@@ -204,8 +203,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     try:
         result = run_sweep(spec, launcher=args.launcher, n_trials=args.n_trials, workers=args.workers)
-    except RegistryError as err:
-        raise ConfigError(str(err)) from None
     except SweepError as err:
         print(f"softclip: sweep stopped: {err}", file=sys.stderr)
         return 1
@@ -232,14 +229,10 @@ def _add_ablate(p: argparse.ArgumentParser) -> None:
 @command("ablate", "run an ablation grid (variants x seeds); finished runs are skipped", _add_ablate)
 def cmd_ablate(args: argparse.Namespace) -> int:
     from softclip.ablate import load_ablation, run_ablation
-    from softclip.registry import RegistryError
     from softclip.sweep.spec import with_cluster
 
     spec = with_cluster(load_ablation(args.config, profile=args.profile, seeds=args.seeds), args.cluster)
-    try:
-        result = run_ablation(spec, launcher=args.launcher, workers=args.workers)
-    except RegistryError as err:
-        raise ConfigError(str(err)) from None
+    result = run_ablation(spec, launcher=args.launcher, workers=args.workers)
     print(f"ablation {spec.name}: {len(result.jobs)} runs, {len(result.skipped)} already finished, "
           f"{len(result.outcomes) - len(result.failed)} done now, {len(result.failed)} failed")  # fmt: skip
     for outcome in result.failed:
@@ -285,14 +278,10 @@ def _add_reproduce(p: argparse.ArgumentParser) -> None:
 @command("reproduce", "run every ablation and the beta x tau sweep of a profile, then write its report",
          _add_reproduce)  # fmt: skip
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from softclip.registry import RegistryError
     from softclip.reproduce import reproduce
 
-    try:
-        result = reproduce(args.profile, launcher=args.launcher, workers=args.workers, only=args.only,
-                           seeds=args.seeds, out=args.out, cluster=args.cluster)  # fmt: skip
-    except RegistryError as err:
-        raise ConfigError(str(err)) from None
+    result = reproduce(args.profile, launcher=args.launcher, workers=args.workers, only=args.only,
+                       seeds=args.seeds, out=args.out, cluster=args.cluster)  # fmt: skip
     print(f"reproduce {args.profile}: {result.planned} ablation runs ({result.unique} distinct): "
           f"{result.skipped} already finished, {result.trained} trained now, {len(result.failed)} failed; "
           f"sweeps {result.sweeps}; {result.seconds:.0f} s")  # fmt: skip
@@ -318,15 +307,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _runtime_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input or a failed run: reported in one line, never a traceback."""
-    from softclip.data.badsamples import DataError
-    from softclip.errors import SoftclipError
-    from softclip.train.errors import TrainingError
-
-    return (FileNotFoundError, FileExistsError, DataError, TrainingError, SoftclipError)
-
-
 def _os_error(err: OSError) -> str:
     """``cannot write PATH: No space left on device`` for the OS errors a user can act on."""
     where = f" {err.filename}" if err.filename else ""
@@ -337,14 +317,16 @@ def _os_error(err: OSError) -> str:
 
 def describe_error(err: BaseException) -> tuple[int, str] | None:
     """(exit code, one-line message) for an error the CLI reports without a traceback; None for a bug."""
+    from softclip.errors import SoftclipError
+
     if isinstance(err, KeyboardInterrupt):
         return 130, str(err) or "interrupted"
-    if isinstance(err, ConfigError):
-        return 2, f"config error: {err}"
-    if isinstance(err, _runtime_errors()):
-        return getattr(err, "exit_code", 1), f"error: {err}"
+    if isinstance(err, SoftclipError):
+        return err.exit_code, f"{err.label}: {err}"
     if isinstance(err, OSError) and err.errno is not None:
         return 1, f"error: {_os_error(err)}"
+    if isinstance(err, (FileNotFoundError, FileExistsError)):  # e.g. a finished run without --overwrite
+        return 1, f"error: {err}"
     return None
 
 

@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from softclip.data.synth.spec import SynthConfig
+from softclip.errors import SoftclipError
 
 PROFILES = ("smoke", "quick", "paper")
 RESERVED_KEYS = ("base", "profiles")
@@ -35,8 +36,11 @@ PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
 
 
-class ConfigError(ValueError):
+class ConfigError(SoftclipError, ValueError):
     """A configuration problem; the message names the key, the value and what is allowed."""
+
+    exit_code = 2
+    label = "config error"
 
 
 class _Section(BaseModel):

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 
 class SoftclipError(Exception):
-    """An error a user can act on (bad input, an unreachable service); ``exit_code`` is the CLI's exit status."""
+    """An error a user can act on (bad input, an unreachable service); ``exit_code`` is the CLI's exit status.
+
+    ``label`` prefixes the CLI's one line (``softclip: config error: ...``).
+    """
 
     exit_code = 1
+    label = "error"

@@ -17,11 +17,16 @@ import difflib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from softclip.errors import SoftclipError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
-    """An unknown or duplicate registry name. ``str(err)`` is the human message."""
+class RegistryError(SoftclipError, KeyError):
+    """An unknown or duplicate registry name (a configuration error). ``str(err)`` is the human message."""
+
+    exit_code = 2
+    label = "config error"
 
     def __str__(self) -> str:  # KeyError quotes its argument; we want the plain message
         return str(self.args[0]) if self.args else ""

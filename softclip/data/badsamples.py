@@ -14,10 +14,12 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from softclip.errors import SoftclipError
+
 LOGGER = logging.getLogger("softclip.data")
 
 
-class DataError(RuntimeError):
+class DataError(SoftclipError, RuntimeError):
     """Bad data structure (missing path, split or shard) or too many bad samples. The message says which."""
 
 

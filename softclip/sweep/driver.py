@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 from softclip.atomic import write_text
 from softclip.config import ConfigError
+from softclip.errors import SoftclipError
 from softclip.launch import JobFailed, Launcher, load_cluster, make_launcher, uses_cluster
 from softclip.sweep.space import grid_size, suggest
 from softclip.sweep.spec import SweepSpec, base_data, build_run_config
@@ -42,7 +43,7 @@ log = logging.getLogger("softclip.sweep")
 JOB_ATTR = "softclip:job_id"
 
 
-class SweepError(RuntimeError):
+class SweepError(SoftclipError, RuntimeError):
     """The sweep cannot go on (too many failed trials)."""
 
 

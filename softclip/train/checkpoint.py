@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from softclip.atomic import atomic_write, fsync_dir
+from softclip.errors import SoftclipError
 
 log = logging.getLogger("softclip.train")
 
@@ -29,7 +30,7 @@ CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
 BEST_NAME = "best.pt"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SoftclipError, RuntimeError):
     """A checkpoint that is missing its record, truncated, corrupt or unreadable."""
 
 

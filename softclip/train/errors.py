@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from softclip.errors import SoftclipError
 
-class TrainingError(RuntimeError):
+
+class TrainingError(SoftclipError, RuntimeError):
     """A run that cannot go on (diverged, too many skipped steps, no data, unusable checkpoint)."""
 
 
