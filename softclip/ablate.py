@@ -36,14 +36,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from softclip.atomic import write_json
 from softclip.config import Config, ConfigError, apply_profile, parse_override, read_yaml
 from softclip.launch import Outcome, distributed_rank, load_cluster, make_launcher, run_jobs, uses_cluster
+from softclip.runfiles import ABLATION, CHECKPOINTS, CONFIG, DONE, EVAL, META, METRICS
 from softclip.sweep.spec import LauncherSpec, SweepSpec, build_run_config
 from softclip.sweep.spec import base_data as _base_data
 
 log = logging.getLogger("softclip.ablate")
-DONE = "done.json"
-ABLATION = "ablation.json"
 
 
 class AblationSpec(BaseModel):
@@ -279,7 +279,7 @@ def dedupe(jobs: list[AblationJob]) -> tuple[list[AblationJob], list[tuple[Ablat
     return unique, aliases
 
 
-ALIAS_LINKS = ("config.yaml", "meta.json", "metrics.jsonl", "checkpoints", "eval", DONE)
+ALIAS_LINKS = (CONFIG, META, METRICS, CHECKPOINTS, EVAL, DONE)
 
 
 def link_alias(alias: AblationJob, canonical: AblationJob) -> None:
@@ -299,9 +299,7 @@ def link_alias(alias: AblationJob, canonical: AblationJob) -> None:
 
 def write_ablation_json(job: AblationJob, **extra: Any) -> None:
     """``<run_dir>/ablation.json``: the job's identity in its ablation, read by ``softclip report``."""
-    from softclip.evaluation.harness import _atomic_json
-
-    _atomic_json(Path(job.run_dir) / ABLATION, {**job.meta, **extra})
+    write_json(Path(job.run_dir) / ABLATION, {**job.meta, **extra})
 
 
 def expected_benchmarks(suite: str) -> list[str]:
@@ -320,12 +318,12 @@ def is_finished(run_dir: str | Path, suite: str, config: dict[str, Any] | None =
         return False
     if config is not None and _saved_config_differs(run_dir, config):
         return False
-    return all((run_dir / "eval" / f"{name}.json").is_file() for name in expected_benchmarks(suite))
+    return all((run_dir / EVAL / f"{name}.json").is_file() for name in expected_benchmarks(suite))
 
 
 def _saved_config_differs(run_dir: Path, config: dict[str, Any]) -> bool:
     from softclip.config import read_yaml
-    from softclip.train.rundir import CONFIG, config_diff
+    from softclip.train.rundir import config_diff
 
     path = run_dir / CONFIG
     return not path.is_file() or bool(config_diff(read_yaml(path), config))

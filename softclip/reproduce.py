@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from softclip import runfiles
 from softclip.ablate import (
     AblationJob,
     AblationSpec,
@@ -132,7 +133,7 @@ def reproduce(
         done = run_sweep(sweep, launcher=launcher, workers=workers)
         result.sweeps[sweep.name] = done.counts
         trial_dirs.append(str(sweep_dir(sweep).resolve() / "trials"))
-    finished = [j.run_dir for j in jobs if (Path(j.run_dir) / "done.json").exists()]
+    finished = [j.run_dir for j in jobs if (Path(j.run_dir) / runfiles.DONE).exists()]
     out = Path(out or Path("reports") / profile)
     cmd = command or "softclip " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if finished or trial_dirs:

@@ -19,7 +19,6 @@ import importlib.metadata
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import Any
 
 import torch
 
+from softclip import runfiles
+from softclip.atomic import write_json
 from softclip.data.badsamples import BadSamples, DataError
 from softclip.evaluation.base import EVALUATORS, EvalContext
 from softclip.evaluation.embed import Embedder, file_digest, model_fingerprint
@@ -47,17 +48,6 @@ def _version() -> str | None:
 def flat_metrics(results: dict[str, dict[str, float]], sep: str = "/") -> dict[str, float]:
     """``{benchmark: {key: v}}`` -> ``{f"{benchmark}{sep}{key}": v}``."""
     return {f"{bench}{sep}{key}": value for bench, metrics in results.items() for key, value in metrics.items()}
-
-
-def _atomic_json(path: Path, obj: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _request(plan: Plan, spec: SuiteSpec) -> dict[str, Any]:
@@ -115,7 +105,8 @@ def _run_benchmark(model: Any, plan: Plan, spec: SuiteSpec, embedder: Embedder, 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "softclip_version": _version(),
     }  # fmt: skip
     if target is not None:
-        _atomic_json(target, record)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_json(target, record)
     LOGGER.info("%s: %s (%.1f s)", plan.name, ", ".join(f"{k}={v:.2f}" for k, v in metrics.items()), record["time_s"])
     return metrics
 
@@ -198,7 +189,7 @@ def _resolve_run(target: str | Path) -> tuple[Path, Path, bool]:
 
     p = Path(target)
     if p.is_file():
-        run_dir = p.parent.parent if p.parent.name == "checkpoints" else p.parent
+        run_dir = p.parent.parent if p.parent.name == runfiles.CHECKPOINTS else p.parent
         final = _final_checkpoint(run_dir)
         return run_dir, p, final is not None and final.resolve() == p.resolve()
     if not p.is_dir():
@@ -211,16 +202,14 @@ def _resolve_run(target: str | Path) -> tuple[Path, Path, bool]:
             raise DataError(f"the finished run's final checkpoint cannot be used: {err} (done.json names step "
                             f"{_done_step(p)}; restore that file or train again with --overwrite)") from None  # fmt: skip
         return p, final, True
-    ckpt = latest_valid(p / "checkpoints")
+    ckpt = latest_valid(runfiles.checkpoints_dir(p))
     if ckpt is None:
-        raise DataError(f"no valid checkpoint in {p / 'checkpoints'}")
+        raise DataError(f"no valid checkpoint in {runfiles.checkpoints_dir(p)}")
     return p, ckpt, False
 
 
 def _done_step(run_dir: Path) -> int | None:
-    from softclip.train.rundir import DONE
-
-    path = run_dir / DONE
+    path = run_dir / runfiles.DONE
     if not path.is_file():
         return None
     try:
@@ -235,7 +224,7 @@ def _final_checkpoint(run_dir: Path) -> Path | None:
     from softclip.train.checkpoint import checkpoint_path
 
     step = _done_step(run_dir)
-    return None if step is None else checkpoint_path(run_dir / "checkpoints", step)
+    return None if step is None else checkpoint_path(runfiles.checkpoints_dir(run_dir), step)
 
 
 def results_dir(run_dir: Path, ckpt: Path, final: bool) -> Path:
@@ -243,9 +232,9 @@ def results_dir(run_dir: Path, ckpt: Path, final: bool) -> Path:
     from softclip.train.checkpoint import step_of
 
     if final:
-        return run_dir / "eval"
+        return runfiles.eval_dir(run_dir)
     step = step_of(ckpt)
-    return run_dir / "eval" / (f"step_{step}" if step is not None else ckpt.stem)
+    return runfiles.eval_dir(run_dir) / (f"step_{step}" if step is not None else ckpt.stem)
 
 
 def load_run_model(run_dir: Path, ckpt: Path, device: str) -> tuple[Any, Callable, Callable, Any]:
@@ -261,7 +250,7 @@ def load_run_model(run_dir: Path, ckpt: Path, device: str) -> tuple[Any, Callabl
     from softclip.models import build_model
     from softclip.train.checkpoint import CheckpointError, load_checkpoint, weights_mismatch
 
-    cfg_path = run_dir / "config.yaml"
+    cfg_path = run_dir / runfiles.CONFIG
     if not cfg_path.is_file():
         raise DataError(f"run config not found: {cfg_path}")
     cfg = load_config(cfg_path)
@@ -313,7 +302,7 @@ def evaluate_checkpoint(
     run_dir, ckpt, final = _resolve_run(run_dir_or_checkpoint)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, preprocess, tokenizer, cfg = load_run_model(run_dir, ckpt, device)
-    meta_path = run_dir / "meta.json"
+    meta_path = run_dir / runfiles.META
     git_sha = json.loads(meta_path.read_text()).get("git_sha") if meta_path.is_file() else None
     out = Path(out_dir) if out_dir is not None else results_dir(run_dir, ckpt, final)
     return run_suite(

@@ -23,6 +23,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from softclip import runfiles
 from softclip.config import Config
 from softclip.launch.submitit_launch import distributed_rank
 from softclip.registry import Registry
@@ -201,9 +202,7 @@ def train_trial(cfg: Config, run_dir: Path, report: Report) -> dict[str, float]:
     the evaluation suite; returns the flat ``benchmark/metric`` results."""
     from softclip.evaluation import evaluate_checkpoint
     from softclip.train import train
-    from softclip.train.rundir import DONE
-
-    if not (run_dir / DONE).is_file():
+    if not (run_dir / runfiles.DONE).is_file():
         metric = getattr(report, "metric", None)
         periodic = getattr(report, "pruning", False) or cfg.train.eval_every > 0
         wanted = metric and getattr(report, "active", False) and periodic

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from softclip.atomic import atomic_write
+from softclip.runfiles import LOCK
 from softclip.train.errors import RunLockedError
 
 log = logging.getLogger("softclip.train")
 
-LOCK = "lock.json"
 HEARTBEAT_S = 30.0
 STALE_S = 300.0  # ten missed heartbeats: generous for clock skew between cluster nodes
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from softclip import runfiles
 from softclip.atomic import write_json
 from softclip.train import checkpoint as ckpt
 from softclip.train.dist import DistEnv, all_reduce, barrier, gather_objects
@@ -117,8 +118,8 @@ class Trainer:
 
     def __post_init__(self) -> None:
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        self.eval_dir = self.run_dir / "eval"
+        self.ckpt_dir = runfiles.checkpoints_dir(self.run_dir)
+        self.eval_dir = runfiles.eval_dir(self.run_dir)
         persistent = set(self.sm.raw.state_dict())
         self._buffers = {n: b for n, b in self.sm.raw.named_buffers() if n in persistent}  # BatchNorm stats
         self._boundary: dict[str, Any] = {}

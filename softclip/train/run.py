@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from softclip import runfiles
 from softclip.config import Config, ConfigError
 from softclip.train import checkpoint as ckpt
 from softclip.train import dist, rundir
@@ -318,7 +319,7 @@ def _interrupted(trainer: Trainer, run_dir: Path) -> TrainingInterrupted:
         if main:
             signal.signal(signal.SIGINT, old)
     if path is None:
-        path = ckpt.latest_valid(run_dir / "checkpoints")
+        path = ckpt.latest_valid(runfiles.checkpoints_dir(run_dir))
     held = "no checkpoint was written yet"
     if path is not None:
         held = f"checkpoint {path} holds step {int(ckpt.CKPT_RE.match(path.name).group(1))}"

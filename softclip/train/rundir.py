@@ -17,16 +17,11 @@ import yaml
 
 from softclip.atomic import write_json
 from softclip.config import Config, ConfigError, save_config
+from softclip.runfiles import CHECKPOINTS, CONFIG, DONE, EVAL, LOCK, META, METRICS, RUN_MARKERS  # noqa: F401 - re-exported
 from softclip.train import checkpoint as ckpt
-from softclip.train.lock import LOCK
 
 log = logging.getLogger("softclip.train")
 
-DONE = "done.json"
-CONFIG = "config.yaml"
-META = "meta.json"
-METRICS = "metrics.jsonl"
-RUN_MARKERS = (CONFIG, DONE, METRICS, "checkpoints")
 # Keys that may change between a run and its resumption: where it lives and how it is launched or evaluated.
 RESUME_FREE_KEYS = ("name", "output_dir", "profile", "launcher", "eval", "data.workers", "train.tensorboard")
 
@@ -110,13 +105,13 @@ def prepare(run_dir: Path, cfg: Config, overwrite: bool) -> Path | None:
             "or choose another --run-dir"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    folder = run_dir / "checkpoints"
+    folder = run_dir / CHECKPOINTS
     resume = ckpt.latest_valid(folder)
     if resume is not None:
         check_resumable(run_dir, cfg)
     _set_aside_bad(folder, resume)
     folder.mkdir(exist_ok=True)
-    (run_dir / "eval").mkdir(exist_ok=True)
+    (run_dir / EVAL).mkdir(exist_ok=True)
     save_config(cfg, run_dir / CONFIG)
     return resume
 
