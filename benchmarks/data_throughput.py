@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from softclip.config import DataConfig
 from softclip.data.loader import build_train_loader
 
 IMAGE_SIZE = 64
@@ -81,9 +82,9 @@ def time_epoch(root: Path, roi_dim: int, workers: int, batch_size: int, epochs: 
     from open_clip.transform import image_transform
 
     loader = build_train_loader(
-        "wds", root=str(root), preprocess=image_transform(IMAGE_SIZE, is_train=True),
-        tokenizer=open_clip.get_tokenizer("ViT-B-32"), batch_size=batch_size, kmax=16, roi_dim=roi_dim, seed=0,
-        workers=workers, shuffle_buffer=1000,
+        DataConfig(source="wds", root=str(root), kmax=16, workers=workers, shuffle_buffer=1000),
+        preprocess=image_transform(IMAGE_SIZE, is_train=True), tokenizer=open_clip.get_tokenizer("ViT-B-32"),
+        batch_size=batch_size, roi_dim=roi_dim, seed=0,
     )
     rates, first_batch, cpu_ms = [], [], []
     for _ in range(epochs):

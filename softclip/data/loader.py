@@ -225,49 +225,50 @@ def epoch_length(num_samples: int, epoch_samples: int | None, resampled: bool, w
 
 
 def build_train_loader(
-    source: str, *, preprocess: Preprocess, tokenizer: Tokenizer, batch_size: int, kmax: int, roi_dim: int,
-    seed: int, root: str | None = None, train: str | list[str] | None = None, csv: str | None = None,
-    features_tsv: str | None = None, labels_tsv: str | None = None, images_root: str | None = None,
-    rank: int = 0, world_size: int = 1, workers: int = 0, shuffle: bool = True, shuffle_buffer: int = 1000,
-    resampled: bool = False, epoch_samples: int | None = None, drop_last: bool = True, sidecars: bool = True,
-    max_bad_fraction: float | None = 0.01, epoch: int = 0, start_batch: int = 0, pin_memory: bool = False,
-    log: logging.Logger | None = None,
+    data: Any, *, preprocess: Preprocess, tokenizer: Tokenizer, batch_size: int, roi_dim: int, seed: int,
+    sidecars: bool | None = None, rank: int = 0, world_size: int = 1, shuffle: bool = True, drop_last: bool = True,
+    epoch: int = 0, start_batch: int = 0, pin_memory: bool = False, log: logging.Logger | None = None,
 ) -> TrainLoader:
-    """Build the training loader for ``source`` (``wds`` or ``csv``; see ``TRAIN_READERS.names()``).
+    """Build the training loader of a ``data`` config section (:class:`softclip.config.DataConfig`).
+
+    The section says where the data lives and how it is read (``source``, ``root``, ``train``, ``csv``,
+    ``features_tsv``, ``labels_tsv``, ``images_root``, ``kmax``, ``workers``, ``shuffle_buffer``, ``resampled``,
+    ``epoch_samples``, ``max_bad_fraction``, ``sidecars``); its defaults live there alone. ``source=synth``
+    reads the generated SynthScenes shards (``wds``). The arguments are what the section cannot know.
 
     Args:
-        source: training source name.
+        data: the ``data`` section (duck-typed: this package imports nothing of the suite above it).
         preprocess: PIL image -> float [3, H, W] (e.g. open_clip's train transform).
         tokenizer: open_clip tokenizer, list[str] -> long [B, L].
-        batch_size, kmax, roi_dim: per-rank batch size B, region slots, region width D.
+        batch_size, roi_dim: per-rank micro-batch B (the global batch split over ranks and accumulation) and
+            region width D (from ``data.roi_dim`` or the detector).
         seed: data seed. rank, world_size: this process's slice of each epoch.
-        root, train, csv, features_tsv, labels_tsv, images_root: where the data lives (``data`` config).
-        workers: DataLoader worker processes (0: in this process). Does not change the batches.
-        shuffle, shuffle_buffer: shard permutation + buffer size (tar sources). resampled: draw shards with
-            replacement (infinite source; the epoch is ``epoch_samples`` long, default the dataset size).
-        epoch_samples: global samples per epoch (split over ranks). drop_last: drop a final short batch.
-        sidecars: read ROI/tag sidecars (False: zero regions, no tags).
-        max_bad_fraction: bound on bad/seen samples before DataError (None: never).
+        sidecars: read ROI/tag sidecars (default ``data.sidecars``; the trainer turns them off when no loss
+            uses them).
+        shuffle: shard permutation + buffer (tar sources). drop_last: drop a final short batch.
         epoch, start_batch: the position to start from (resume).
         pin_memory: pin batches (GPU training with workers). log: logger (default ``softclip.data``).
 
     Returns:
         A TrainLoader (iterate for batches of :func:`softclip.data.collate.collate`).
     """
+    source = "wds" if data.source == "synth" else data.source
+    sidecars = data.sidecars if sidecars is None else sidecars
+    kmax, workers, resampled, epoch_samples = data.kmax, data.workers, data.resampled, data.epoch_samples
     log = log or LOGGER
     if not 0 <= rank < world_size:
         raise ValueError(f"rank={rank} outside [0, world_size={world_size})")
-    paths = SourcePaths(root, train, csv, features_tsv, labels_tsv, images_root)
+    paths = SourcePaths(data.root, data.train, data.csv, data.features_tsv, data.labels_tsv, data.images_root)
     src: TrainSource = TRAIN_READERS.get(source)(paths, roi_dim=roi_dim, sidecars=sidecars, log=log)
     n = epoch_length(src.num_samples, epoch_samples, resampled, world_size)
     if n < batch_size and (drop_last or n == 0):
         raise DataError(f"{src.name}: {n} samples per rank per epoch, fewer than batch_size={batch_size}")
     ds = TrainStream(
         src, preprocess, tokenizer, batch_size=batch_size, kmax=kmax, seed=seed, rank=rank,
-        world_size=world_size, n=n, shuffle=shuffle, shuffle_buffer=shuffle_buffer, resampled=resampled,
+        world_size=world_size, n=n, shuffle=shuffle, shuffle_buffer=data.shuffle_buffer, resampled=resampled,
         drop_last=drop_last,
     )
-    bad = BadSamples(max_fraction=max_bad_fraction, logger=log)
+    bad = BadSamples(max_fraction=data.max_bad_fraction, logger=log)
     loader = TrainLoader(ds, workers=workers, bad=bad, pin_memory=pin_memory)
     loader.set_epoch(epoch, start_batch)
     log.info(

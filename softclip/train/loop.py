@@ -23,6 +23,7 @@ import torch
 
 from softclip import runfiles
 from softclip.atomic import write_json
+from softclip.config import Config
 from softclip.train import checkpoint as ckpt
 from softclip.train.dist import DistEnv, all_reduce, barrier, gather_objects
 from softclip.train.errors import NonFiniteLossError, TrainingError
@@ -44,26 +45,6 @@ log = logging.getLogger("softclip.train")
 Evaluate = Callable[[torch.nn.Module, int], dict[str, float]]
 CHECKPOINT_FORMAT = 1
 _GUARDED_SIGNALS = {getattr(signal, n) for n in ("SIGUSR2", "SIGTERM") if hasattr(signal, n)}
-
-
-@dataclass
-class LoopConfig:
-    """The loop's knobs (from ``train.*``, ``optim.*`` and ``data.batch_size``)."""
-
-    steps: int
-    accum_steps: int = 1
-    global_batch: int = 1
-    grad_clip: float = 1.0
-    log_every: int = 10
-    ckpt_every: int = 200
-    keep_checkpoints: int = 2
-    eval_every: int = 0
-    nan_policy: str = "stop"
-    max_skipped_steps: int = 10
-    logit_scale_max: float = 100.0
-    seed: int = 0
-    best_metric: str | None = None
-    best_mode: str = "max"
 
 
 @dataclass
@@ -93,13 +74,15 @@ def signals_deferred() -> Iterator[None]:
 
 @dataclass
 class Trainer:
-    """Runs optimiser steps until ``lc.steps``; one instance per rank.
+    """Runs optimiser steps until ``cfg.train.steps``; one instance per rank.
 
     Attributes:
         sm: model, objective and precision (:class:`softclip.train.step.StepModel`).
         optimizer, schedule: AdamW and its learning-rate schedule.
         data: the micro-batch stream. env: distributed environment.
-        lc: loop settings. run_dir: the run folder. writer: metrics sink (disabled off rank 0).
+        cfg: the run config; the loop reads ``cfg.train`` (steps, logging, checkpoints, NaN policy),
+            ``cfg.optim`` (accumulation, clipping), ``cfg.data.batch_size`` (the global batch) and ``cfg.seed``.
+        run_dir: the run folder. writer: metrics sink (disabled off rank 0).
         evaluate: ``evaluate(model, step) -> {metric: value}`` or None.
         info: extra plain data stored in every checkpoint (e.g. the config hash).
     """
@@ -109,7 +92,7 @@ class Trainer:
     schedule: CosineSchedule
     data: DataStream
     env: DistEnv
-    lc: LoopConfig
+    cfg: Config
     run_dir: Path
     writer: MetricsWriter
     evaluate: Evaluate | None = None
@@ -128,23 +111,23 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ loop
 
     def fit(self) -> TrainState:
-        """Train from ``state.step`` to ``lc.steps``; returns the final state."""
-        progress = Progress(self.lc.steps, self.state.step, enabled=self.env.is_main)
+        """Train from ``state.step`` to ``cfg.train.steps``; returns the final state."""
+        progress = Progress(self.cfg.train.steps, self.state.step, enabled=self.env.is_main)
         self._restart_interval()
         try:
-            while self.state.step < self.lc.steps:
+            while self.state.step < self.cfg.train.steps:
                 terms, grad_norm, data_time = self._train_step()
                 self._interval[2] += data_time
                 s = self.state.step
-                logged = s % self.lc.log_every == 0 or s == self.lc.steps
+                logged = s % self.cfg.train.log_every == 0 or s == self.cfg.train.steps
                 if logged:
                     record = self._log(terms, grad_norm)
                     progress.update(record.get("loss"), record["samples_per_s"])
                 else:
                     progress.update(None, None)
-                if (self.lc.eval_every and s % self.lc.eval_every == 0) or s == self.lc.steps:
+                if (self.cfg.train.eval_every and s % self.cfg.train.eval_every == 0) or s == self.cfg.train.steps:
                     self.run_evaluation()
-                if s % self.lc.ckpt_every == 0 or s == self.lc.steps:
+                if s % self.cfg.train.ckpt_every == 0 or s == self.cfg.train.steps:
                     self.save()
                 if logged:  # timing intervals leave evaluation and checkpoint time out
                     self._restart_interval()
@@ -162,7 +145,7 @@ class Trainer:
         steps = max(self.state.step - step, 1)
         seconds = max(time.perf_counter() - start, 1e-9)
         return {
-            "samples_per_s": steps * self.lc.global_batch / seconds,
+            "samples_per_s": steps * self.cfg.data.batch_size / seconds,
             "step_time_s": seconds / steps,
             "data_time_s": data / steps,
             "step_cpu_s": (time.process_time() - cpu) / steps,
@@ -170,13 +153,13 @@ class Trainer:
 
     def _train_step(self) -> tuple[dict[str, torch.Tensor], torch.Tensor, float]:
         s = self.state.step
-        torch.manual_seed(step_seed(self.lc.seed, self.env.rank, s))
+        torch.manual_seed(step_seed(self.cfg.seed, self.env.rank, s))
         t0 = time.perf_counter()
-        micro = equalise([self.data.next() for _ in range(self.lc.accum_steps)], self.env)
+        micro = equalise([self.data.next() for _ in range(self.cfg.optim.accum_steps)], self.env)
         data_time = time.perf_counter() - t0
         self.schedule.apply(self.optimizer, s)
         terms = forward_backward(self.sm, micro)
-        grad_norm = clip_gradients(self.params, self.lc.grad_clip)
+        grad_norm = clip_gradients(self.params, self.cfg.optim.grad_clip)
         bad = (
             torch.stack([grad_norm.detach().float(), terms["loss"].detach().float()])
             .isfinite()
@@ -188,21 +171,21 @@ class Trainer:
         else:
             with signals_deferred():
                 self.optimizer.step()
-                clamp_logit_scale(self.sm.raw.clip.logit_scale, self.lc.logit_scale_max)
+                clamp_logit_scale(self.sm.raw.clip.logit_scale, self.cfg.train.logit_scale_max)
                 self._advance()
         self.optimizer.zero_grad(set_to_none=True)
         return terms, grad_norm, data_time
 
     def _advance(self) -> None:
         self.state.step += 1
-        self.state.samples += self.lc.global_batch
+        self.state.samples += self.cfg.data.batch_size
         self._mark_boundary()
 
     def _non_finite(self, step: int, terms: dict[str, torch.Tensor]) -> None:
         """Apply ``train.nan_policy`` to a step whose loss or gradient is NaN/inf (step not applied)."""
         names = nonfinite_terms(terms) or ["gradient norm (the terms are finite on this rank)"]
         where = f"step {step + 1}: non-finite {', '.join(names)}"
-        if self.lc.nan_policy == "stop":
+        if self.cfg.train.nan_policy == "stop":
             keep = ""
             if self.env.is_main:
                 last = ckpt.latest_valid(self.ckpt_dir)
@@ -210,10 +193,10 @@ class Trainer:
             raise NonFiniteLossError(f"{where} (train.nan_policy=stop){keep}")
         self.state.skipped += 1
         log.warning("%s: step skipped (%d skipped so far)", where, self.state.skipped)
-        if self.state.skipped > self.lc.max_skipped_steps:
+        if self.state.skipped > self.cfg.train.max_skipped_steps:
             raise NonFiniteLossError(
                 f"{where}: {self.state.skipped} steps skipped, more than train.max_skipped_steps="
-                f"{self.lc.max_skipped_steps}"
+                f"{self.cfg.train.max_skipped_steps}"
             )
         with signals_deferred():
             self._advance()
@@ -274,12 +257,12 @@ class Trainer:
         self.writer.write({"kind": "eval", "step": s, **results, "eval_time_s": seconds})
         if not results:
             return
-        key = self.lc.best_metric or next(iter(results))
+        key = self.cfg.train.best_metric or next(iter(results))
         if key not in results:
             log.warning("train.best_metric=%r is not among the evaluation metrics %s", key, sorted(results))
             return
         value, best = results[key], self.state.best_value
-        better = best is None or (value > best if self.lc.best_mode == "max" else value < best)
+        better = best is None or (value > best if self.cfg.train.best_mode == "max" else value < best)
         if better:
             self.state.best_value, self.state.best_step, self.state.best_metric = value, s, key
             best = {
@@ -337,7 +320,7 @@ class Trainer:
             path = ckpt.checkpoint_path(self.ckpt_dir, self.state.step)
             with signals_deferred():
                 ckpt.save_checkpoint(self.state_dict(ranks), path)
-                ckpt.prune_checkpoints(self.ckpt_dir, self.lc.keep_checkpoints)
+                ckpt.prune_checkpoints(self.ckpt_dir, self.cfg.train.keep_checkpoints)
             log.info("checkpoint %s", path)
         return path
 
@@ -356,7 +339,7 @@ class Trainer:
             return path
         rank = {"rng": ckpt.capture_rng(), "data": self._boundary["data"]}
         ckpt.save_checkpoint(self.state_dict([rank], train=train, model=model), path)
-        ckpt.prune_checkpoints(self.ckpt_dir, self.lc.keep_checkpoints)
+        ckpt.prune_checkpoints(self.ckpt_dir, self.cfg.train.keep_checkpoints)
         log.info("checkpoint on request %s", path)
         return path
 

@@ -23,7 +23,7 @@ from softclip.train import checkpoint as ckpt
 from softclip.train import dist, rundir
 from softclip.train.errors import TrainingError, TrainingInterrupted
 from softclip.train.lock import RunLock
-from softclip.train.loop import Evaluate, LoopConfig, Trainer
+from softclip.train.loop import Evaluate, Trainer
 from softclip.train.meta import collect_meta
 from softclip.train.metrics import MetricsWriter, truncate_metrics
 from softclip.train.optim import build_optimizer
@@ -101,34 +101,20 @@ def setup_data(cfg: Config, env: dist.DistEnv, preprocess: Callable, tokenizer: 
     """The training loader of this rank (generating SynthScenes first when ``data.source=synth``)."""
     from softclip.data.loader import build_train_loader
 
-    source = cfg.data.source
-    if source == "synth":
+    if cfg.data.source == "synth":
         if env.is_main:
             ensure_synth_data(cfg.data)
         dist.barrier(env)
-        source = "wds"
     return build_train_loader(
-        source,
+        cfg.data,
         preprocess=preprocess,
         tokenizer=tokenizer,
         batch_size=micro_batch_size(cfg, env.world_size),
-        kmax=cfg.data.kmax,
         roi_dim=roi_dim(cfg),
         seed=cfg.seed,
-        root=cfg.data.root,
-        train=cfg.data.train,
-        csv=cfg.data.csv,
-        features_tsv=cfg.data.features_tsv,
-        labels_tsv=cfg.data.labels_tsv,
-        images_root=cfg.data.images_root,
+        sidecars=read_sidecars(cfg),
         rank=env.rank,
         world_size=env.world_size,
-        workers=cfg.data.workers,
-        shuffle_buffer=cfg.data.shuffle_buffer,
-        resampled=cfg.data.resampled,
-        epoch_samples=cfg.data.epoch_samples,
-        sidecars=read_sidecars(cfg),
-        max_bad_fraction=cfg.data.max_bad_fraction,
         pin_memory=env.device.type == "cuda" and cfg.data.workers > 0,
     )
 
@@ -167,26 +153,6 @@ def setup_model(cfg: Config, env: dist.DistEnv, precision: str) -> tuple[StepMod
         forward, model, objective, cfg.loss.image_source, cfg.loss.text_source, env.device, precision, no_sync
     )
     return sm, preprocess, tokenizer
-
-
-def loop_config(cfg: Config) -> LoopConfig:
-    t, o = cfg.train, cfg.optim
-    return LoopConfig(
-        steps=t.steps,
-        accum_steps=o.accum_steps,
-        global_batch=cfg.data.batch_size,
-        grad_clip=o.grad_clip,
-        log_every=t.log_every,
-        ckpt_every=t.ckpt_every,
-        keep_checkpoints=t.keep_checkpoints,
-        eval_every=t.eval_every,
-        nan_policy=t.nan_policy,
-        max_skipped_steps=t.max_skipped_steps,
-        logit_scale_max=t.logit_scale_max,
-        seed=cfg.seed,
-        best_metric=t.best_metric,
-        best_mode=t.best_mode,
-    )
 
 
 def _prepare_run_dir(
@@ -346,7 +312,7 @@ def _make_trainer(
     tensorboard = run_dir / "tensorboard" if cfg.train.tensorboard else None
     writer = MetricsWriter(run_dir / rundir.METRICS, tensorboard, enabled=env.is_main)
     info = {"config_hash": cfg.hash()}
-    return Trainer(sm, optimizer, schedule, data, env, loop_config(cfg), run_dir, writer, evaluate, info)
+    return Trainer(sm, optimizer, schedule, data, env, cfg, run_dir, writer, evaluate, info)
 
 
 def save_now() -> Path | None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from softclip.config import DataConfig
 from softclip.data import loader as loader_mod
 from softclip.data.badsamples import DataError
 from softclip.data.loader import buffer_order, build_train_loader
@@ -22,13 +23,15 @@ def shards(tmp_path_factory):
     return root
 
 
+LOADER_ARGS = ("preprocess", "tokenizer", "batch_size", "roi_dim", "seed", "sidecars", "rank", "world_size", "shuffle", "drop_last", "epoch", "start_batch", "pin_memory")
+
+
 def _loader(root, **kw):
-    args = dict(
-        preprocess=preprocess, tokenizer=HashTokenizer(), batch_size=B, kmax=3, roi_dim=D, seed=7,
-        root=str(root), shuffle_buffer=8,
-    )
-    args.update(kw)
-    return build_train_loader("wds", **args)
+    args = dict(preprocess=preprocess, tokenizer=HashTokenizer(), batch_size=B, roi_dim=D, seed=7)
+    section = {"source": "wds", "root": str(root), "kmax": 3, "shuffle_buffer": 8}
+    for key, value in kw.items():
+        (args if key in LOADER_ARGS else section)[key] = value
+    return build_train_loader(DataConfig(**section), **args)
 
 
 def _keys(loader):
@@ -128,6 +131,6 @@ def test_bad_arguments(shards):
     with pytest.raises(ValueError, match="start_batch"):
         _loader(shards, start_batch=11)
     with pytest.raises(KeyError, match="data.source"):
-        build_train_loader("tfrecord", preprocess=preprocess, tokenizer=HashTokenizer(), batch_size=B, kmax=3,
-                           roi_dim=D, seed=0, root=str(shards))
+        bad = DataConfig.model_construct(**{**DataConfig(root=str(shards)).model_dump(), "source": "tfrecord"})
+        build_train_loader(bad, preprocess=preprocess, tokenizer=HashTokenizer(), batch_size=B, roi_dim=D, seed=0)
     assert loader_mod.epoch_length(41, None, False, 2) == 20

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from softclip.config import DataConfig
 from softclip.data.badsamples import BadRecord, BadSample, DataError
 from softclip.data.loader import build_train_loader
 from softclip.data.readers import TRAIN_READERS, SourcePaths
@@ -63,13 +64,13 @@ def test_round_trip(tmp_path, variant):
 
 def test_loader_over_csv(tmp_path):
     paths = make_vinvl(tmp_path)
-    kw = dict(preprocess=preprocess, tokenizer=HashTokenizer(), batch_size=4, kmax=2, roi_dim=D, seed=1,
-              **paths.__dict__)
-    keys = [b["key"] for b in build_train_loader("csv", **kw)]
+    data = DataConfig(source="csv", kmax=2, **{k: v for k, v in paths.__dict__.items() if v is not None})
+    kw = dict(preprocess=preprocess, tokenizer=HashTokenizer(), batch_size=4, roi_dim=D, seed=1)
+    keys = [b["key"] for b in build_train_loader(data, **kw)]
     assert sorted(sum(keys, [])) == sorted(f"im{i}" for i in range(N))
-    tail = [b["key"] for b in build_train_loader("csv", start_batch=1, **kw)]
+    tail = [b["key"] for b in build_train_loader(data, start_batch=1, **kw)]
     assert tail == keys[1:]
-    r = [set(sum((b["key"] for b in build_train_loader("csv", rank=k, world_size=2, **kw)), [])) for k in (0, 1)]
+    r = [set(sum((b["key"] for b in build_train_loader(data, rank=k, world_size=2, **kw)), [])) for k in (0, 1)]
     assert not r[0] & r[1] and len(r[0] | r[1]) == 8  # 6 per rank, one short batch of 2 dropped each
 
 

@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pytest
 
+from softclip.config import DataConfig
 from softclip.data.badsamples import BadSamples, DataError
 from softclip.data.loader import build_train_loader
 from tests.unit.data.readers_fixtures import (
@@ -41,9 +42,11 @@ def corrupted_parts(i: int) -> dict[str, bytes]:
 
 
 def _loader(root, **kw):
-    args = dict(preprocess=preprocess, tokenizer=HashTokenizer(), batch_size=4, kmax=3, roi_dim=D, seed=0,
-                train=str(root), shuffle_buffer=6, max_bad_fraction=None)
-    return build_train_loader("wds", **{**args, **kw})
+    args = dict(preprocess=preprocess, tokenizer=HashTokenizer(), batch_size=4, roi_dim=D, seed=0)
+    section = {"source": "wds", "train": str(root), "kmax": 3, "shuffle_buffer": 6, "max_bad_fraction": 1.0}
+    for key, value in kw.items():
+        (args if key in ("batch_size", "start_batch", "epoch") else section)[key] = value
+    return build_train_loader(DataConfig(**section), **args)
 
 
 @pytest.mark.parametrize("workers", [0, 2])

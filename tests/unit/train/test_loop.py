@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from softclip.config import ConfigError
+from softclip.config import ConfigError, DataConfig
 from softclip.data.loader import build_train_loader
 from softclip.models import build_model
 from softclip.objective import SoftCLIPObjective
@@ -55,15 +55,12 @@ def _fixed_batch_evaluator(data_root: Path):
     """evaluate(model, step) -> the plain CLIP loss on one fixed batch of 32 training pairs."""
     _, preprocess, _, tokenizer = build_model("tiny-vit-32")
     loader = build_train_loader(
-        "wds",
+        DataConfig(source="wds", root=str(data_root), sidecars=False),
         preprocess=preprocess,
         tokenizer=tokenizer,
         batch_size=32,
-        kmax=8,
         roi_dim=32,
         seed=123,
-        root=str(data_root),
-        sidecars=False,
     )
     batch = next(iter(loader))
     clip_loss = SoftCLIPObjective(target="hard", soft_weight=0.0, re_weight=0.0)
