@@ -233,13 +233,14 @@ def objective_overhead(batch_size: int, threads: int, rounds: int) -> dict:
     round; times are process CPU time (one compute thread), so other jobs on a shared machine count less,
     and the overheads are medians of within-round ratios.
     """
+    from softclip.config import RoiConfig
     from softclip.models import build_model
     from softclip.objective import SoftCLIPObjective
     from softclip.train.optim import build_optimizer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model, _, _, tokenizer = build_model(MODEL, roi_aggregation="mean", roi_in_dim=32)
+    model, _, _, tokenizer = build_model(MODEL, roi=RoiConfig(aggregation="mean"), roi_in_dim=32)
     g = torch.Generator().manual_seed(0)
     batch = {
         "image": torch.randn(batch_size, 3, 32, 32, generator=g),

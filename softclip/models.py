@@ -26,6 +26,7 @@ import torch
 from open_clip.transformer import text_global_pool
 from torch import nn
 
+from softclip.config import RoiConfig
 from softclip.objective.roi import RoIAggregator, build_aggregator
 from softclip.registry import Registry
 
@@ -201,21 +202,16 @@ def _from_scratch_is_intended() -> Iterator[None]:
 
 def build_model(
     model_name: str,
-    roi_aggregation: str = "mean",
-    roi_train: str = "learn",
+    roi: RoiConfig | None = None,
     roi_in_dim: int | None = None,
-    roi_width: int = 256,
-    roi_layers: int = 1,
-    roi_heads: int = 4,
-    roi_dropout: float = 0.0,
     precision: str = "fp32",
 ) -> tuple[SoftCLIPModel, Callable, Callable, Callable]:
     """Build a randomly initialised SoftCLIP model.
 
     Args:
         model_name: an open_clip config name (a preset in ``PRESETS`` or a built-in such as ``ViT-B-32``).
-        roi_aggregation, roi_train, roi_width, roi_layers, roi_heads, roi_dropout: the ROI aggregator
-            (``softclip.objective.build_aggregator``); a learned one outputs the joint embedding size.
+        roi: the ``roi`` config section (aggregation, train, width, layers, heads, dropout; default its
+            defaults) for ``softclip.objective.build_aggregator``; a learned one outputs the joint embedding size.
         roi_in_dim: region feature size D; None builds no aggregator (image source ``image`` only).
         precision: open_clip precision (``fp32``, ``bf16``, ``amp_bf16``, ...).
 
@@ -235,22 +231,23 @@ def build_model(
         )
     tokenizer = open_clip.get_tokenizer(model_name)
     embed_dim = int(config["embed_dim"])
-    roi = None
+    aggregator = None
     if roi_in_dim is not None:
-        roi = build_aggregator(
-            roi_aggregation,
+        roi = roi if roi is not None else RoiConfig()
+        aggregator = build_aggregator(
+            roi.aggregation,
             roi_in_dim,
             out_dim=embed_dim,
-            width=roi_width,
-            layers=roi_layers,
-            heads=roi_heads,
-            dropout=roi_dropout,
-            train=roi_train,
+            width=roi.width,
+            layers=roi.layers,
+            heads=roi.heads,
+            dropout=roi.dropout,
+            train=roi.train,
         )
     input_dtype = open_clip.get_input_dtype(precision)  # None unless the weights themselves are low precision
-    if roi is not None and input_dtype is not None:
-        roi = roi.to(input_dtype)
-    model = SoftCLIPModel(clip, roi, embed_dim, input_dtype=input_dtype)
+    if aggregator is not None and input_dtype is not None:
+        aggregator = aggregator.to(input_dtype)
+    model = SoftCLIPModel(clip, aggregator, embed_dim, input_dtype=input_dtype)
     return model, preprocess_train, preprocess_val, tokenizer
 
 

@@ -254,11 +254,7 @@ def load_run_model(run_dir: Path, ckpt: Path, device: str) -> tuple[Any, Callabl
     if not cfg_path.is_file():
         raise DataError(f"run config not found: {cfg_path}")
     cfg = load_config(cfg_path)
-    roi = cfg.roi
-    model, _, preprocess, tokenizer = build_model(
-        cfg.model.name, roi_aggregation=roi.aggregation, roi_train=roi.train, roi_in_dim=None, roi_width=roi.width,
-        roi_layers=roi.layers, roi_heads=roi.heads, roi_dropout=roi.dropout,
-    )  # fmt: skip
+    model, _, preprocess, tokenizer = build_model(cfg.model.name)  # no ROI aggregator: eval uses the towers
     try:
         state = load_checkpoint(ckpt, verify=ckpt.with_suffix(".json").is_file())
     except CheckpointError as err:

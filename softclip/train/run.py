@@ -126,13 +126,8 @@ def setup_model(cfg: Config, env: dist.DistEnv, precision: str) -> tuple[StepMod
 
     model, preprocess, _, tokenizer = build_model(
         cfg.model.name,
-        roi_aggregation=cfg.roi.aggregation,
-        roi_train=cfg.roi.train,
+        roi=cfg.roi,
         roi_in_dim=roi_dim(cfg) if cfg.loss.image_source == "roi" else None,
-        roi_width=cfg.roi.width,
-        roi_layers=cfg.roi.layers,
-        roi_heads=cfg.roi.heads,
-        roi_dropout=cfg.roi.dropout,
         precision="fp32",
     )
     model = model.to(env.device).train()

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from softclip.config import RoiConfig
 from softclip.models import IMAGE_SOURCES, PRESETS, TEXT_SOURCES, SoftCLIPModel, build_model, count_parameters
 from softclip.registry import RegistryError
 
@@ -20,7 +21,7 @@ ROI_COUNTS = [2, 0, 3, 1]
 @pytest.fixture(scope="module", params=PRESETS)
 def built(request: pytest.FixtureRequest) -> tuple:
     torch.manual_seed(0)
-    return build_model(request.param, roi_aggregation="mhsa", roi_in_dim=ROI_DIM, roi_width=32, roi_heads=2)
+    return build_model(request.param, roi=RoiConfig(aggregation="mhsa", width=32, heads=2), roi_in_dim=ROI_DIM)
 
 
 def _image_size(model: SoftCLIPModel) -> int:
@@ -136,7 +137,7 @@ def test_tag_side_does_not_backpropagate_into_the_text_tower(built: tuple) -> No
 
 
 def test_pooling_aggregators_keep_the_region_dim_and_roi_source_needs_an_aggregator() -> None:
-    model, _, _, tokenizer = build_model("tiny-vit-32", roi_aggregation="max", roi_in_dim=ROI_DIM)
+    model, _, _, tokenizer = build_model("tiny-vit-32", roi=RoiConfig(aggregation="max"), roi_in_dim=ROI_DIM)
     batch = _batch(model, tokenizer)
     out = model(batch)
     assert out["image_side"].shape == (B, ROI_DIM)
@@ -167,7 +168,7 @@ def test_count_parameters(built: tuple) -> None:
 
 def test_frozen_roi_is_not_trainable() -> None:
     model, _, _, _ = build_model(
-        "tiny-vit-32", roi_aggregation="mhsa", roi_in_dim=ROI_DIM, roi_train="frozen"
+        "tiny-vit-32", roi=RoiConfig(aggregation="mhsa", train="frozen"), roi_in_dim=ROI_DIM
     )
     counts = count_parameters(model)
     assert not model.roi.learns and counts["roi"] > 0
@@ -199,7 +200,7 @@ def test_vit_b_32_runs_forward() -> None:
 
 def test_low_precision_weights_take_float32_inputs() -> None:
     model, _, _, tokenizer = build_model(
-        "tiny-vit-32", roi_aggregation="mhsa", roi_in_dim=ROI_DIM, precision="pure_bf16"
+        "tiny-vit-32", roi=RoiConfig(aggregation="mhsa"), roi_in_dim=ROI_DIM, precision="pure_bf16"
     )
     out = model(_batch(model, tokenizer))
     assert out["image_features"].dtype == out["image_side"].dtype == torch.bfloat16

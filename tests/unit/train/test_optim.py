@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from softclip.config import RoiConfig
 from softclip.models import build_model
 from softclip.train.optim import build_optimizer, clamp_logit_scale, fused_supported, param_groups
 
@@ -15,7 +16,7 @@ from softclip.train.optim import build_optimizer, clamp_logit_scale, fused_suppo
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
     torch.manual_seed(0)
-    return build_model("tiny-vit-32", roi_aggregation="mhsa", roi_in_dim=16, roi_width=32, roi_heads=2)[0]
+    return build_model("tiny-vit-32", roi=RoiConfig(aggregation="mhsa", width=32, heads=2), roi_in_dim=16)[0]
 
 
 def _names(groups: list[dict], key: str) -> set[str]:
