@@ -31,7 +31,7 @@ from softclip.objective.roi import RoIAggregator, build_aggregator
 from softclip.registry import Registry
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-PRESETS = tuple(sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.json")))
+MODEL_PRESETS = tuple(sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.json")))
 MAX_LOGIT_SCALE = 100.0
 
 open_clip.add_model_config(MODEL_CONFIG_DIR)
@@ -209,7 +209,7 @@ def build_model(
     """Build a randomly initialised SoftCLIP model.
 
     Args:
-        model_name: an open_clip config name (a preset in ``PRESETS`` or a built-in such as ``ViT-B-32``).
+        model_name: an open_clip config name (a preset in ``MODEL_PRESETS`` or a built-in such as ``ViT-B-32``).
         roi: the ``roi`` config section (aggregation, train, width, layers, heads, dropout; default its
             defaults) for ``softclip.objective.build_aggregator``; a learned one outputs the joint embedding size.
         roi_in_dim: region feature size D; None builds no aggregator (image source ``image`` only).
@@ -224,7 +224,7 @@ def build_model(
         )
     config = open_clip.get_model_config(model_name.replace("/", "-"))  # open_clip accepts ViT-B/32
     if config is None:
-        raise ValueError(f"model {model_name!r} is not an open_clip config; presets: {', '.join(PRESETS)}")
+        raise ValueError(f"model {model_name!r} is not an open_clip config; presets: {', '.join(MODEL_PRESETS)}")
     with _from_scratch_is_intended():
         clip, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
             model_name, pretrained=None, precision=precision, pretrained_image=False, pretrained_text=False

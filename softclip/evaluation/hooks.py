@@ -9,12 +9,15 @@ from softclip.config import Config
 
 
 def periodic_evaluator(
-    cfg: Config, benchmarks: Sequence[str] = ("zeroshot", "retrieval")
+    cfg: Config,
+    benchmarks: Sequence[str] = ("zeroshot", "retrieval"),
+    report: Callable[[int, dict[str, float]], Any] | None = None,
 ) -> Callable[[Any, int], dict[str, float]]:
     """Return ``evaluate(model, step) -> {"benchmark/metric": value}`` for ``train.eval_every``.
 
     Runs only ``benchmarks`` of the run's suite (the full suite runs once after training) and writes nothing;
     the trainer logs the values to metrics.jsonl and tracks the best checkpoint by ``train.best_metric``.
+    ``report(step, metrics)``, when given, also receives them (a sweep trial's pruner).
     """
     from softclip.evaluation.harness import flat_metrics, run_suite
     from softclip.models import build_model
@@ -28,6 +31,9 @@ def periodic_evaluator(
             checkpoint=f"step_{step:08d}", config_hash=cfg.hash(), git_sha=None, benchmarks=list(benchmarks),
             device=device, batch_size=cfg.eval.batch_size,
         )  # fmt: skip
-        return flat_metrics(results)
+        metrics = flat_metrics(results)
+        if report is not None:
+            report(step, metrics)
+        return metrics
 
     return evaluate

@@ -201,37 +201,15 @@ def train_trial(cfg: Config, run_dir: Path, report: Report) -> dict[str, float]:
     """Train (resuming from ``run_dir``), evaluating every ``train.eval_every`` steps for the pruner, then run
     the evaluation suite; returns the flat ``benchmark/metric`` results."""
     from softclip.evaluation import evaluate_checkpoint
+    from softclip.evaluation.hooks import periodic_evaluator
     from softclip.train import train
+
     if not (run_dir / runfiles.DONE).is_file():
         metric = getattr(report, "metric", None)
         periodic = getattr(report, "pruning", False) or cfg.train.eval_every > 0
         wanted = metric and getattr(report, "active", False) and periodic
-        hook = periodic_evaluator(cfg, report, str(metric).split("/")[0]) if wanted else None
+        hook = periodic_evaluator(cfg, [str(metric).split("/")[0]], report) if wanted else None
         train(cfg, run_dir=run_dir, evaluate=hook)
     if distributed_rank() != 0:
         return {}
     return flatten_results(evaluate_checkpoint(run_dir, cfg.eval.suite))
-
-
-def periodic_evaluator(cfg: Config, report: Report, benchmark: str) -> Callable[[Any, int], dict[str, float]]:
-    """The trainer's evaluation hook: the pruning metric's benchmark on the live model, reported to the pruner.
-
-    Only that benchmark runs (the full suite runs once at the end); nothing is written.
-    """
-    from softclip.evaluation import run_suite
-    from softclip.models import build_model
-
-    _, _, preprocess, tokenizer = build_model(cfg.model.name)
-
-    def evaluate(model: Any, step: int) -> dict[str, float]:
-        device = str(next(model.parameters()).device)
-        results = run_suite(
-            model, preprocess, tokenizer, cfg.eval.suite, data_root=cfg.data.root, out_dir=None, run=cfg.name,
-            checkpoint=f"step_{step:08d}", config_hash=cfg.hash(), git_sha=None, benchmarks=[benchmark],
-            device=device, batch_size=cfg.eval.batch_size,
-        )  # fmt: skip
-        metrics = flatten_results(results)
-        report(step, metrics)
-        return metrics
-
-    return evaluate

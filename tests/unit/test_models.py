@@ -11,14 +11,21 @@ import torch.nn.functional as F
 from PIL import Image
 
 from softclip.config import RoiConfig
-from softclip.models import IMAGE_SOURCES, PRESETS, TEXT_SOURCES, SoftCLIPModel, build_model, count_parameters
+from softclip.models import (
+    IMAGE_SOURCES,
+    MODEL_PRESETS,
+    TEXT_SOURCES,
+    SoftCLIPModel,
+    build_model,
+    count_parameters,
+)
 from softclip.registry import RegistryError
 
 B, KMAX, ROI_DIM = 4, 3, 20
 ROI_COUNTS = [2, 0, 3, 1]
 
 
-@pytest.fixture(scope="module", params=PRESETS)
+@pytest.fixture(scope="module", params=MODEL_PRESETS)
 def built(request: pytest.FixtureRequest) -> tuple:
     torch.manual_seed(0)
     return build_model(request.param, roi=RoiConfig(aggregation="mhsa", width=32, heads=2), roi_in_dim=ROI_DIM)
@@ -45,8 +52,8 @@ def _batch(model: SoftCLIPModel, tokenizer) -> dict:
 
 
 def test_presets_are_registered_with_open_clip() -> None:
-    assert set(PRESETS) == {"tiny-vit", "tiny-vit-32", "tiny-vit-32-p8", "tiny-rn"}
-    assert set(PRESETS) <= set(open_clip.list_models())
+    assert set(MODEL_PRESETS) == {"tiny-vit", "tiny-vit-32", "tiny-vit-32-p8", "tiny-rn"}
+    assert set(MODEL_PRESETS) <= set(open_clip.list_models())
     cfg = open_clip.get_model_config("tiny-vit")
     assert cfg["embed_dim"] == 128 and cfg["vision_cfg"]["image_size"] == 64
     assert open_clip.get_model_config("tiny-vit-32")["vision_cfg"]["image_size"] == 32
