@@ -185,7 +185,7 @@ def _resolve_run(target: str | Path) -> tuple[Path, Path, bool]:
     one is missing or damaged this fails naming it. The newest valid checkpoint stands in only for a run that
     has not finished.
     """
-    from softclip.train.checkpoint import CheckpointError, latest_valid, verify_checkpoint
+    from softclip.checkpoint import CheckpointError, latest_valid, verify_checkpoint
 
     p = Path(target)
     if p.is_file():
@@ -221,7 +221,7 @@ def _done_step(run_dir: Path) -> int | None:
 
 def _final_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint file of the step a finished run's ``done.json`` names; None for an unfinished run."""
-    from softclip.train.checkpoint import checkpoint_path
+    from softclip.checkpoint import checkpoint_path
 
     step = _done_step(run_dir)
     return None if step is None else checkpoint_path(runfiles.checkpoints_dir(run_dir), step)
@@ -229,7 +229,7 @@ def _final_checkpoint(run_dir: Path) -> Path | None:
 
 def results_dir(run_dir: Path, ckpt: Path, final: bool) -> Path:
     """``RUN/eval`` for a finished run's final checkpoint; ``RUN/eval/step_<N>`` (or ``eval/<stem>``) else."""
-    from softclip.train.checkpoint import step_of
+    from softclip.checkpoint import step_of
 
     if final:
         return runfiles.eval_dir(run_dir)
@@ -246,9 +246,9 @@ def load_run_model(run_dir: Path, ckpt: Path, device: str) -> tuple[Any, Callabl
     Returns:
         (model on ``device`` in eval mode, preprocess_val, tokenizer, config).
     """
+    from softclip.checkpoint import CheckpointError, load_checkpoint, weights_mismatch
     from softclip.config import load_config
     from softclip.models import build_model
-    from softclip.train.checkpoint import CheckpointError, load_checkpoint, weights_mismatch
 
     cfg_path = run_dir / runfiles.CONFIG
     if not cfg_path.is_file():

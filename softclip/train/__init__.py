@@ -4,7 +4,7 @@ Entry point: :func:`train` (``softclip train CONFIG`` calls it). :class:`TrainJo
 (requeue through :func:`save_now`).
 """
 
-from softclip.train.checkpoint import CheckpointError, load_checkpoint
+from softclip.checkpoint import CheckpointError, load_checkpoint
 from softclip.train.errors import NonFiniteLossError, TrainingError
 from softclip.train.requeue import TrainJob
 from softclip.train.run import save_now, train

@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
+from softclip import checkpoint as ckpt
 from softclip import runfiles
 from softclip.atomic import write_json
 from softclip.config import Config
-from softclip.train import checkpoint as ckpt
 from softclip.train.dist import DistEnv, all_reduce, barrier, gather_objects
 from softclip.train.errors import NonFiniteLossError, TrainingError
 from softclip.train.metrics import MetricsWriter, Progress

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from softclip import checkpoint as ckpt
 from softclip import runfiles
 from softclip.config import Config, ConfigError
-from softclip.train import checkpoint as ckpt
 from softclip.train import dist, rundir
 from softclip.train.errors import TrainingError, TrainingInterrupted
 from softclip.train.lock import RunLock

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
+from softclip import checkpoint as ckpt
 from softclip.atomic import write_json
 from softclip.config import Config, ConfigError, save_config
 from softclip.runfiles import CHECKPOINTS, CONFIG, DONE, EVAL, LOCK, META, METRICS, RUN_MARKERS  # noqa: F401 - re-exported
-from softclip.train import checkpoint as ckpt
 
 log = logging.getLogger("softclip.train")
 

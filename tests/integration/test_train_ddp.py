@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from softclip.train.checkpoint import checkpoint_path, load_checkpoint
+from softclip.checkpoint import checkpoint_path, load_checkpoint
 from softclip.train.metrics import read_metrics
 
 from .test_train_resume import ENTRY, REPO, smoke_data, write_config  # noqa: F401  (fixture)

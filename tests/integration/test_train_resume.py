@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
+from softclip.checkpoint import checkpoint_path, load_checkpoint, record_path
 from softclip.data.synth import SynthConfig, generate
-from softclip.train.checkpoint import checkpoint_path, load_checkpoint, record_path
 from softclip.train.metrics import TIMING_KEYS, read_metrics
 from softclip.train.run import SYNTH_DATA_SEED
 

@@ -99,8 +99,8 @@ def test_evaluators_registry_contract():
 def test_evaluate_checkpoint_rebuilds_the_run_model(first_run, tiny_model, smoke_root, tmp_path):
     import yaml
 
+    from softclip.checkpoint import save_checkpoint
     from softclip.config import Config
-    from softclip.train.checkpoint import save_checkpoint
 
     model = tiny_model[0]
     run_dir = tmp_path / "myrun"

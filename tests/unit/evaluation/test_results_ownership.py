@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
+from softclip.checkpoint import checkpoint_path, save_checkpoint
 from softclip.cli import main
 from softclip.config import Config
-from softclip.train.checkpoint import checkpoint_path, save_checkpoint
 
 SUITE = Path(__file__).resolve().parents[3] / "eval" / "synthetic.yaml"
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from softclip.train import checkpoint as ckpt
+from softclip import checkpoint as ckpt
 
 
 def _state(step: int) -> dict:

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from softclip import checkpoint as ckpt
 from softclip.config import ConfigError, DataConfig
 from softclip.data.loader import build_train_loader
 from softclip.models import build_model
 from softclip.objective import SoftCLIPObjective
 from softclip.train import NonFiniteLossError, RunFinishedError, train
-from softclip.train import checkpoint as ckpt
 from softclip.train.metrics import TIMING_KEYS, read_metrics
 
 from .conftest import smoke_config

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from softclip import checkpoint as ckpt
 from softclip.objective import SoftCLIPObjective
 from softclip.train import TrainJob, save_now, train
-from softclip.train import checkpoint as ckpt
 from softclip.train.metrics import TIMING_KEYS, read_metrics
 
 from .conftest import smoke_config

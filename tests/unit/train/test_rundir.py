@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from softclip import checkpoint as ckpt
 from softclip.config import Config, ConfigError
-from softclip.train import checkpoint as ckpt
 from softclip.train import rundir
 from softclip.train.rundir import RunFinishedError, config_diff
 
