@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +20,12 @@ from matplotlib.figure import Figure
 
 from softclip.registry import Registry
 from softclip.report.files import write_bytes
-from softclip.report.stats import bootstrap_mean
+from softclip.report.stats import t_interval
 
 HEATMAP_KEYS = ("loss.beta", "loss.tau")
 NOISE_FACTORS = ("noise", "data.synth.noise")
 HUE_FACTORS = ("method",)
 RECALL_KS = (1, 5, 10)
-N_BOOT = 2000
 
 Written = list[tuple[str, Path]]
 
@@ -38,7 +38,6 @@ class FigureData:
     curves: pd.DataFrame
     configs: pd.DataFrame
     metrics: Sequence[str]
-    n_boot: int = N_BOOT
 
     def headline(self, ablation: str) -> str | None:
         """The first of ``metrics`` the ablation has, else its first metric key."""
@@ -70,6 +69,14 @@ def save(fig: Figure, path: Path) -> Path:
     return write_bytes(path, buf.getvalue())
 
 
+CHARS_PER_INCH = 9  # of a 10-pt title at 100 dpi
+
+
+def set_title(ax, text: str, width: float) -> None:
+    """A title wrapped to the ``width`` (inches) of its axes, so that it is never cut at the figure's edge."""
+    ax.set_title("\n".join(textwrap.wrap(text, max(16, int(width * CHARS_PER_INCH)))), fontsize=10)
+
+
 def new_figure(width: float = 6.0, height: float = 4.0, ncols: int = 1) -> tuple[Figure, list]:
     fig = Figure(figsize=(width * ncols, height), layout="tight")  # laid out at the one draw savefig makes
     axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
@@ -95,13 +102,14 @@ def heatmap(data: FigureData, out: Path) -> Written:
             continue
         fig, (ax,) = new_figure(5.5, 4.5)
         sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", ax=ax, cbar_kws={"label": metric})
-        ax.set(xlabel="τ (loss.tau)", ylabel="β (loss.beta)", title=f"{ablation}: {metric}, mean over seeds")
+        ax.set(xlabel="τ (loss.tau)", ylabel="β (loss.beta)")
+        set_title(ax, f"{ablation}: {metric}, mean over seeds", 4.5)
         written.append((ablation, save(fig, out / f"heatmap_{slug(ablation)}.png")))
     return written
 
 
-def aggregate(rows: pd.DataFrame, by: list[str], n_boot: int) -> pd.DataFrame:
-    """Per group of ``by``: n, mean of ``value`` and its 95% bootstrap interval over seeds (as in the tables)."""
+def aggregate(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group of ``by``: n, mean of ``value`` and its 95% Student-t interval over seeds (no bar for one seed)."""
     out = []
     for keys, group in rows.groupby(by, sort=False):
         values = group["value"].to_numpy(float)
@@ -109,7 +117,7 @@ def aggregate(rows: pd.DataFrame, by: list[str], n_boot: int) -> pd.DataFrame:
         if values.size == 0:
             continue
         mean = float(values.mean())
-        lo, hi = bootstrap_mean(values, n_boot=n_boot, seed=0) if values.size > 1 else (mean, mean)
+        lo, hi = t_interval(values) if values.size > 1 else (mean, mean)
         out.append({**dict(zip(by, keys if isinstance(keys, tuple) else (keys,), strict=True)),
                     "n": values.size, "mean": mean, "lo": lo, "hi": hi})  # fmt: skip
     return pd.DataFrame(out, columns=[*by, "n", "mean", "lo", "hi"])
@@ -131,21 +139,23 @@ def _lines(ax, agg: pd.DataFrame, x: str, hue: str, order: Sequence[object]) -> 
 
 @FIGURES.register("bars")
 def bars(data: FigureData, out: Path) -> Written:
-    """Headline metric per variant: mean with a 95% bootstrap interval over seeds, one figure per ablation."""
+    """Headline metric per variant: mean with its 95% Student-t interval over seeds, one figure per ablation."""
     written: Written = []
     for ablation in data.ablations():
         metric = data.headline(ablation)
         rows = data.frame[(data.frame["ablation"] == ablation) & (data.frame["key"] == metric)]
-        agg = aggregate(rows, ["label"], data.n_boot).set_index("label")
+        agg = aggregate(rows, ["label"]).set_index("label")
         agg = agg.reindex([lab for lab in data.labels(ablation) if lab in agg.index]).reset_index()
         if agg.empty:
             continue
-        fig, (ax,) = new_figure(max(4.0, 0.9 * len(agg) + 2), 4.0)
+        width = max(4.0, 0.9 * len(agg) + 2)
+        fig, (ax,) = new_figure(width, 4.0)
         x = np.arange(len(agg))
         ax.bar(x, agg["mean"], color=sns.color_palette("deep", 1)[0])
         ax.errorbar(x, agg["mean"], yerr=_yerr(agg), fmt="none", ecolor="black", capsize=4)
         ax.set_xticks(x, agg["label"], rotation=30, ha="right")
-        ax.set(ylabel=metric, title=f"{ablation}: {metric} (mean, 95% CI over seeds)")
+        ax.set(ylabel=metric)
+        set_title(ax, f"{ablation}: {metric} (mean, 95% t-interval over seeds)", width - 1.0)
         written.append((ablation, save(fig, out / f"bars_{slug(ablation)}.png")))
     return written
 
@@ -156,7 +166,7 @@ def _first_factor(part: pd.DataFrame, names: Sequence[str], min_levels: int) -> 
 
 @FIGURES.register("noise")
 def noise_curves(data: FigureData, out: Path) -> Written:
-    """Headline metric against the ``noise`` factor, one line per ``method`` (else per variant), 95% CI bars."""
+    """Headline metric against the ``noise`` factor, one line per ``method`` (else per variant), 95% t-interval bars."""
     written: Written = []
     for ablation in data.ablations():
         metric = data.headline(ablation)
@@ -166,10 +176,11 @@ def noise_curves(data: FigureData, out: Path) -> Written:
             continue
         hue = _first_factor(part, HUE_FACTORS, 1) or "label"
         part = part.assign(**{x: pd.to_numeric(part[x], errors="coerce")}).dropna(subset=[x, hue])
-        agg = aggregate(part, [hue, x], data.n_boot)
+        agg = aggregate(part, [hue, x])
         fig, (ax,) = new_figure()
         _lines(ax, agg, x, hue, list(dict.fromkeys(part[hue])))
-        ax.set(xlabel=x, ylabel=metric, title=f"{ablation}: {metric} vs {x} (95% CI over seeds)")
+        ax.set(xlabel=x, ylabel=metric)
+        set_title(ax, f"{ablation}: {metric} vs {x} (95% t-interval over seeds)", 5.0)
         written.append((ablation, save(fig, out / f"noise_{slug(ablation)}.png")))
     return written
 
@@ -194,7 +205,8 @@ def _curve(data: FigureData, out: Path, kind: str, key_of: Callable[[str], str |
             sd = sub["std"].fillna(0.0)
             ax.fill_between(sub["step"], sub["mean"] - sd, sub["mean"] + sd, color=colour, alpha=0.2, linewidth=0)
         ax.legend(fontsize="small")
-        ax.set(xlabel="step", ylabel=key, title=f"{ablation}: {key} (mean ± sd over seeds)")
+        ax.set(xlabel="step", ylabel=key)
+        set_title(ax, f"{ablation}: {key} (mean ± sd over seeds)", 6.0)
         written.append((ablation, save(fig, out / f"{prefix}_{slug(ablation)}.png")))
     return written
 
@@ -213,7 +225,7 @@ def eval_curves(data: FigureData, out: Path) -> Written:
 
 @FIGURES.register("recall")
 def recall_at_k(data: FigureData, out: Path) -> Written:
-    """Recall@k (k = 1, 5, 10) for image→text and text→image retrieval, per variant, 95% CI over seeds."""
+    """Recall@k (k = 1, 5, 10) for image→text and text→image retrieval, per variant, 95% t-interval over seeds."""
     written: Written = []
     keys = {f"retrieval/{d}_r{k}": (d, k) for d in ("i2t", "t2i") for k in RECALL_KS}
     for ablation in data.ablations():
@@ -221,12 +233,13 @@ def recall_at_k(data: FigureData, out: Path) -> Written:
         if part.empty:
             continue
         part = part.assign(direction=part["key"].map(lambda k: keys[k][0]), k=part["key"].map(lambda k: keys[k][1]))
-        agg = aggregate(part, ["direction", "label", "k"], data.n_boot)
+        agg = aggregate(part, ["direction", "label", "k"])
         labels = [lab for lab in data.labels(ablation) if lab in set(agg["label"])]
         fig, axes = new_figure(5.0, 4.0, ncols=2)
         for ax, direction in zip(axes, ("i2t", "t2i"), strict=True):
             _lines(ax, agg[agg["direction"] == direction], "k", "label", labels)
-            ax.set(xscale="log", xlabel="k", ylabel="recall@k (%)", title=f"{ablation}: {direction}")
+            ax.set(xscale="log", xlabel="k", ylabel="recall@k (%)")
+            set_title(ax, f"{ablation}: {direction} (95% t-interval)", 4.0)
             ax.set_xticks(list(RECALL_KS), [str(k) for k in RECALL_KS])
             ax.minorticks_off()
         written.append((ablation, save(fig, out / f"recall_{slug(ablation)}.png")))

@@ -166,7 +166,7 @@ def curves_from_runs(collection: Collection) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for run in collection.runs:
         path = run.path / "metrics.jsonl"
-        if not path.is_file():
+        if run.meta_source.startswith("frame:") or not path.is_file():  # a saved frame's curves: saved_curves
             continue
         label, order = meta[(run.ablation, run.variant)]
         head = {"ablation": run.ablation, "variant": run.variant, "label": label, "seed": run.seed,
@@ -182,6 +182,38 @@ def curves_from_runs(collection: Collection) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=CURVE_COLUMNS)
     frame = frame.astype({"seed": "int64", "step": "int64", "value": "float64", "order": "float64"})
     return _sort(frame, ["kind", "key", "step"])
+
+
+def saved_curves(collection: Collection) -> pd.DataFrame:
+    """The curves saved beside each ``frame.csv`` input (``curves.csv``, as a report writes them); empty if none."""
+    parts = []
+    for name in collection.inputs:
+        path = Path(name).with_name("curves.csv")
+        if name.endswith(".csv") and path.is_file():
+            try:
+                part = pd.read_csv(path)
+            except (OSError, ValueError) as err:
+                collection.skipped.append(Skipped(str(path), f"unreadable CSV: {err}"))
+                continue
+            if set(CURVE_COLUMNS) <= set(part.columns):
+                parts.append(part[CURVE_COLUMNS])
+            else:
+                collection.skipped.append(Skipped(str(path), "not a curves table (columns differ)"))
+    if not parts:
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    frame = pd.concat(parts, ignore_index=True)
+    frame = frame.astype({"seed": "int64", "step": "int64", "value": "float64", "order": "float64"})
+    return _sort(frame, ["kind", "key", "step"])
+
+
+def all_curves(collection: Collection) -> pd.DataFrame:
+    """The curves of every run: ``metrics.jsonl`` of run folders and ``curves.csv`` beside saved frames."""
+    read, saved = curves_from_runs(collection), saved_curves(collection)
+    if saved.empty:
+        return read
+    if read.empty:
+        return saved
+    return _sort(pd.concat([read, saved], ignore_index=True), ["kind", "key", "step"])
 
 
 def curves(paths: Iterable[str | Path]) -> pd.DataFrame:

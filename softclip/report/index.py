@@ -4,12 +4,15 @@ Layout of ``out/``::
 
     report.md, report.html         the index: command, machine, runs, every table and figure, paper reference
     frame.csv                      the tidy result frame (one row per run x metric)
+    curves.csv                     the training/evaluation curves of metrics.jsonl (one row per run x step x key)
+    configs.csv                    the config values the report shows (β, τ, the paper's hyperparameters) per run
     stats.csv                      the summary of every (ablation, variant, metric)
     tables/<ablation>.{md,tex,html,csv}
     figures/<kind>_<ablation>.png
 
 Every file is written atomically, and the same inputs give byte-identical outputs (no timestamps unless
-``generated`` is passed).
+``generated`` is passed). ``frame.csv`` (with ``curves.csv`` beside it) is itself an input: a report can be
+rebuilt from an earlier one without its run folders.
 """
 
 from __future__ import annotations
@@ -41,19 +44,30 @@ from softclip.report.document import (
 )
 from softclip.report.figures import HEATMAP_KEYS, FigureData, build_figures, slug
 from softclip.report.files import write_text
-from softclip.report.frame import config_values, curves_from_runs, frame_from_runs
-from softclip.report.paper import DEFAULT_REFERENCE, load_reference, reference_blocks
+from softclip.report.frame import all_curves, config_values, frame_from_runs
+from softclip.report.paper import DEFAULT_REFERENCE, load_reference, reference_blocks, reference_keys
 from softclip.report.stats import summarize
-from softclip.report.tables import HEADLINE, WRITERS, Table, build_tables, html_table_grid, md_table_grid
+from softclip.report.tables import (
+    HEADLINE,
+    WRITERS,
+    Table,
+    build_tables,
+    findings,
+    html_table_grid,
+    md_table_grid,
+)
 
 log = logging.getLogger("softclip.report")
 
 MEASURED_NOTE = (
     "Every number in this report is measured: it is computed from the result JSON (eval/*.json) of the runs "
-    "listed below, as mean ± std over seeds with bootstrap intervals and tests against each variant's baseline "
-    "(its ablation's, or the one named in the table's vs column). "
-    "Nothing here is asserted by the code that produced it; read the intervals before the means."
+    "listed below, as mean ± std over seeds and, against each variant's baseline (its ablation's, or the one "
+    "named in the table's vs column), the mean per-seed difference Δ with its 95% Student-t interval, the paired "
+    "t-test and the minimum detectable effect (MDE: power 0.8 at α = 0.05 for these seeds). "
+    "Nothing here is asserted by the code that produced it; read the intervals before the means, and an "
+    "interval inside ±MDE as \"no difference larger than its bound\", not as a win or a loss."
 )
+CURVE_FIGURES = ("train_loss", "eval")
 
 
 def _check_baseline(collection: Collection, baseline: str | None) -> None:
@@ -86,6 +100,23 @@ def _remove_stale(folder: Path, keep: set[Path], suffixes: set[str]) -> None:
                 path.unlink()
 
 
+def carried_figures(folder: Path, collection: Collection, curves: pd.DataFrame,
+                    written: Sequence[tuple[str, Path]]) -> list[tuple[str, Path]]:  # fmt: skip
+    """Curve figures an earlier build left in ``folder`` that this one cannot redraw: only when every run comes
+    from a saved frame without curves; kept (and listed) rather than deleted."""
+    frames_only = collection.runs and all(r.meta_source.startswith("frame:") for r in collection.runs)
+    if not frames_only or not curves.empty or not folder.is_dir():
+        return []
+    done = {p.resolve() for _, p in written}
+    ablations = {slug(a): a for a in {r.ablation for r in collection.runs}}
+    out = []
+    for path in sorted(folder.glob("*.png")):
+        names = [path.stem[len(kind) + 1 :] for kind in CURVE_FIGURES if path.stem.startswith(kind + "_")]
+        if names and names[0] in ablations and path.resolve() not in done:
+            out.append((ablations[names[0]], path))
+    return out
+
+
 def write_tables(tables: Mapping[str, Table], out: Path) -> dict[str, dict[str, Path]]:
     """Every table in every registered format: {ablation: {format: path}}."""
     written: dict[str, dict[str, Path]] = {}
@@ -97,16 +128,34 @@ def write_tables(tables: Mapping[str, Table], out: Path) -> dict[str, dict[str, 
     return written
 
 
-def _runs_grid(frame: pd.DataFrame) -> Tables:
+def run_root(frame: pd.DataFrame) -> str:
+    """The folder every run folder of ``frame`` is under, relative to the working directory when inside it."""
+    root = os.path.commonpath([os.path.abspath(p) for p in frame["run_dir"].unique()])
+    rel = os.path.relpath(root)
+    return Path(root if rel.startswith("..") else rel).as_posix()
+
+
+def _runs_grid(frame: pd.DataFrame, root: str) -> Tables:
+    """One row per (ablation, variant): label, runs, seeds and the folder holding them, relative to ``root``."""
     per = frame.drop_duplicates(["ablation", "variant", "seed", "run_dir"])
     rows = []
     for (ablation, variant), group in per.groupby(["ablation", "variant"], sort=False):
         seeds = sorted(group["seed"].unique())
+        dirs = [os.path.abspath(p) for p in group["run_dir"]]
+        folder = Path(os.path.relpath(os.path.commonpath(dirs), os.path.abspath(root))).as_posix()
+        if len(dirs) == 1:
+            folder = Path(folder).parent.as_posix() + "/" if Path(folder).parent.as_posix() != "." else "./"
         rows.append([str(ablation), str(variant), str(group["label"].iloc[0]), str(len(group)),
-                     ", ".join(map(str, seeds))])  # fmt: skip
-    headers = ["ablation", "variant", "label", "runs", "seeds"]
-    md = Grid(headers, [[md_escape(c) for c in r] for r in rows], "lllrl")
-    return Tables(md, Grid(headers, [[html.escape(c) for c in r] for r in rows], "lllrl"))
+                     ", ".join(map(str, seeds)), folder])  # fmt: skip
+    headers = ["ablation", "variant", "label", "runs", "seeds", "folder"]
+    md = Grid(headers, [[md_escape(c) for c in r] for r in rows], "lllrll")
+    return Tables(md, Grid(headers, [[html.escape(c) for c in r] for r in rows], "lllrll"))
+
+
+def _inputs_text(inputs: Sequence[str]) -> str:
+    """The inputs when they are few, else how many (a reproduce run passes every run folder)."""
+    shown = [Path(os.path.relpath(p) if not os.path.relpath(p).startswith("..") else p).as_posix() for p in inputs]
+    return ", ".join(shown) if len(shown) <= 3 else f"{len(shown)} paths"
 
 
 def plural(n: int, noun: str) -> str:
@@ -130,7 +179,7 @@ def baseline_text(table: Table) -> str:
 def compose(doc: Document, *, title: str, generated: str | None, command: str | None, machine: object,
             frame: pd.DataFrame, collection: Collection, tables: Mapping[str, Table],
             table_files: Mapping[str, Mapping[str, Path]], figures: list[tuple[str, Path]], missing: list[str],
-            paper: list[Block], out: Path) -> Document:  # fmt: skip
+            paper: list[Block], out: Path, carried: Sequence[tuple[str, Path]] = ()) -> Document:  # fmt: skip
     """Assemble the index page."""
     rel = lambda p: Path(os.path.relpath(p, out)).as_posix()  # noqa: E731
     doc.add(Heading(title, 1))
@@ -143,8 +192,13 @@ def compose(doc: Document, *, title: str, generated: str | None, command: str | 
         doc.add(Heading("Machine"), Code(_machine_lines(machine)))
     counts = (plural(frame.drop_duplicates(["ablation", "run_dir"]).shape[0], "run"),
               plural(frame["ablation"].nunique(), "ablation"), plural(len(collection.skipped), "skipped file"))  # fmt: skip
-    doc.add(Heading("Runs"), Para("{} in {}, {}; inputs: ".format(*counts) + ", ".join(collection.inputs) + "."),
-            _runs_grid(frame))  # fmt: skip
+    root = run_root(frame)
+    doc.add(Heading("Runs"),
+            Para("{} in {}, {}; inputs: ".format(*counts) + _inputs_text(collection.inputs)
+                 + f". Run folders are under {root}/ (the folder column is relative to it)."),
+            _runs_grid(frame, root))  # fmt: skip
+    if collection.notes:
+        doc.add(Heading("Notes"), Bullets(list(collection.notes)))
     if collection.skipped:
         doc.add(Heading("Skipped files"), Bullets([f"{s.path}: {s.reason}" for s in collection.skipped]))
     if missing:
@@ -153,12 +207,18 @@ def compose(doc: Document, *, title: str, generated: str | None, command: str | 
         doc.add(Heading(f"Ablation: {ablation}"), Para(baseline_text(table)))
         if table.columns:
             doc.add(Tables(md_table_grid(table), html_table_grid(table), table.caption))
+            said = findings(table)
+            if said:
+                doc.add(Para("What the intervals support (table columns):"), Bullets(said))
         else:
             doc.add(Para("None of the table metrics is present; see the CSV for every metric."))
         doc.add(Links([(fmt, rel(p)) for fmt, p in table_files[ablation].items()], lead="Tables:"))
         doc.add(*[Image(rel(p), p.stem) for a, p in figures if a == ablation])
+    if carried:
+        doc.add(Para("Curve figures carried over from the earlier build of this folder (the saved frame it was "
+                     "rebuilt from holds no curves): " + ", ".join(rel(p) for _, p in carried) + "."))
     doc.add(Heading("Paper reference"), *paper)
-    doc.add(Heading("Files"), Links([("frame.csv", "frame.csv"), ("stats.csv", "stats.csv")], lead="Data:"))
+    doc.add(Heading("Files"), Links([(n, n) for n in ("frame.csv", "curves.csv", "configs.csv", "stats.csv")], lead="Data:"))
     return doc
 
 
@@ -199,15 +259,23 @@ def build_report(
     summary = summarize(frame, n_boot=n_boot)  # each variant against the frame's per-variant baseline
     tables = build_tables(summary, keys)
     table_files = write_tables(tables, out)
-    data = FigureData(frame, curves_from_runs(collection), config_values(collection, HEATMAP_KEYS), keys)
-    figures = build_figures(data, out / "figures")
-    write_text(out / "frame.csv", frame.to_csv(index=False, lineterminator="\n"))
-    write_text(out / "stats.csv", summary.to_csv(index=False, lineterminator="\n"))
     reference = load_reference(paper_reference) if paper_reference is not None else None
+    shown = list(dict.fromkeys([*HEATMAP_KEYS, *reference_keys(reference)]))
+    configs = config_values(collection, shown)
+    curves = all_curves(collection)
+    data = FigureData(frame, curves, configs, keys)
+    figures = build_figures(data, out / "figures")
+    carried = carried_figures(out / "figures", collection, curves, figures)
+    figures += carried
+    write_text(out / "frame.csv", frame.to_csv(index=False, lineterminator="\n"))
+    if not curves.empty or not (out / "curves.csv").is_file():
+        write_text(out / "curves.csv", curves.to_csv(index=False, lineterminator="\n"))
+    write_text(out / "configs.csv", configs.to_csv(index=False, lineterminator="\n"))
+    write_text(out / "stats.csv", summary.to_csv(index=False, lineterminator="\n"))
     paper = reference_blocks(reference, summary, collection.runs)
     doc = compose(Document(), title=title, generated=generated, command=command, machine=machine, frame=frame,
                   collection=collection, tables=tables, table_files=table_files, figures=figures, missing=missing,
-                  paper=paper, out=out)  # fmt: skip
+                  paper=paper, out=out, carried=carried)  # fmt: skip
     write_text(out / "report.html", render_html(doc.blocks, title))
     report = write_text(out / "report.md", render_md(doc.blocks))
     keep = {p.resolve() for files in table_files.values() for p in files.values()} | {p.resolve() for _, p in figures}

@@ -64,6 +64,11 @@ def _ours_text(row: dict[str, Any] | None, style: Style) -> tuple[str, str]:
     return cell_delta(row, style), where
 
 
+def reference_keys(reference: dict[str, Any] | None) -> list[str]:
+    """The dotted config keys the reference's hyperparameter table shows."""
+    return [str(h["config"]) for h in (reference or {}).get("hyperparameters") or [] if h.get("config")]
+
+
 def config_values_text(runs: Sequence[Run], key: str) -> str:
     """Distinct values of a dotted config key across ``runs``, sorted, comma-separated."""
     values = {run.config[key] for run in runs if key in run.config and isinstance(run.config[key], int | float | str)}

@@ -1,15 +1,23 @@
-"""Seed statistics: mean ± std per variant, and the difference to the variant's baseline with its uncertainty.
+"""Seed statistics: mean ± std per variant, Δ to the variant's baseline with its interval, power, the best.
 
 Pure functions of numbers (numpy/scipy); :func:`summarize` applies them to a result frame.
 
 * ``std`` uses ``ddof=1`` (NaN for one seed).
-* Δ = mean(variant) − mean(baseline), where each variant has its own baseline (the frame's ``baseline`` column:
-  the ablation's baseline, or with ``compare_within`` the variant matching it on those factors).
-* When variant and baseline ran the same seeds (each once) the runs are *paired* by seed: the interval is a
-  percentile bootstrap of the mean of the per-seed differences (seeds resampled with replacement), with a paired
-  t-test (n ≥ 2) and a Wilcoxon signed-rank test (n ≥ 5). Otherwise the two groups are resampled independently
-  (*unpaired*) and Welch's t-test is reported instead.
-* Every comparison draws from its own ``numpy.random.default_rng(seed)``, so results do not depend on order.
+* Each variant has its own baseline (the frame's ``baseline`` column: the ablation's baseline, or with
+  ``compare_within`` the variant matching it on those factors).
+* **Paired** (the variant and its baseline share seeds): the runs are matched on the seeds both sides have with a
+  finite value; Δ is the mean of those per-seed differences d, its interval the Student-t interval
+  ``mean(d) ± t(0.975, n−1)·sd(d)/√n``, p the paired t-test (and Wilcoxon's signed-rank test for n ≥ 5). Seeds
+  only one side has are left out and counted (``n_unmatched``). A percentile bootstrap of mean(d) is kept as
+  an extra column (``boot_low``/``boot_high``), never as the headline: at 5 seeds it covers a true Δ = 0 only
+  ~85% of the time.
+* **Unpaired** (no seed in common): Welch's interval and Welch's t-test on the two groups' finite values.
+* Below 2 pairs (2 per side when unpaired) there is no interval and no p: the finding is ``n too small``.
+* **Power**: ``sd_diff`` is the std of the paired differences; ``mde`` the smallest true |Δ| that a two-sided
+  test at α = 0.05 detects with power 0.8 at this seed count (exact, from the noncentral t distribution). An
+  interval inside ±MDE supports "no difference larger than max(|low|, |high|)", not a win or a loss.
+* **Best**: per (ablation, metric), the variant with the best mean, only where its interval against the
+  runner-up (the same paired rule) excludes 0; otherwise no variant is best.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import optimize
 from scipy import stats as sps
 
 from softclip.registry import Registry
@@ -31,10 +40,20 @@ for _pattern in ("mean_rank", "median_rank", "loss"):
 
 SUMMARY_COLUMNS = [
     "ablation", "variant", "label", "order", "benchmark", "metric", "key", "n", "seeds", "mean", "std",
-    "higher_is_better", "baseline", "delta", "ci_low", "ci_high", "pairing", "n_pairs", "p_ttest", "p_wilcoxon",
-    "p_welch", "best",
+    "higher_is_better", "baseline", "delta", "ci_low", "ci_high", "pairing", "n_pairs", "n_unmatched", "sd_diff",
+    "mde", "finding", "p_ttest", "p_wilcoxon", "p_welch", "boot_low", "boot_high", "best",
 ]  # fmt: skip
+COMPARE_KEYS = SUMMARY_COLUMNS[SUMMARY_COLUMNS.index("delta"):SUMMARY_COLUMNS.index("best")]
 MIN_WILCOXON = 5
+MIN_PAIRS = 2
+ALPHA = 0.05
+POWER = 0.8
+
+# What a comparison supports, in the order they are decided.
+N_TOO_SMALL = "n too small"
+WITHIN_MDE = "no difference > MDE"
+BETTER, WORSE, INCONCLUSIVE = "better", "worse", "inconclusive"
+FINDINGS = (N_TOO_SMALL, WITHIN_MDE, BETTER, WORSE, INCONCLUSIVE)
 
 
 def higher_is_better(metric: str) -> bool:
@@ -53,6 +72,38 @@ def mean_std(values: Sequence[float] | np.ndarray) -> tuple[int, float, float]:
     if x.size == 0:
         return 0, math.nan, math.nan
     return int(x.size), float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else math.nan
+
+
+# ---------------------------------------------------------------------------------------------- intervals
+
+
+def t_interval(diffs: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of ``diffs`` [n]: mean ± t((1+level)/2, n−1)·sd/√n; NaNs below 2 values."""
+    d = np.asarray(diffs, dtype=float)
+    if d.size < MIN_PAIRS:
+        return math.nan, math.nan
+    half = float(sps.t.ppf(0.5 + level / 2, d.size - 1)) * float(d.std(ddof=1)) / math.sqrt(d.size)
+    return float(d.mean()) - half, float(d.mean()) + half
+
+
+def welch_df(a: np.ndarray, b: np.ndarray) -> float:
+    """Welch–Satterthwaite degrees of freedom of mean(a) − mean(b) (each side ≥ 2 values)."""
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    if va + vb == 0:
+        return float(a.size + b.size - 2)
+    return float((va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1)))
+
+
+def welch_interval(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
+                   level: float = 0.95) -> tuple[float, float]:  # fmt: skip
+    """Welch's interval of mean(a) − mean(b) for a [na], b [nb]; NaNs unless both sides have ≥ 2 values."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.size < MIN_PAIRS or y.size < MIN_PAIRS:
+        return math.nan, math.nan
+    se = math.sqrt(x.var(ddof=1) / x.size + y.var(ddof=1) / y.size)
+    half = float(sps.t.ppf(0.5 + level / 2, welch_df(x, y))) * se
+    delta = float(x.mean() - y.mean())
+    return delta - half, delta + half
 
 
 def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -96,6 +147,42 @@ def bootstrap_unpaired(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.
     return percentile_interval(x[ix].mean(axis=1) - y[iy].mean(axis=1), level)
 
 
+# -------------------------------------------------------------------------------------------------- power
+
+
+def t_test_power(effect_in_se: float, df: float, alpha: float = ALPHA) -> float:
+    """Power of a two-sided t-test at level ``alpha`` with ``df`` degrees of freedom when the true effect is
+    ``effect_in_se`` standard errors (the noncentrality)."""
+    crit = float(sps.t.ppf(1 - alpha / 2, df))
+    upper = float(sps.nct.sf(crit, df, effect_in_se))
+    lower = float(sps.nct.cdf(-crit, df, effect_in_se))  # scipy returns NaN where this tail underflows
+    return upper + (lower if math.isfinite(lower) else 0.0)
+
+
+def mde_in_se(df: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The true effect, in standard errors, that a two-sided t-test with ``df`` degrees of freedom detects with
+    probability ``power`` (solves :func:`t_test_power` = power; ≈ 2.80 + 0.94 at large df)."""
+    return float(optimize.brentq(lambda nc: t_test_power(nc, df, alpha) - power, 1e-6, 200.0, xtol=1e-10))
+
+
+def mde_paired(sd_diff: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Minimum detectable mean paired difference at ``n`` pairs whose differences have std ``sd_diff``."""
+    if n < MIN_PAIRS or not math.isfinite(sd_diff):
+        return math.nan
+    return mde_in_se(n - 1, alpha, power) * sd_diff / math.sqrt(n)
+
+
+def mde_welch(a: np.ndarray, b: np.ndarray, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Minimum detectable mean(a) − mean(b) for Welch's test at these group sizes and sample variances."""
+    if a.size < MIN_PAIRS or b.size < MIN_PAIRS:
+        return math.nan
+    se = math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+    return mde_in_se(welch_df(a, b), alpha, power) * se
+
+
+# ------------------------------------------------------------------------------------------- comparisons
+
+
 def _pvalue(test, *args, **kwargs) -> float:
     """p-value of a scipy test, NaN where it is undefined (constant differences, too few values)."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -107,33 +194,73 @@ def _pvalue(test, *args, **kwargs) -> float:
     return p if math.isfinite(p) else math.nan
 
 
-def compare(values: pd.Series, base: pd.Series, n_boot: int = 10000, seed: int = 0,
+def finding(low: float, high: float, mde: float, higher: bool) -> str:
+    """What an interval supports (one of :data:`FINDINGS`): ``n too small`` without one; ``no difference > MDE``
+    when it lies inside ±MDE; ``better``/``worse`` (by the metric's direction) when it excludes 0; else
+    ``inconclusive``."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return N_TOO_SMALL
+    if math.isfinite(mde) and -mde <= low and high <= mde:
+        return WITHIN_MDE
+    if low > 0 or high < 0:
+        return BETTER if (low > 0) == higher else WORSE
+    return INCONCLUSIVE
+
+
+def paired_seeds(values: pd.Series, base: pd.Series) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(x [n], b [n], n_unmatched): both sides on the seeds that each has once with a finite value, sorted by
+    seed; None when the sides share no such seed (or a side repeats a seed), so they cannot be paired."""
+    if not (values.index.is_unique and base.index.is_unique):
+        return None
+    x, b = values[np.isfinite(values.to_numpy(float))], base[np.isfinite(base.to_numpy(float))]
+    common = sorted(set(x.index) & set(b.index))
+    if not common:
+        return None
+    unmatched = len(set(x.index) ^ set(b.index))
+    return x.loc[common].to_numpy(float), b.loc[common].to_numpy(float), unmatched
+
+
+def empty_comparison() -> dict[str, float | str | int]:
+    """A comparison row with nothing compared (a baseline row, or a variant without a baseline)."""
+    out: dict[str, float | str | int] = dict.fromkeys(COMPARE_KEYS, math.nan)
+    out.update(pairing="", n_pairs=0, n_unmatched=0, finding="")
+    return out
+
+
+def compare(values: pd.Series, base: pd.Series, *, higher: bool = True, n_boot: int = 10000, seed: int = 0,
             level: float = 0.95) -> dict[str, float | str | int]:  # fmt: skip
-    """Δ of ``values`` against ``base`` (both indexed by seed), its interval and p-values.
+    """Δ of ``values`` against ``base`` (both indexed by seed), its interval, power and p-values.
 
     Returns:
-        ``delta, ci_low, ci_high, pairing ('paired'|'unpaired'|''), n_pairs, p_ttest, p_wilcoxon, p_welch``.
+        The :data:`COMPARE_KEYS`: ``delta, ci_low, ci_high, pairing ('paired'|'unpaired'|''), n_pairs,
+        n_unmatched, sd_diff, mde, finding, p_ttest, p_wilcoxon, p_welch, boot_low, boot_high``.
     """
-    x, b = values[np.isfinite(values)], base[np.isfinite(base)]
-    out: dict[str, float | str | int] = dict(delta=math.nan, ci_low=math.nan, ci_high=math.nan, pairing="",
-                                             n_pairs=0, p_ttest=math.nan, p_wilcoxon=math.nan, p_welch=math.nan)  # fmt: skip
-    if x.empty or b.empty:
-        return out
-    out["delta"] = float(x.mean() - b.mean())
-    paired = x.index.is_unique and b.index.is_unique and set(x.index) == set(b.index)
-    if paired:
-        xs, bs = x.sort_index().to_numpy(float), b.sort_index().to_numpy(float)
-        out["ci_low"], out["ci_high"] = bootstrap_paired(xs - bs, n_boot, seed, level)
-        out.update(pairing="paired", n_pairs=int(xs.size))
-        if xs.size >= 2:
-            out["p_ttest"] = _pvalue(sps.ttest_rel, xs, bs)
-        if xs.size >= MIN_WILCOXON:
-            out["p_wilcoxon"] = _pvalue(sps.wilcoxon, xs - bs)
+    out = empty_comparison()
+    matched = paired_seeds(values, base)
+    if matched is not None:
+        xs, bs, unmatched = matched
+        d = xs - bs
+        out.update(pairing="paired", n_pairs=int(d.size), n_unmatched=unmatched, delta=float(d.mean()))
+        if d.size >= MIN_PAIRS:
+            out["ci_low"], out["ci_high"] = t_interval(d, level)
+            out["sd_diff"] = float(d.std(ddof=1))
+            out["mde"] = mde_paired(out["sd_diff"], d.size, 1 - level)
+            out["boot_low"], out["boot_high"] = bootstrap_paired(d, n_boot, seed, level)
+            if out["sd_diff"] > 0:  # constant differences: t is infinite and p undefined, not 0
+                out["p_ttest"] = _pvalue(sps.ttest_rel, xs, bs)
+        if d.size >= MIN_WILCOXON:
+            out["p_wilcoxon"] = _pvalue(sps.wilcoxon, d)
     else:
-        out["ci_low"], out["ci_high"] = bootstrap_unpaired(x.to_numpy(float), b.to_numpy(float), n_boot, seed, level)
-        out["pairing"] = "unpaired"
-        if len(x) >= 2 and len(b) >= 2:
-            out["p_welch"] = _pvalue(sps.ttest_ind, x.to_numpy(float), b.to_numpy(float), equal_var=False)
+        x, b = _finite(values.to_numpy(float)), _finite(base.to_numpy(float))
+        if x.size == 0 or b.size == 0:
+            return out
+        out.update(pairing="unpaired", n_pairs=0, n_unmatched=int(x.size + b.size), delta=float(x.mean() - b.mean()))
+        if x.size >= MIN_PAIRS and b.size >= MIN_PAIRS:
+            out["ci_low"], out["ci_high"] = welch_interval(x, b, level)
+            out["mde"] = mde_welch(x, b, 1 - level)
+            out["boot_low"], out["boot_high"] = bootstrap_unpaired(x, b, n_boot, seed, level)
+            out["p_welch"] = _pvalue(sps.ttest_ind, x, b, equal_var=False)
+    out["finding"] = finding(out["ci_low"], out["ci_high"], out["mde"], higher)
     return out
 
 
@@ -160,32 +287,42 @@ def _baseline_lookup(frame: pd.DataFrame, baselines: Baselines | None) -> dict[t
     return {(a, v): given[(a, v)] if (a, v) in given else given.get(a) for a, v in pairs}
 
 
-def mark_best(summary: pd.DataFrame) -> pd.Series:
-    """True where a variant's mean is the best of its (ablation, key) by the metric's direction (ties all win)."""
+def mark_best(summary: pd.DataFrame, series: Mapping[tuple[str, str, str], pd.Series],
+              level: float = 0.95) -> pd.Series:  # fmt: skip
+    """True for the variant with the best mean of its (ablation, key) by the metric's direction, only where its
+    interval against the runner-up (paired on shared seeds, else Welch's) excludes 0; ties and ``n too small``
+    mark nothing."""
     best = pd.Series(False, index=summary.index)
-    for _, group in summary.groupby(["ablation", "key"], sort=False):
-        means = group["mean"].astype(float)
-        if means.notna().sum() < 1:
+    for (ablation, key), group in summary.groupby(["ablation", "key"], sort=False):
+        ranked = group[group["mean"].notna()]
+        if len(ranked) < 2:
             continue
-        target = means.max() if bool(group["higher_is_better"].iloc[0]) else means.min()
-        best.loc[group.index] = np.isclose(means, target, rtol=1e-12, atol=1e-12) & means.notna()
+        higher = bool(ranked["higher_is_better"].iloc[0])
+        ranked = ranked.sort_values("mean", ascending=not higher, kind="mergesort")
+        first, second = ranked.iloc[0], ranked.iloc[1]
+        duel = compare(series[(ablation, first["variant"], key)], series[(ablation, second["variant"], key)],
+                       higher=higher, n_boot=1, level=level)  # fmt: skip
+        low, high = duel["ci_low"], duel["ci_high"]
+        if math.isfinite(low) and (low > 0 if higher else high < 0):
+            best.loc[ranked.index[0]] = True
     return best
 
 
 def summarize(frame: pd.DataFrame, baselines: Baselines | None = None, *, n_boot: int = 10000, seed: int = 0,
               level: float = 0.95) -> pd.DataFrame:  # fmt: skip
-    """Per (ablation, variant, metric): n, mean, std, and Δ/interval/p-values against the variant's baseline.
+    """Per (ablation, variant, metric): n, mean, std, and Δ/interval/power/p against the variant's baseline.
 
     A variant that is its own baseline (or has none, or whose baseline lacks the metric) gets no Δ.
 
     Args:
-        frame: a result frame (:func:`softclip.report.frame.collect`).
+        frame: a result frame (:func:`softclip.report.frame.collect`); one row per (run, metric), so the same
+            (ablation, variant, seed) twice is unpaired data (the report refuses such inputs earlier).
         baselines: default: the frame's per-row ``baseline`` column (:func:`variant_baselines`). Else
             ``{ablation: variant}`` (one baseline for every variant of the ablation) and/or
             ``{(ablation, variant): baseline variant}``.
-        n_boot: bootstrap resamples per comparison.
+        n_boot: bootstrap resamples per comparison (the extra ``boot_*`` columns).
         seed: seed of each comparison's ``default_rng``.
-        level: interval coverage.
+        level: interval coverage (α = 1 − level for the tests and the MDE).
 
     Returns:
         One row per (ablation, variant, key) with :data:`SUMMARY_COLUMNS`, in frame order.
@@ -198,18 +335,19 @@ def summarize(frame: pd.DataFrame, baselines: Baselines | None = None, *, n_boot
         values = series[(rec.ablation, rec.variant, rec.key)]
         n, mean, std = mean_std(values.to_numpy())
         base = chosen.get((rec.ablation, rec.variant))
+        higher = higher_is_better(rec.metric)
         row = {"ablation": rec.ablation, "variant": rec.variant, "label": rec.label, "order": rec.order,
                "benchmark": rec.benchmark, "metric": rec.metric, "key": rec.key, "n": n,
                "seeds": ",".join(str(s) for s in sorted(set(values.index))), "mean": mean, "std": std,
-               "higher_is_better": higher_is_better(rec.metric), "baseline": base or ""}  # fmt: skip
+               "higher_is_better": higher, "baseline": base or ""}  # fmt: skip
         base_values = series.get((rec.ablation, base, rec.key)) if base else None
         if base_values is not None and rec.variant != base:
-            row.update(compare(values, base_values, n_boot=n_boot, seed=seed, level=level))
+            row.update(compare(values, base_values, higher=higher, n_boot=n_boot, seed=seed, level=level))
         else:
-            row.update(compare(values.iloc[:0], values.iloc[:0]))
+            row.update(empty_comparison())
         rows.append(row)
     summary = pd.DataFrame(rows, columns=[c for c in SUMMARY_COLUMNS if c != "best"])
     summary = summary.sort_values(["ablation", "order", "variant", "benchmark", "metric"], na_position="last",
                                   kind="mergesort").reset_index(drop=True)  # fmt: skip
-    summary["best"] = mark_best(summary) if len(summary) else pd.Series(dtype=bool)
+    summary["best"] = mark_best(summary, series, level) if len(summary) else pd.Series(dtype=bool)
     return summary

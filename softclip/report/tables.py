@@ -1,5 +1,6 @@
 """Per-ablation tables: rows = variants (in ablation order), columns = metrics, cells ``mean ± std`` and
-``Δ [95% interval], p`` against the row's baseline; the best variant per column marked. Writers: md, latex, html,
+``Δ [95% interval], p; sd Δ, MDE`` against the row's baseline; the best variant per column marked only where
+it is distinguishable from the runner-up; :func:`findings` says the same in words. Writers: md, latex, html,
 csv. When the rows of a table have different baselines (``compare_within``), every format gets a ``vs`` column
 (the baseline's label) and the caption says so; with one shared baseline the output has no such column.
 """
@@ -15,6 +16,7 @@ import pandas as pd
 
 from softclip.registry import Registry
 from softclip.report.document import Grid, html_grid, html_page, md_escape, md_grid
+from softclip.report.stats import BETTER, INCONCLUSIVE, N_TOO_SMALL, WITHIN_MDE, WORSE
 
 HEADLINE = (
     "zeroshot/top1", "zeroshot/shape_acc", "retrieval/i2t_r1", "retrieval/t2i_r1", "retrieval/rsum",
@@ -76,12 +78,15 @@ class Table:
 
     @property
     def caption(self) -> str:
-        head = f"{self.ablation}: mean ± std over seeds (n); best per column in bold"
+        head = (f"{self.ablation}: mean ± std over seeds (n); bold: the best of a column, only where its 95% "
+                "interval against the runner-up excludes 0")  # fmt: skip
         if not self.baseline and not self.mixed:
             return head + "; no baseline, so no Δ."
         against = "each row's baseline (column vs)" if self.mixed else self.baseline
-        return (f"{head}; Δ vs {against} with its 95% bootstrap interval over seeds (paired by seed; "
-                "† unpaired) and p (paired t-test; Welch's where unpaired).")  # fmt: skip
+        return (f"{head}; Δ vs {against}: the mean of the per-seed differences on the seeds both ran, with its "
+                "95% Student-t interval and p of the paired t-test († no shared seeds: Welch's interval and test); "
+                "sd Δ: std of the per-seed differences; MDE: the smallest true Δ these seeds detect with power "
+                "0.8 at α = 0.05; below 2 pairs no interval or p (n too small).")  # fmt: skip
 
 
 def choose_metrics(summary: pd.DataFrame, requested: Sequence[str] | None = None) -> list[str]:
@@ -148,20 +153,66 @@ def cell_main(cell: dict, style: Style) -> str:
 
 
 def cell_delta(cell: dict, style: Style) -> str:
-    """``+1.2 [−0.3, 2.8], p=0.04`` or empty for the baseline / a missing baseline."""
+    """``+1.2 [−0.3, 2.8], p=0.04; sd Δ 1.1, MDE 2.1``, ``+0.5, n too small``, or empty for the baseline / a
+    missing baseline."""
     if not math.isfinite(cell.get("delta", math.nan)):
         return ""
     places = cell.get("decimals")
     text = fmt_num(cell["delta"], style, signed=True, decimals=places)
-    if math.isfinite(cell["ci_low"]):
-        mark = style.dagger if cell["pairing"] == "unpaired" else ""
-        lo, hi = (fmt_num(cell[k], style, decimals=places) for k in ("ci_low", "ci_high"))
-        text += f" [{lo}, {hi}]{mark}"
+    if not math.isfinite(cell.get("ci_low", math.nan)):
+        return text + ", " + N_TOO_SMALL
+    mark = style.dagger if cell["pairing"] == "unpaired" else ""
+    lo, hi = (fmt_num(cell[k], style, decimals=places) for k in ("ci_low", "ci_high"))
+    text += f" [{lo}, {hi}]{mark}"
     if math.isfinite(cell["p_ttest"]):
         text += ", p" + fmt_p(cell["p_ttest"], style)
     elif math.isfinite(cell["p_welch"]):
         text += ", p(Welch)" + fmt_p(cell["p_welch"], style)
-    return text
+    power = []
+    if math.isfinite(cell.get("sd_diff", math.nan)):
+        power.append("sd Δ " + fmt_num(cell["sd_diff"], style, decimals=places))
+    if math.isfinite(cell.get("mde", math.nan)):
+        power.append("MDE " + fmt_num(cell["mde"], style, decimals=places))
+    return text + ("; " + ", ".join(power) if power else "")
+
+
+def bound(cell: dict) -> float:
+    """The largest |Δ| the cell's interval allows (what "no difference larger than X" may say)."""
+    return max(abs(cell["ci_low"]), abs(cell["ci_high"]))
+
+
+def findings(table: Table, style: Style | None = None) -> list[str]:
+    """One sentence per compared variant saying what its intervals support, metric by metric: better, worse,
+    no difference larger than the interval's bound (interval inside ±MDE), inconclusive, or n too small."""
+    style = style or Style()
+    out = []
+    for row in table.rows:
+        said: dict[str, list[str]] = {}
+        for header, cell in zip(table.headers, row.cells, strict=True):
+            if cell is None or not cell.get("finding"):
+                continue
+            places = cell.get("decimals")
+            if cell["finding"] in (BETTER, WORSE):
+                lo, hi = (fmt_num(cell[k], style, decimals=places) for k in ("ci_low", "ci_high"))
+                text = f"{header} {fmt_num(cell['delta'], style, signed=True, decimals=places)} [{lo}, {hi}]"
+            elif cell["finding"] == WITHIN_MDE:
+                text = f"{header} (±{fmt_num(bound(cell), style, decimals=places)})"
+            elif cell["finding"] == INCONCLUSIVE:
+                text = f"{header} (MDE {fmt_num(cell['mde'], style, decimals=places)})"
+            else:
+                text = header
+            said.setdefault(cell["finding"], []).append(text)
+        if not said:
+            continue
+        parts = [f"{FINDING_WORDS[kind]} {', '.join(said[kind])}" for kind in FINDING_WORDS if kind in said]
+        out.append(f"{row.label} vs {row.vs}: " + "; ".join(parts) + ".")
+    return out
+
+
+FINDING_WORDS = {
+    BETTER: "better on", WORSE: "worse on", WITHIN_MDE: "no difference larger than the bound on",
+    INCONCLUSIVE: "inconclusive (the interval includes 0 and reaches beyond ±MDE) on", N_TOO_SMALL: "n too small on",
+}  # fmt: skip
 
 
 def row_name(row: Row) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import statistics
 import re
 from pathlib import Path
 
@@ -101,7 +102,10 @@ def test_summarize_against_each_variants_own_baseline_brute_force(noise) -> None
             b = [values[(base, key, s)] for s in SEEDS]
             diffs = [xi - bi for xi, bi in zip(x, b, strict=True)]
             assert row["delta"] == pytest.approx(sum(diffs) / len(diffs))
-            assert (row["ci_low"], row["ci_high"]) == pytest.approx(_loop_bootstrap(diffs, 400, 0))
+            half = sps.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+            assert (row["ci_low"], row["ci_high"]) == pytest.approx((row["delta"] - half, row["delta"] + half))
+            assert (row["boot_low"], row["boot_high"]) == pytest.approx(_loop_bootstrap(diffs, 400, 0))
+            assert row["sd_diff"] == pytest.approx(statistics.stdev(diffs))
             assert row["p_ttest"] == pytest.approx(sps.ttest_rel(x, b).pvalue)
             assert row["p_wilcoxon"] == pytest.approx(sps.wilcoxon(diffs).pvalue)
             assert (row["pairing"], row["n_pairs"]) == ("paired", len(SEEDS))
@@ -146,7 +150,7 @@ def test_one_baseline_renders_as_the_ablation_level_comparison(noise) -> None:
     frame = noise[2]
     per_row = build_tables(summarize(frame, n_boot=100))["main"]
     old_style = build_tables(summarize(frame, {"main": "clip"}, n_boot=100))["main"]  # the {ablation: v} form
-    assert not per_row.mixed and per_row.baseline == "clip" and "Δ vs clip with" in per_row.caption
+    assert not per_row.mixed and per_row.baseline == "clip" and "Δ vs clip:" in per_row.caption
     for name in WRITERS.names():
         text = WRITERS.get(name).render(per_row)
         assert text == WRITERS.get(name).render(old_style), name

@@ -174,4 +174,4 @@ def test_paper_row_shows_our_delta(tmp_path: Path) -> None:
                      meta={"ablation": "main", "variant": name, "baseline": "clip", "order": v})  # fmt: skip
     text = build_report([tmp_path / "main"], tmp_path / "rep", n_boot=50).read_text()
     assert "| +6.8 |" in text and "main: softclip vs clip, zeroshot/top1, n=2" in text
-    assert "| +5.50 [5.00, 6.00], p=" in text
+    assert "| +5.50 [−0.85, 11.9], p=0.058; sd Δ 0.71, MDE 8.17 |" in text  # Student-t at 2 pairs: ±t(0.975, 1)·sd/√2

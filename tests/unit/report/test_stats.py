@@ -17,9 +17,14 @@ from softclip.report.stats import (
     bootstrap_paired,
     bootstrap_unpaired,
     compare,
+    finding,
     higher_is_better,
+    mde_in_se,
+    mde_paired,
     mean_std,
     summarize,
+    t_interval,
+    t_test_power,
 )
 
 
@@ -89,43 +94,120 @@ def test_compare_paired_by_seed() -> None:
     b = pd.Series([9.0, 9.5, 11.5, 10.0, 12.5], index=[0, 1, 2, 3, 4])
     out = compare(x, b, n_boot=5000, seed=0)
     xs, bs = x.sort_index().to_numpy(), b.sort_index().to_numpy()
-    assert out["pairing"] == "paired" and out["n_pairs"] == 5
+    assert out["pairing"] == "paired" and out["n_pairs"] == 5 and out["n_unmatched"] == 0
     assert out["delta"] == pytest.approx(xs.mean() - bs.mean())
-    assert (out["ci_low"], out["ci_high"]) == pytest.approx(_loop_paired(xs - bs, 5000, 0))
-    assert out["p_ttest"] == pytest.approx(sps.ttest_rel(xs, bs).pvalue)
+    ref = sps.ttest_rel(xs, bs)
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx(tuple(ref.confidence_interval(0.95)))
+    assert (out["boot_low"], out["boot_high"]) == pytest.approx(_loop_paired(xs - bs, 5000, 0))
+    assert out["p_ttest"] == pytest.approx(ref.pvalue)
     assert out["p_wilcoxon"] == pytest.approx(sps.wilcoxon(xs - bs).pvalue)
+    assert out["sd_diff"] == pytest.approx(statistics.stdev(xs - bs))
     assert math.isnan(out["p_welch"])
+
+
+def test_t_interval_by_hand() -> None:
+    d = [0.5, -0.25, 1.75, 1.0]
+    half = sps.t.ppf(0.975, 3) * statistics.stdev(d) / math.sqrt(4)
+    assert t_interval(d) == pytest.approx((statistics.fmean(d) - half, statistics.fmean(d) + half))
+    assert all(math.isnan(v) for v in t_interval([1.0]))
+
+
+def test_compare_one_seed_is_n_too_small() -> None:
+    one = compare(pd.Series([3.0], index=[0]), pd.Series([1.0], index=[0]), n_boot=100)
+    assert (one["pairing"], one["n_pairs"], one["delta"], one["finding"]) == ("paired", 1, 2.0, "n too small")
+    for key in ("ci_low", "ci_high", "p_ttest", "sd_diff", "mde", "boot_low", "boot_high"):
+        assert math.isnan(one[key]), key  # never a zero-width interval [Δ, Δ]
 
 
 def test_compare_small_and_degenerate() -> None:
     two = compare(pd.Series([2.0, 4.0], index=[0, 1]), pd.Series([1.0, 1.0], index=[0, 1]), n_boot=100)
     assert not math.isnan(two["p_ttest"]) and math.isnan(two["p_wilcoxon"])  # Wilcoxon needs n >= 5
-    one = compare(pd.Series([3.0], index=[0]), pd.Series([1.0], index=[0]), n_boot=100)
-    assert one["pairing"] == "paired" and (one["ci_low"], one["ci_high"]) == (2.0, 2.0)
-    assert math.isnan(one["p_ttest"])
     same = compare(pd.Series([1.0, 2.0], index=[0, 1]), pd.Series([0.0, 1.0], index=[0, 1]), n_boot=100)
-    assert same["delta"] == 1.0  # constant differences: whatever scipy says (no crash, no warning escapes)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref = sps.ttest_rel([1.0, 2.0], [0.0, 1.0]).pvalue
-    assert same["p_ttest"] == pytest.approx(ref, nan_ok=True)
+    assert same["delta"] == 1.0 and same["sd_diff"] == 0.0 and (same["ci_low"], same["ci_high"]) == (1.0, 1.0)
+    assert math.isnan(same["p_ttest"])  # constant differences: t is infinite, p undefined (scipy says 0)
     zero = compare(pd.Series([1.0, 2.0] * 3, index=range(6)), pd.Series([1.0, 2.0] * 3, index=range(6)), n_boot=10)
-    assert zero["delta"] == 0.0 and math.isnan(zero["p_ttest"])
+    assert zero["delta"] == 0.0 and math.isnan(zero["p_ttest"]) and zero["finding"] == "no difference > MDE"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = sps.wilcoxon(np.zeros(6)).pvalue
     assert zero["p_wilcoxon"] == pytest.approx(ref, nan_ok=True)
 
 
-def test_compare_unpaired_when_seeds_differ() -> None:
+def test_compare_nan_seed_pairs_on_the_common_seeds() -> None:
+    rng = np.random.default_rng(5)
+    b = pd.Series(rng.normal(50, 5, 5), index=range(5))
+    x = b + 2.0 + pd.Series(rng.normal(0, 0.3, 5), index=range(5))
+    x.iloc[2] = np.nan  # seed 2 failed
+    out = compare(x, b, n_boot=100)
+    keep = [0, 1, 3, 4]
+    ref = sps.ttest_rel(x.loc[keep], b.loc[keep])
+    assert (out["pairing"], out["n_pairs"], out["n_unmatched"]) == ("paired", 4, 1)
+    assert out["delta"] == pytest.approx(float((x.loc[keep] - b.loc[keep]).mean()))  # no unmatched baseline seed
+    assert out["p_ttest"] == pytest.approx(ref.pvalue) and out["p_ttest"] < 0.01
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx(tuple(ref.confidence_interval(0.95)))
+    assert math.isnan(out["p_welch"]) and out["finding"] == "better"
+
+
+def test_compare_unequal_seed_sets_pair_on_the_intersection() -> None:
+    x = pd.Series([10.0, 12.0, 14.0, 13.0], index=[0, 1, 2, 3])
+    b = pd.Series([9.0, 10.5, 12.0, 11.0, 30.0], index=[0, 1, 2, 3, 9])
+    out = compare(x, b, n_boot=100)
+    assert (out["pairing"], out["n_pairs"], out["n_unmatched"]) == ("paired", 4, 1)
+    assert out["delta"] == pytest.approx(np.mean([1.0, 1.5, 2.0, 2.0]))
+
+
+def test_compare_unpaired_when_no_seed_is_shared() -> None:
     x = pd.Series([10.0, 12.0, 14.0], index=[0, 1, 2])
-    b = pd.Series([9.0, 10.0], index=[0, 5])
+    b = pd.Series([9.0, 10.0], index=[5, 6])
     out = compare(x, b, n_boot=4000, seed=1)
     assert out["pairing"] == "unpaired" and out["n_pairs"] == 0
     assert out["delta"] == pytest.approx(12.0 - 9.5)
     assert math.isnan(out["p_ttest"])
-    assert out["p_welch"] == pytest.approx(sps.ttest_ind(x.to_numpy(), b.to_numpy(), equal_var=False).pvalue)
-    assert (out["ci_low"], out["ci_high"]) == pytest.approx(bootstrap_unpaired(x, b, n_boot=4000, seed=1))
+    ref = sps.ttest_ind(x.to_numpy(), b.to_numpy(), equal_var=False)
+    assert out["p_welch"] == pytest.approx(ref.pvalue)
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx(tuple(ref.confidence_interval(0.95)))
+    assert (out["boot_low"], out["boot_high"]) == pytest.approx(bootstrap_unpaired(x, b, n_boot=4000, seed=1))
+    lone = compare(x, pd.Series([9.0], index=[7]), n_boot=10)
+    assert lone["finding"] == "n too small" and math.isnan(lone["ci_low"]) and math.isnan(lone["p_welch"])
+
+
+def test_paired_interval_coverage_and_mde_power_by_simulation() -> None:
+    """At 5 seeds the Student-t interval covers a true Δ = 0 in ~95% of draws, and a true Δ equal to the MDE
+    computed from the true std of the differences is detected (p < 0.05) in ~80% of draws."""
+    rng = np.random.default_rng(20261202)
+    n, sd, draws = 5, 1.7, 600
+    seeds = range(n)
+    mde = mde_paired(sd, n)
+    covered = detected = 0
+    for _ in range(draws):
+        base = pd.Series(rng.normal(40.0, 6.0, n), index=seeds)  # seed effects shared by both sides
+        null = compare(base + pd.Series(rng.normal(0.0, sd, n), index=seeds), base, n_boot=1)
+        covered += null["ci_low"] <= 0.0 <= null["ci_high"]
+        alt = compare(base + pd.Series(rng.normal(mde, sd, n), index=seeds), base, n_boot=1)
+        detected += alt["p_ttest"] < 0.05
+    assert 0.93 <= covered / draws <= 0.97
+    assert 0.75 <= detected / draws <= 0.85
+
+
+def test_mde_against_the_normal_approximation_and_power_function() -> None:
+    assert mde_in_se(10_000) == pytest.approx(sps.norm.ppf(0.975) + sps.norm.ppf(0.8), abs=1e-3)
+    for df in (1, 4, 9):
+        assert t_test_power(mde_in_se(df), df) == pytest.approx(0.8, abs=1e-8)
+    assert mde_paired(2.0, 5) == pytest.approx(mde_in_se(4) * 2.0 / math.sqrt(5))
+    assert math.isnan(mde_paired(2.0, 1))
+
+
+@pytest.mark.parametrize(("low", "high", "mde", "higher", "expected"), [
+    (math.nan, math.nan, math.nan, True, "n too small"),
+    (-0.5, 0.8, 2.0, True, "no difference > MDE"),
+    (0.1, 0.4, 2.0, True, "no difference > MDE"),  # clear of 0 yet smaller than the design can resolve
+    (0.5, 3.0, 2.0, True, "better"),
+    (0.5, 3.0, 2.0, False, "worse"),  # a loss went up
+    (-3.0, -0.5, 2.0, True, "worse"),
+    (-3.0, 2.5, 2.0, True, "inconclusive"),
+])  # fmt: skip
+def test_finding(low: float, high: float, mde: float, higher: bool, expected: str) -> None:
+    assert finding(low, high, mde, higher) == expected
 
 
 def _frame(rows: list[tuple[str, int, str, float]]) -> pd.DataFrame:
@@ -154,15 +236,30 @@ def test_summarize_against_brute_force() -> None:
             continue
         diffs = [x - y for x, y in zip(vals, base, strict=True)]
         assert row["delta"] == pytest.approx(sum(vals) / 3 - sum(base) / 3)
-        assert (row["ci_low"], row["ci_high"]) == pytest.approx(_loop_paired(np.array(diffs), 3000, 0))
-        assert row["p_ttest"] == pytest.approx(sps.ttest_rel(vals, base).pvalue)
+        ref = sps.ttest_rel(vals, base)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx(tuple(ref.confidence_interval(0.95)))
+        assert (row["boot_low"], row["boot_high"]) == pytest.approx(_loop_paired(np.array(diffs), 3000, 0))
+        assert row["p_ttest"] == pytest.approx(ref.pvalue)
+        assert row["mde"] == pytest.approx(mde_paired(statistics.stdev(diffs), 3))
+    # soft leads both columns, but its interval against the runner-up (clip) includes 0: nothing is bold
+    assert not summary["best"].any()
+
+
+def test_best_only_where_distinguishable_from_the_runner_up() -> None:
+    data = {"clip": [10.0, 11.0, 12.0, 11.0], "soft": [14.0, 15.1, 15.9, 15.0], "soft_re": [13.5, 15.0, 16.0, 14.4]}
+    frame = _frame([(v, s, "top1", vals[s]) for v, vals in data.items() for s in range(4)]
+                   + [(v, s, "val_nce_loss", vals[s] / 10) for v, vals in data.items() for s in range(4)])  # fmt: skip
+    summary = summarize(frame, n_boot=10)
+    # soft vs soft_re (the runner-up on top-1): Δ = [0.5, 0.1, -0.1, 0.6], interval includes 0 -> no bold
+    assert not summary.loc[summary["metric"] == "top1", "best"].any()
+    # on the loss (lower is better) clip leads soft_re by 0.33 with a tight interval -> clip is bold
     best = summary[summary["best"]].set_index("metric")["variant"].to_dict()
-    assert best == {"top1": "soft", "val_nce_loss": "soft"}  # higher top-1, lower loss
+    assert best == {"val_nce_loss": "clip"}
 
 
 def test_summarize_marks_ties_and_explicit_baseline() -> None:
     frame = _frame([("clip", 0, "top1", 5.0), ("soft", 0, "top1", 5.0), ("soft_re", 0, "top1", 4.0)])
     summary = summarize(frame, {"a": "soft_re"}, n_boot=10)
-    assert summary.set_index("variant")["best"].to_dict() == {"clip": True, "soft": True, "soft_re": False}
+    assert not summary["best"].any()  # one seed each: no interval against the runner-up, so nothing is bold
     assert summary.set_index("variant")["delta"].to_dict()["clip"] == pytest.approx(1.0)
     assert (summary["baseline"] == "soft_re").all()

@@ -114,7 +114,9 @@ def test_csv_is_the_numeric_summary(tables) -> None:
     assert {"variant", "key", "mean", "std", "delta", "ci_low", "ci_high", "p_ttest", "pairing", "best"} <= set(frame)
     assert frame["best"].dtype == bool and len(frame) == len(tables["abl0"].stats)
     assert set(frame.loc[frame["variant"] == "v1", "pairing"]) == {"paired"}
-    assert set(frame.loc[frame["variant"] == "v_odd", "pairing"]) == {"unpaired"}
+    odd = frame[frame["variant"] == "v_odd"]  # seed 0 only: paired on it, one pair, no interval
+    assert set(odd["pairing"]) == {"paired"} and set(odd["n_pairs"]) == {1} and set(odd["n_unmatched"]) == {2}
+    assert set(odd["finding"]) == {"n too small"} and odd["ci_low"].isna().all() and odd["p_ttest"].isna().all()
 
 
 def test_writers_registry() -> None:
