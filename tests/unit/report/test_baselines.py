@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import math
-import statistics
 import re
+import statistics
 from pathlib import Path
 
 import numpy as np

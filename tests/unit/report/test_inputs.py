@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from softclip.report import ReportError, build_report, load_runs
-from softclip.report.stats import summarize
 from softclip.report.frame import frame_from_runs
+from softclip.report.stats import summarize
 
 from .fakes import make_grid, make_run
 
