@@ -93,6 +93,18 @@ class LossConfig(_Section):
     soft_weight: NonNegFloat = Field(1.0, description="λ")
     re_weight: NonNegFloat = Field(0.5, description="µ")
     roi_weight: NonNegFloat = Field(1.0, description="γ, auxiliary ROI↔tag InfoNCE when the aggregator learns")
+    roi_logit_scale: Literal["shared", "detached"] = Field(
+        "shared", description="ROI↔tag InfoNCE multiplier: CLIP's s, trained by it too (shared) or not (detached)"
+    )
+    reverse_floor: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        1e-8, description="floor of y in the reverse KL term KL(P‖Y), which is infinite where y = 0 < p"
+    )
+    one_hot_rows: Literal["forward", "floored"] = Field(
+        "forward", description="target rows with one nonzero entry: forward KL only (= InfoNCE) or floored reverse"
+    )
+    impl: Literal["reference", "fused"] = Field(
+        "fused", description="reference (plain autograd, the definition) or fused (hand-written backward)"
+    )
 
     @field_validator("target")
     @classmethod

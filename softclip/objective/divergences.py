@@ -15,9 +15,11 @@ derivative before reusing them. Value and
 derivative come together so that a divergence shares its temporaries and allocates nothing of size [R, C]; the
 tests check every registered derivative against finite differences and the values against plain formulas.
 
-Conventions (DESIGN.md): 0·log 0 = 0 (the entropy uses the exact logarithm, floored at the smallest normal
-number, so y·log y is exactly 0 where y = 0, as ``torch.xlogy``); the reverse term KL(P || Y) takes
-log(max(Y, 1e-8)) so that targets with exact zeros (hard targets, masked columns) stay finite.
+Conventions (DESIGN.md): 0·log 0 = 0 (the entropy uses log y clamped at the log of the smallest normal number,
+so y·log y is exactly 0 where y = 0, as ``torch.xlogy``); the reverse term KL(P || Y) takes
+log(max(Y, floor)) with the floor ``loss.reverse_floor``, so that targets with exact zeros (hard targets, masked
+columns) stay finite; on rows with a single nonzero entry ``loss.one_hot_rows: forward`` drops the reverse term
+(``TargetRows.single``). :mod:`softclip.objective.reference` states the same definitions in plain autograd.
 """
 
 from __future__ import annotations
@@ -30,9 +32,6 @@ import torch
 
 from softclip.registry import Registry
 
-LOG_FLOOR = 1e-8  # the reverse KL term uses log(max(y, LOG_FLOOR))
-_LOG_LOG_FLOOR = math.log(LOG_FLOOR)
-
 
 @dataclass(frozen=True)
 class TargetRows:
@@ -40,29 +39,33 @@ class TargetRows:
 
     Attributes:
         y: [R, C] rows summing to 1 (or all-zero rows).
-        log_y: [R, C] log(max(y, 1e-8)), the target side of the reverse KL term (a divergence may overwrite it).
+        log_y: [R, C] log(max(y, floor)), the target side of the reverse KL term (a divergence may overwrite it).
         neg_entropy: [R] sum_j y_j log y_j with 0·log 0 = 0.
+        single: [R] bool, rows whose reverse term is dropped (one nonzero entry), or None for none.
     """
 
     y: torch.Tensor
     log_y: torch.Tensor
     neg_entropy: torch.Tensor
+    single: torch.Tensor | None = None
 
     @classmethod
-    def from_log(cls, y: torch.Tensor, log_y_exact: torch.Tensor, scratch: torch.Tensor) -> TargetRows:
-        """Build from y and its :func:`exact_log`; floors ``log_y_exact`` in place and uses ``scratch`` [R, C]."""
-        neg_entropy = rowdot(y, log_y_exact, scratch)
-        return cls(y, log_y_exact.clamp_min_(_LOG_LOG_FLOOR), neg_entropy)
+    def from_log(
+        cls, y: torch.Tensor, log_y: torch.Tensor, scratch: torch.Tensor, floor: float, mark_single: bool
+    ) -> TargetRows:
+        """Build from y = exp(log_y) and log_y [R, C] (−inf for zeros), clamping ``log_y`` in place.
 
-    @classmethod
-    def from_probs(cls, y: torch.Tensor) -> TargetRows:
-        """Build from target rows y [R, C] (fresh buffers)."""
-        return cls.from_log(y, exact_log(y), torch.empty_like(y))
-
-
-def exact_log(y: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """log(max(y, smallest normal)): the exact log where y > 0 (denormals aside), finite where y = 0."""
-    return torch.clamp_min(y, torch.finfo(y.dtype).tiny, out=out).log_()
+        Args:
+            y: [R, C] exp(log_y).
+            log_y: [R, C] log-probabilities; becomes log(max(y, floor)).
+            scratch: [R, C] buffer for the entropy's products.
+            floor: the reverse term's floor (``loss.reverse_floor``).
+            mark_single: find the rows with a single nonzero entry (``loss.one_hot_rows: forward``).
+        """
+        single = (torch.isfinite(log_y).sum(1) == 1) if mark_single else None
+        log_y.clamp_min_(math.log(torch.finfo(log_y.dtype).tiny))  # finite, so that 0·log y = 0
+        neg_entropy = rowdot(y, log_y, scratch)
+        return cls(y, log_y.clamp_min_(math.log(floor)), neg_entropy, single)
 
 
 def rowdot(a: torch.Tensor, b: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
@@ -105,9 +108,10 @@ def kl_divergence(
 def symmetric_kl_divergence(
     target: TargetRows, log_p: torch.Tensor, p: torch.Tensor, need_grad: bool, scratch: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """KL(Y || P) + KL(P || Y) per row (the project default); d/d log p = p (log p - log max(y, 1e-8) + 1) - y.
+    """KL(Y || P) + KL(P || Y) per row (the project default); d/d log p = p (log p - log max(y, floor) + 1) - y.
 
-    The reverse term is sum_j p_j (log p_j - log max(y_j, 1e-8)); p log p is 0 where p underflows to 0.
+    The reverse term is sum_j p_j (log p_j - log max(y_j, floor)); p log p is 0 where p underflows to 0. Rows in
+    ``target.single`` keep only the forward term (value and derivative).
 
     Args:
         target: prepared target rows [R, C].
@@ -122,9 +126,16 @@ def symmetric_kl_divergence(
     gap = torch.sub(log_p, target.log_y, out=target.log_y)
     weighted = torch.mul(p, gap, out=scratch)  # p (log p - log max(y, 1e-8)), also half of the derivative
     reverse = weighted.sum(-1)
+    if target.single is not None:
+        reverse.masked_fill_(target.single, 0.0)
     cross = torch.mul(target.y, log_p, out=target.log_y).sum(-1)
     rows = target.neg_entropy - cross + reverse
-    return rows, (weighted.add_(p).sub_(target.y) if need_grad else None)
+    if not need_grad:
+        return rows, None
+    weighted.add_(p)
+    if target.single is not None:
+        weighted.index_fill_(0, target.single.nonzero().squeeze(1), 0.0)
+    return rows, weighted.sub_(target.y)
 
 
 @DIVERGENCES.register("ce")

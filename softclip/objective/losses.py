@@ -1,34 +1,30 @@
-"""The loss terms of the SoftCLIP objective (DESIGN.md, 'The SoftCLIP objective').
+"""The fused path of the SoftCLIP objective's loss terms (``loss.impl: fused``).
 
-All terms work on one *direction* at a time: a block of logits Z ``[N_l, N_g]`` whose local row i has its
-positive at global column ``offset + i`` (single process: N_l = N_g, offset 0).
+Same contract and the same definition as :mod:`softclip.objective.reference` (tested equal there, loss and
+gradients): one direction at a time, a block of logits Z ``[N_l, N_g]`` whose local row i has its positive at
+global column ``offset + i``, and its log target log Y.
 
-- InfoNCE: mean over rows of -log p(positive), i.e. CE(Z, I) as open_clip's ``ClipLoss`` computes it.
-- Soft loss: mean over rows of D(Y || P).
-- Relation-enhanced (disentangled negatives): the diagonal is dropped from every row of Y and of the logits; Ỹ is
-  renormalised and log P̃ is the log_softmax of the off-diagonal logits (log space, so the diagonal logit has no
-  influence at all); D(Ỹ || P̃) is **summed** over the rows that keep off-diagonal target mass, and the caller
-  divides by the (global) number of such rows.
-- ROI<->tag InfoNCE (:func:`roi_info_nce_sums`) over the samples that have both sides.
+One autograd Function per direction (:func:`direction_terms`) shares one ``log_softmax`` and writes its
+backward out: the gradient of the weighted sum w_nce·L_nce + w_soft·L_soft + w_re·ΣD_re with respect to the
+logits is formed during the forward pass (softmax backward of each divergence's derivative with respect to
+log P), so the backward pass is one multiplication and the block count stays small. Scratch blocks come from a
+:class:`Workspace`, because fresh [N_l, N_g] blocks cost page faults on every step on a CPU. It exists only
+while it measurably pays against the reference (reports/perf/objective.md).
 
-The first three come out of one autograd Function per direction (:func:`direction_terms`) that shares one
-``log_softmax`` and writes its backward out: the gradient of the weighted sum w_nce·L_nce + w_soft·L_soft +
-w_re·ΣD_re with respect to the logits is formed during the forward pass (softmax backward of each divergence's
-derivative with respect to log P), so the backward pass is one multiplication. The individual terms are returned
-as detached values for logging. Scratch blocks come from a :class:`Workspace`, because fresh [N_l, N_g] blocks
-cost page faults on every step on a CPU. :func:`info_nce`, :func:`soft_loss` and :func:`relation_enhanced_sums`
-expose single terms (differentiable) for tests and analysis.
+The ROI<->tag InfoNCE (:func:`roi_info_nce_sums`) is plain autograd and shared by both paths.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from softclip.objective.divergences import Divergence, TargetRows, exact_log
+from softclip.objective.divergences import DIVERGENCES, TargetRows
+from softclip.objective.reference import DirectionSpec, positives
+from softclip.objective.targets import NEG_INF
 
 
 class Workspace:
@@ -63,18 +59,6 @@ class Workspace:
 
     def __setstate__(self, state: dict[str, bool]) -> None:
         self.__init__(state["enabled"])
-
-
-def positives(n_local: int, offset: int, device: torch.device) -> torch.Tensor:
-    """[N_l] int64 global column of each local row's positive."""
-    return torch.arange(offset, offset + n_local, device=device)
-
-
-def identity_like(x: torch.Tensor, offset: int) -> torch.Tensor:
-    """[N_l, N_g] zeros with ones at (i, offset + i), same dtype and device as ``x``."""
-    eye = torch.zeros(x.shape, dtype=x.dtype, device=x.device)
-    eye.diagonal(offset).fill_(1.0)
-    return eye
 
 
 # --- off-diagonal layout -------------------------------------------------------------------------------------
@@ -126,73 +110,7 @@ def _add_off_diagonal_(
             full.add_(comp, alpha=scale)
 
 
-class _OffDiagonal(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, offset: int) -> torch.Tensor:  # type: ignore[override]
-        ctx.offset = offset
-        return _drop_diagonal(x, offset)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        out = grad.new_zeros(grad.shape[0], grad.shape[1] + 1)
-        _add_off_diagonal_(out, grad, 1.0, ctx.offset)
-        return out, None
-
-
-def off_diagonal(x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-    """Drop entry (i, offset + i) from every row.
-
-    Args:
-        x: [N_l, N_g] with 0 <= offset and offset + N_l <= N_g.
-        offset: column of row 0's diagonal.
-
-    Returns:
-        [N_l, N_g - 1], rows aligned with ``x``'s (differentiable; the diagonal gets zero gradient).
-    """
-    _check_block(x.shape, offset)
-    if x.requires_grad and torch.is_grad_enabled():
-        return _OffDiagonal.apply(x, offset)
-    return _drop_diagonal(x, offset)
-
-
-def off_diagonal_keep(y: torch.Tensor, offset: int) -> torch.Tensor:
-    """[N_l] bool: rows of Y with off-diagonal mass (the rows the relation-enhanced term keeps).
-
-    Sums each row with its diagonal entry zeroed for the duration (``y`` must be writable; it is restored), which
-    decides positivity exactly as summing the off-diagonal entries does.
-    """
-    diag = y.diagonal(offset)
-    saved = diag.clone()
-    diag.zero_()
-    try:
-        return y.sum(1) > 0
-    finally:
-        diag.copy_(saved)
-
-
 # --- the fused direction ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DirectionSpec:
-    """What one direction computes.
-
-    Attributes:
-        offset: global column of local row 0's positive.
-        divergence: a :data:`DIVERGENCES` entry.
-        nce_weight: weight of the InfoNCE mean in the differentiable total.
-        soft_weight: weight of the soft-loss mean (0: not computed).
-        re_weight: weight of the relation-enhanced row sum (None: not computed; a 0-dim tensor is fine).
-        workspace: scratch blocks (None: fresh ones).
-    """
-
-    offset: int
-    divergence: Divergence
-    nce_weight: float = 1.0
-    soft_weight: float = 0.0
-    re_weight: float | torch.Tensor | None = None
-    workspace: Workspace | None = None
 
 
 def _softmax_backward_(grad_log_p: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -201,16 +119,21 @@ def _softmax_backward_(grad_log_p: torch.Tensor, p: torch.Tensor) -> torch.Tenso
 
 
 def _off_targets(
-    y: torch.Tensor, log_y: torch.Tensor, offset: int, ws: Workspace, scratch: torch.Tensor
+    y: torch.Tensor, log_y: torch.Tensor, spec: DirectionSpec, ws: Workspace, scratch: torch.Tensor
 ) -> TargetRows:
-    """Ỹ: Y without its diagonal, renormalised; log Ỹ from the exact log Y (no new logarithm)."""
+    """Ỹ from log Y (before it is clamped): log Ỹ = log Y_off − logsumexp(log Y_off), in log space, so that an
+    off-diagonal mass below float range still renormalises exactly. Rows without such mass come out all zeros."""
     shape = (y.shape[0], y.shape[1] - 1)
-    y_off = _drop_diagonal(y, offset, out=ws.get("y_off", shape, y))
+    log_off = _drop_diagonal(log_y, spec.offset, out=ws.get("log_off", shape, y))
+    top = log_off.amax(1, keepdim=True)
+    top.masked_fill_(top == NEG_INF, 0.0)  # rows without off-diagonal mass: exp(−inf − 0) = 0, no NaN
+    y_off = torch.sub(log_off, top, out=ws.get("y_off", shape, y)).exp_()
     mass = y_off.sum(1, keepdim=True)
-    mass = torch.where(mass > 0, mass, torch.ones_like(mass))
-    log_off = _drop_diagonal(log_y, offset, out=ws.get("log_off", shape, y)).sub_(mass.log())
+    mass.masked_fill_(mass == 0, 1.0)
+    y_off.div_(mass)
+    log_off.sub_(mass.log_().add_(top))
     compact = scratch.view(-1)[: shape[0] * shape[1]].view(shape)
-    return TargetRows.from_log(y_off.div_(mass), log_off, compact)
+    return TargetRows.from_log(y_off, log_off, compact, spec.reverse_floor, spec.one_hot_rows == "forward")
 
 
 def _drop_row_diagonals(x: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -255,7 +178,7 @@ def _relation_enhanced(
     """(sum over kept rows of D(Ỹ || P̃), its derivative with respect to the off-diagonal logits or None)."""
     log_p, p = off_probs
     compact = scratch.view(-1)[: log_p.numel()].view(log_p.shape)
-    rows, grad = spec.divergence(target, log_p, p, need, compact)
+    rows, grad = DIVERGENCES.get(spec.divergence)(target, log_p, p, need, compact)
     value = torch.where(keep, rows, torch.zeros_like(rows)).sum()
     if not need:
         return value, None
@@ -267,7 +190,7 @@ class _DirectionTerms(torch.autograd.Function):
     """(total, nce, soft, re_sum, pos_mass, neg_entropy) of one direction; only ``total`` is differentiable."""
 
     @staticmethod
-    def forward(ctx, z, y, keep, spec: DirectionSpec):  # type: ignore[override]
+    def forward(ctx, z, log_y, keep, spec: DirectionSpec):  # type: ignore[override]
         need = ctx.needs_input_grad[0]
         ws = spec.workspace or Workspace(enabled=False)
         n = z.shape[0]
@@ -277,16 +200,16 @@ class _DirectionTerms(torch.autograd.Function):
         pos_mass = p.diagonal(spec.offset).mean()
         zero = z.new_zeros(())
         soft = re_sum = neg_entropy = zero
-        grad_soft = grad_re = off = off_probs = dz = None
-        if y is not None:
+        grad_soft = off = off_probs = dz = None
+        if log_y is not None:
             scratch = ws.get("scratch", z.shape, z)
-            log_y = exact_log(y, out=ws.get("log_y", z.shape, z))
-            off = _off_targets(y, log_y, spec.offset, ws, scratch) if spec.re_weight is not None else None
-            full = TargetRows.from_log(y, log_y, scratch)
+            y = torch.exp(log_y, out=ws.get("y", z.shape, z))
+            off = _off_targets(y, log_y, spec, ws, scratch) if spec.re_weight is not None else None
+            full = TargetRows.from_log(y, log_y, scratch, spec.reverse_floor, spec.one_hot_rows == "forward")
             neg_entropy = full.neg_entropy.mean()
             off_probs = _off_log_probs(z, log_p, p, spec.offset, ws) if off is not None else None  # p still P
             if spec.soft_weight > 0:
-                rows, grad = spec.divergence(full, log_p, p, need, scratch)
+                rows, grad = DIVERGENCES.get(spec.divergence)(full, log_p, p, need, scratch)
                 soft = rows.mean()
                 grad_soft = _softmax_backward_(grad, p) if need else None
         if need:  # the gradient block takes p's storage; scratch is free again once grad_soft is added
@@ -314,57 +237,26 @@ class _DirectionTerms(torch.autograd.Function):
 
 
 def direction_terms(
-    logits: torch.Tensor, y: torch.Tensor | None, keep: torch.Tensor | None, spec: DirectionSpec
+    logits: torch.Tensor, log_y: torch.Tensor | None, keep: torch.Tensor | None, spec: DirectionSpec
 ) -> tuple[torch.Tensor, ...]:
-    """All terms of one direction from one ``log_softmax``.
+    """All terms of one direction from one ``log_softmax``; the contract of
+    :func:`softclip.objective.reference.direction_terms`.
 
     Args:
         logits: [N_l, N_g] (float32 or float64).
-        y: [N_l, N_g] target rows (no gradient; read only), or None (identity: only InfoNCE is computed).
-        keep: [N_l] bool from :func:`off_diagonal_keep` when ``spec.re_weight`` is set.
-        spec: offset, divergence, weights, workspace.
+        log_y: [N_l, N_g] log target rows (no gradient; overwritten), or None (identity: only InfoNCE).
+        keep: [N_l] bool from :func:`softclip.objective.targets.off_diagonal_mass` when ``spec.re_weight`` is set.
+        spec: offset, divergence, weights, floor, one-hot rule, workspace.
 
     Returns:
-        (total, nce, soft, re_sum, pos_mass, neg_entropy): total = w_nce·nce + w_soft·soft + w_re·re_sum is the
-        only differentiable output; nce and soft are means over rows, re_sum the sum of D(Ỹ || P̃) over kept rows,
-        pos_mass the mean predicted probability of the positive, neg_entropy the mean of sum_j y log y.
+        (total, nce, soft, re_sum, pos_mass, neg_entropy); only ``total`` is differentiable.
     """
     _check_block(logits.shape, spec.offset)
-    if y is None:
-        spec = DirectionSpec(spec.offset, spec.divergence, spec.nce_weight, 0.0, None, spec.workspace)
+    if log_y is None:
+        spec = replace(spec, soft_weight=0.0, re_weight=None)
     elif spec.re_weight is not None and (keep is None or logits.shape[1] < 2):
-        raise ValueError("the relation-enhanced term needs N_g >= 2 and the kept rows (off_diagonal_keep)")
-    return _DirectionTerms.apply(logits, y, keep, spec)
-
-
-def info_nce(logits: torch.Tensor, offset: int = 0) -> torch.Tensor:
-    """CE(Z, I): mean over rows of -log softmax(Z)[i, offset + i]. Shapes: [N_l, N_g] -> scalar."""
-    return F.cross_entropy(logits, positives(logits.shape[0], offset, logits.device))
-
-
-def soft_loss(logits: torch.Tensor, y: torch.Tensor, divergence: Divergence, offset: int = 0) -> torch.Tensor:
-    """Mean over rows of D(Y || softmax(Z)), differentiable. Shapes: logits, y [N_l, N_g] -> scalar."""
-    spec = DirectionSpec(offset, divergence, nce_weight=0.0, soft_weight=1.0)
-    return direction_terms(logits, y, None, spec)[0]
-
-
-def relation_enhanced_sums(
-    logits: torch.Tensor, y: torch.Tensor, divergence: Divergence, offset: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Disentangled negatives of one direction.
-
-    Args:
-        logits: [N_l, N_g] logits (N_g >= 2).
-        y: [N_l, N_g] target rows (no gradient).
-        divergence: a :data:`DIVERGENCES` entry.
-        offset: global column of local row 0's diagonal.
-
-    Returns:
-        (sum over kept rows of D(Ỹ || P̃) (differentiable), number of kept rows as a float tensor).
-    """
-    keep = off_diagonal_keep(y.detach().clone(), offset)
-    spec = DirectionSpec(offset, divergence, nce_weight=0.0, re_weight=1.0)
-    return direction_terms(logits, y, keep, spec)[0], keep.sum().to(logits.dtype)
+        raise ValueError("the relation-enhanced term needs N_g >= 2 and the kept rows (off_diagonal_mass)")
+    return _DirectionTerms.apply(logits, log_y, keep, spec)
 
 
 def roi_info_nce_sums(

@@ -2,10 +2,12 @@
 
 L = w_nce·L_nce + λ·L_soft + µ·L_re + γ·L_roi (DESIGN.md, 'The SoftCLIP objective'). Terms whose weight is 0
 are not computed (they are returned as zero tensors); β = 0 with λ = µ = 0 reproduces open_clip's ``ClipLoss``
-(value and gradients, to float rounding). Logits and log-probabilities are float32 (float64 stays float64)
-whatever autocast says. Only ``loss`` carries gradient: the gradient of the whole weighted sum with respect to
-the logits is formed in one pass (:mod:`softclip.objective.losses`), and the ``*_loss`` terms come back
-detached, for logging.
+bit for bit (both directions' logits are computed as ClipLoss computes them, s·U Vᵀ and s·V Uᵀ). Logits and
+log-probabilities are float32 (float64 stays float64) whatever autocast says; targets are log-probabilities
+(:mod:`softclip.objective.targets`). The per-direction terms come from ``loss.impl`` (:data:`IMPLS`):
+``reference`` (:mod:`softclip.objective.reference`, plain autograd, the definition) or ``fused``
+(:mod:`softclip.objective.losses`, hand-written backward). Only ``loss`` carries gradient; the ``*_loss`` terms
+come back detached, for logging.
 
 Distributed (torch.distributed initialised, world W > 1): features are all-gathered with gradient
 (:mod:`softclip.objective.distributed`), side features and masks without; each rank computes its local rows
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from softclip.objective import losses, reference
 from softclip.objective.distributed import (
     all_reduce_sum,
     check_equal_local_sizes,
@@ -31,19 +34,42 @@ from softclip.objective.distributed import (
     rank_and_world,
 )
 from softclip.objective.divergences import DIVERGENCES
-from softclip.objective.losses import (
-    DirectionSpec,
-    Workspace,
-    direction_terms,
-    identity_like,
-    off_diagonal_keep,
-    roi_info_nce_sums,
+from softclip.objective.losses import Workspace, roi_info_nce_sums
+from softclip.objective.reference import ONE_HOT_RULES, DirectionSpec
+from softclip.objective.targets import (
+    PAIRINGS,
+    TARGETS,
+    SideView,
+    build_targets,
+    identity_log_target,
+    off_diagonal_mass,
 )
-from softclip.objective.targets import PAIRINGS, TARGETS, SideView, build_targets
+from softclip.registry import Registry
 
 CONFIG_KEYS = (
     "target", "beta", "tau", "divergence", "pairing", "nce_weight", "soft_weight", "re_weight", "roi_weight",
+    "impl", "reverse_floor", "one_hot_rows", "roi_logit_scale",
 )  # fmt: skip
+
+# loss.impl: who computes the per-direction terms (same contract: reference.direction_terms)
+IMPLS: Registry = Registry("loss.impl")
+IMPLS.register("reference")(reference.direction_terms)
+IMPLS.register("fused")(losses.direction_terms)
+
+# loss.roi_logit_scale: the multiplier of the ROI<->tag InfoNCE, from CLIP's s
+ROI_SCALES: Registry = Registry("loss.roi_logit_scale")
+
+
+@ROI_SCALES.register("shared")
+def _shared_scale(s: torch.Tensor) -> torch.Tensor:
+    """s itself: the ROI term trains CLIP's logit scale too."""
+    return s
+
+
+@ROI_SCALES.register("detached")
+def _detached_scale(s: torch.Tensor) -> torch.Tensor:
+    """s's value without its gradient: only the CLIP terms train s."""
+    return s.detach()
 
 
 @dataclass
@@ -82,6 +108,13 @@ class SoftCLIPObjective(nn.Module):
         divergence: ``loss.divergence`` (:func:`list_divergences`).
         pairing: ``loss.pairing`` (:func:`list_pairings`).
         nce_weight: w_nce. soft_weight: λ. re_weight: µ. roi_weight: γ (all >= 0).
+        impl: ``loss.impl`` (:data:`IMPLS`), which implementation computes the terms.
+        reverse_floor: ``loss.reverse_floor`` in (0, 1), y's floor inside the reverse KL term.
+        one_hot_rows: ``loss.one_hot_rows``: ``forward`` (the reverse term is dropped on target rows with a
+            single nonzero entry) or ``floored`` (kept, with the floor).
+        roi_logit_scale: ``loss.roi_logit_scale`` (:data:`ROI_SCALES`): ``shared`` or ``detached``.
+
+    The defaults are ``LossConfig``'s (a test holds them equal).
     """
 
     def __init__(
@@ -94,11 +127,20 @@ class SoftCLIPObjective(nn.Module):
         nce_weight: float = 1.0,
         soft_weight: float = 1.0,
         re_weight: float = 0.5,
-        roi_weight: float = 0.0,
+        roi_weight: float = 1.0,
+        impl: str = "fused",
+        reverse_floor: float = 1e-8,
+        one_hot_rows: str = "forward",
+        roi_logit_scale: str = "shared",
     ) -> None:
         super().__init__()
         TARGETS.get(target), PAIRINGS.get(pairing)  # unknown names fail here, naming the choices
-        self.divergence_fn = DIVERGENCES.get(divergence)
+        self.terms_fn, self.roi_scale_fn = IMPLS.get(impl), ROI_SCALES.get(roi_logit_scale)
+        if one_hot_rows not in ONE_HOT_RULES:
+            raise ValueError(f"loss.one_hot_rows={one_hot_rows!r} is not one of: {', '.join(ONE_HOT_RULES)}")
+        if not 0.0 < reverse_floor < 1.0:
+            raise ValueError(f"loss.reverse_floor={reverse_floor} must lie in (0, 1)")
+        DIVERGENCES.get(divergence)
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"loss.beta={beta} must lie in [0, 1]")
         if not (tau > 0 and math.isfinite(tau)):
@@ -113,6 +155,8 @@ class SoftCLIPObjective(nn.Module):
         self.beta, self.tau = float(beta), float(tau)
         self.nce_weight, self.soft_weight = float(nce_weight), float(soft_weight)
         self.re_weight, self.roi_weight = float(re_weight), float(roi_weight)
+        self.impl, self.reverse_floor, self.one_hot_rows = impl, float(reverse_floor), one_hot_rows
+        self.roi_logit_scale = roi_logit_scale
         self._workspace = Workspace()  # scratch blocks reused across calls on a CPU (see losses.Workspace)
 
     @classmethod
@@ -144,7 +188,8 @@ class SoftCLIPObjective(nn.Module):
             text_side: [N, b] text-side features B (tags), or None to use V itself.
             image_side_mask: [N] bool, False for samples without regions (None: all valid).
             text_side_mask: [N] bool, False for samples without tags (None: all valid).
-            roi_logit_scale: scalar multiplier of the ROI<->tag InfoNCE (default: ``logit_scale``).
+            roi_logit_scale: scalar multiplier of the ROI<->tag InfoNCE (default: from ``logit_scale`` as the
+                ``roi_logit_scale`` key says), e.g. a parameter the model owns.
 
         Returns:
             ``loss`` (weighted total, differentiable); ``nce_loss``, ``soft_loss``, ``re_loss``, ``roi_loss``
@@ -162,7 +207,9 @@ class SoftCLIPObjective(nn.Module):
                 )
             s = torch.as_tensor(logit_scale, device=u.device).to(dtype)
             roi_s = (
-                s if roi_logit_scale is None else torch.as_tensor(roi_logit_scale, device=u.device).to(dtype)
+                self.roi_scale_fn(s)
+                if roi_logit_scale is None
+                else torch.as_tensor(roi_logit_scale, device=u.device).to(dtype)
             )
             masks = (_check_mask(image_side_mask, u.shape[0], "image_side_mask"),
                      _check_mask(text_side_mask, u.shape[0], "text_side_mask"))  # fmt: skip
@@ -180,14 +227,10 @@ class SoftCLIPObjective(nn.Module):
         rank, world = rank_and_world()
         check_equal_local_sizes(u.shape[0], u.device)
         offset, n_global = rank * u.shape[0], world * u.shape[0]
-        if world == 1:
-            u_g, v_g = u, v
-            logits_i2t = s * u @ v.T
-            # the t2i block is the transpose (ClipLoss's values from one matmul); contiguous for the row passes
-            logits = (logits_i2t, logits_i2t.T.contiguous())
-        else:
-            u_g, v_g = gather_with_grad(u), gather_with_grad(v)
-            logits = (s * u @ v_g.T, s * v @ u_g.T)
+        u_g, v_g = gather_with_grad(u), gather_with_grad(v)
+        # t2i as its own product s·V Uᵀ, as ClipLoss computes it (not the transpose of s·U Vᵀ, which differs by
+        # float rounding): the CLIP special case is then ClipLoss bit for bit
+        logits = (s * u @ v_g.T, s * v @ u_g.T)
         roi_on = self._roi_active(*sides)
         a = self._side(sides[0], u, u_g, masks[0], keep_grad=roi_on)
         b = self._side(sides[1], v, v_g, masks[1], keep_grad=False)
@@ -195,9 +238,11 @@ class SoftCLIPObjective(nn.Module):
         keeps, re_weights, re_scales = self._re_plan(ys, smoothed, offset, world, n_global, logits[0])
         terms = []
         for z, y, keep, w_re in zip(logits, ys, keeps, re_weights, strict=True):
-            w_nce, w_soft = 0.5 * self.nce_weight, 0.5 * self.soft_weight
-            spec = DirectionSpec(offset, self.divergence_fn, w_nce, w_soft, w_re, self._workspace)
-            terms.append(direction_terms(z, y, keep, spec))
+            spec = DirectionSpec(
+                offset, self.divergence, self.reverse_floor, self.one_hot_rows,
+                0.5 * self.nce_weight, 0.5 * self.soft_weight, w_re, self._workspace,
+            )  # fmt: skip
+            terms.append(self.terms_fn(z, y, keep, spec))
         total, nce, soft, re_sums, pos_mass, neg_entropy = (tuple(t[k] for t in terms) for k in range(6))
         zero = u.new_zeros(())
         out.update(nce_loss=zero, soft_loss=zero, re_loss=zero, roi_loss=zero)
@@ -222,7 +267,7 @@ class SoftCLIPObjective(nn.Module):
         return self.re_weight > 0 and n_global >= 2
 
     def _targets(self, a: _Side, b: _Side, offset: int, like: torch.Tensor) -> tuple[tuple, tuple, dict]:
-        """Target rows of both directions (None where only InfoNCE runs), whether each is smoothed (not the
+        """Log target rows of both directions (None where only InfoNCE runs), whether each is smoothed (not the
         identity), and ``target_pos_mass``."""
         if not (self.soft_weight > 0 or self._re_on(like.shape[1])):
             return (None, None), (False, False), {}
@@ -231,9 +276,9 @@ class SoftCLIPObjective(nn.Module):
         smoothed = (ys[0] is not None, ys[1] is not None)
         if not any(smoothed) and self.soft_weight == 0:
             return (None, None), smoothed, {}  # identity targets: no relation-enhanced rows, soft term off
-        ys = tuple(identity_like(like, offset) if y is None else y for y in ys)
+        ys = tuple(identity_log_target(like, offset) if y is None else y for y in ys)
         with torch.no_grad():
-            pos = 0.5 * (ys[0].diagonal(offset).mean() + ys[1].diagonal(offset).mean())
+            pos = 0.5 * (ys[0].diagonal(offset).exp().mean() + ys[1].diagonal(offset).exp().mean())
         return ys, smoothed, {"target_pos_mass": pos}
 
     def _re_plan(self, ys, smoothed, offset: int, world: int, n_global: int, like: torch.Tensor) -> tuple:
@@ -249,7 +294,7 @@ class SoftCLIPObjective(nn.Module):
             return (None, None), (None, None), None
         with torch.no_grad():
             keeps = tuple(
-                off_diagonal_keep(y, offset) if on else None for y, on in zip(ys, smoothed, strict=True)
+                off_diagonal_mass(y, offset) if on else None for y, on in zip(ys, smoothed, strict=True)
             )
             counts = torch.stack([like.new_zeros(()) if k is None else k.sum().to(like.dtype) for k in keeps])
             counts = all_reduce_sum(counts)

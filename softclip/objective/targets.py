@@ -1,39 +1,48 @@
 """Soft targets Y (``loss.target``) and how the two sides pair with the two directions (``loss.pairing``).
 
-A target is ``Y = (1 - β) I + β Q`` where Q is the target's *smoothing distribution*. Every target is a function
+Every target is formed **as log-probabilities** (DESIGN.md, 'Numerics'): at small τ most entries of
+softmax(AAᵀ/τ) are far below float32's smallest number, so a linear-space target loses them, and with them the
+whole off-diagonal mass that the disentangled-negatives term renormalises. In log space they stay finite
+(log Q = AAᵀ/τ − logsumexp), exact zeros are −inf, and β is mixed in with ``logaddexp``.
+
+A target is ``Y = (1 − β) I + β Q`` where Q is the target's *smoothing distribution*. Every target is a function
 of one side (image side A or text side B) with the same contract::
 
-    q = TARGETS.get(name)(side: SideView, tau: float, out: Tensor | None = None)   # -> [N_l, N_g] or None
+    log_q = TARGETS.get(name)(side: SideView, tau: float, out: Tensor | None = None)  # -> [N_l, N_g] or None
 
-returning, for each local row, a distribution over the global columns (None means "no smoothing": Y = I), as a
+returning, for each local row, log-probabilities over the global columns (None means "no smoothing": Y = I), as a
 tensor the caller may overwrite (``out`` when given: a scratch block it may use) or as an expanded view.
 Rows of local samples cover global columns (distributed: local rows, all-gathered columns); the diagonal of
 local row i is global column ``offset + i``.
 
 Masks (DESIGN.md): a sample whose side is missing (no regions / no tags) is masked out of every distribution
-over that side, so no target mass lands on its column, and its own row is one-hot. Masks apply to every target,
-label smoothing included (its uniform mass then spreads over the valid columns only, 1/N_valid; with no mask it
-is exactly β/N with N the global batch), so that label smoothing and self-similarity compare on the same support.
+over that side (log Q = −inf on its column), and its own row is one-hot. Masks apply to every target, label
+smoothing included (its uniform mass then spreads over the valid columns only, 1/N_valid; with no mask it is
+exactly β/N with N the global batch), so that label smoothing and self-similarity compare on the same support.
 
-A pairing maps the two sides' (Q, row validity) to the two directions::
+A pairing maps the two sides' (log Q, row validity) to the two directions::
 
-    (q_i2t, valid_i2t), (q_t2i, valid_t2i) = PAIRINGS.get(name)((q_a, valid_a), (q_b, valid_b))
-
-returning two distinct tensors (the targets are composed in place).
+    (lq_i2t, valid_i2t), (lq_t2i, valid_t2i) = PAIRINGS.get(name)((lq_a, valid_a), (lq_b, valid_b))
 
 ``same``: i2t from A, t2i from B. ``cross``: swapped. ``mean``: both directions use the row-wise average of the
 two distributions; where only one side is valid for a row that side's distribution is used alone, and a row
 valid on neither side is one-hot. Its columns may then receive mass from the valid side only.
+
+Off-diagonal mass (:func:`off_diagonal_mass`) is decided in log space: a row has it when some off-diagonal
+log Y is finite, so a probability below float range still counts and no row is dropped for underflow.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from softclip.registry import Registry
+
+NEG_INF = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,7 @@ class SideView:
 
 
 Target = Callable[..., "torch.Tensor | None"]  # (side, tau, out=None)
-Side = tuple["torch.Tensor | None", "torch.Tensor | None"]  # (Q [N_l, N_g] or None, row_valid [N_l] or None)
+Side = tuple["torch.Tensor | None", "torch.Tensor | None"]  # (log Q [N_l, N_g] or None, row_valid [N_l] or None)
 Pairing = Callable[[Side, Side], tuple[Side, Side]]
 
 TARGETS: Registry[Target] = Registry("loss.target")
@@ -79,58 +88,83 @@ def hard_target(side: SideView, tau: float, out: torch.Tensor | None = None) -> 
 
 @TARGETS.register("label_smoothing")
 def label_smoothing_target(side: SideView, tau: float, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Uniform over the valid global columns: Q = 11ᵀ / N_valid (N_valid = N_g without masks).
+    """Uniform over the valid global columns: log Q = −log N_valid there, −inf on masked columns.
 
     Returns:
         [N_l, N_g], an expanded view of one fresh row.
     """
     n_local, n_global = side.rows.shape[0], side.cols.shape[0]
-    like = side.cols.new_ones(n_global) if side.col_valid is None else side.col_valid.to(side.cols.dtype)
-    q = like / like.sum().clamp_min(1.0)
-    return q.unsqueeze(0).expand(n_local, n_global)
+    valid = side.cols.new_ones(n_global, dtype=torch.bool) if side.col_valid is None else side.col_valid
+    log_n = math.log(max(int(valid.sum()), 1))
+    row = torch.full((n_global,), -log_n, dtype=side.cols.dtype, device=side.cols.device)
+    return row.masked_fill_(~valid, NEG_INF).unsqueeze(0).expand(n_local, n_global)
 
 
 @TARGETS.register("selfsim")
 def selfsim_target(side: SideView, tau: float, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Intra-modal self-similarity: Q = softmax(rows · colsᵀ / τ) over the valid columns.
+    """Intra-modal self-similarity: log Q = log_softmax(rows · colsᵀ / τ) over the valid columns.
 
     Returns:
-        [N_l, N_g]; rows of invalid samples hold anything finite (they become one-hot in :func:`compose_target`).
+        [N_l, N_g]; rows of invalid samples hold anything (they become one-hot in :func:`compose_target`).
     """
     q = torch.matmul(side.rows / tau, side.cols.T, out=out)
-    if side.col_valid is not None:
-        q.masked_fill_(~side.col_valid.unsqueeze(0), float("-inf"))
-    # softmax in place (one [N_l, N_g] block for the whole target)
-    q.sub_(q.amax(dim=1, keepdim=True)).exp_()
-    q.div_(q.sum(dim=1, keepdim=True))
-    if side.col_valid is not None:
-        q.nan_to_num_(0.0)  # a row sees only -inf when no column is valid; such a row is never valid itself
-    return q
+    if side.col_valid is None:
+        return torch.log_softmax(q, dim=1, out=q)  # in place: one [N_l, N_g] block for the whole target
+    q.masked_fill_(~side.col_valid.unsqueeze(0), NEG_INF)
+    # a batch without any valid column gives all −inf rows, whose log_softmax is NaN: keep them −inf
+    return torch.log_softmax(q, dim=1, out=q).nan_to_num_(nan=NEG_INF, neginf=NEG_INF)
 
 
 def compose_target(
-    q: torch.Tensor | None, beta: float, row_valid: torch.Tensor | None, offset: int
+    log_q: torch.Tensor | None, beta: float, row_valid: torch.Tensor | None, offset: int
 ) -> torch.Tensor | None:
-    """Y = (1 - β) I + β Q, with invalid rows one-hot.
+    """log Y for Y = (1 − β) I + β Q, with invalid rows one-hot: log(β) + log Q off the diagonal,
+    logaddexp(log(1 − β), log β + log Q_ii) on it.
 
     Args:
-        q: [N_l, N_g] smoothing distribution, or None for Y = I.
+        log_q: [N_l, N_g] smoothing log-probabilities, or None for Y = I.
         beta: β in [0, 1].
         row_valid: [N_l] bool or None (all valid).
         offset: global column of local row 0's diagonal.
 
     Returns:
-        [N_l, N_g] target rows summing to 1, or None meaning the identity (no smoothing, or β = 0).
+        [N_l, N_g] log target rows (logsumexp 0 per row; −inf for exact zeros), or None meaning the identity.
     """
-    if q is None or beta == 0:
+    if log_q is None or beta == 0:
         return None
-    y = q.mul_(beta) if q.is_contiguous() else q * beta  # targets hand over fresh blocks or expanded views
-    y.diagonal(offset).add_(1.0 - beta)
+    log_beta = math.log(beta)
+    log_y = log_q.add_(log_beta) if log_q.is_contiguous() else log_q + log_beta  # fresh blocks or views
+    diag = log_y.diagonal(offset)
+    if beta < 1:
+        torch.logaddexp(diag, diag.new_full((), math.log1p(-beta)), out=diag)
     if row_valid is not None:
         bad = (~row_valid).nonzero().squeeze(1)
-        y.index_fill_(0, bad, 0.0)
-        y[bad, bad + offset] = 1.0
-    return y
+        log_y.index_fill_(0, bad, NEG_INF)
+        log_y[bad, bad + offset] = 0.0
+    return log_y
+
+
+def identity_log_target(like: torch.Tensor, offset: int) -> torch.Tensor:
+    """log I: [N_l, N_g] −inf with zeros at (i, offset + i), ``like``'s dtype and device."""
+    log_eye = torch.full(like.shape, NEG_INF, dtype=like.dtype, device=like.device)
+    log_eye.diagonal(offset).fill_(0.0)
+    return log_eye
+
+
+def off_diagonal_mass(log_y: torch.Tensor, offset: int) -> torch.Tensor:
+    """[N_l] bool: rows of Y with off-diagonal mass (some off-diagonal log Y is finite), the rows the
+    relation-enhanced term keeps.
+
+    Masks the diagonal for the duration (``log_y`` must be writable; it is restored) rather than copying the
+    block.
+    """
+    diag = log_y.diagonal(offset)
+    saved = diag.clone()
+    diag.fill_(NEG_INF)
+    try:
+        return log_y.amax(dim=1) > NEG_INF
+    finally:
+        diag.copy_(saved)
 
 
 @PAIRINGS.register("same")
@@ -147,21 +181,22 @@ def cross_pairing(side_a: Side, side_b: Side) -> tuple[Side, Side]:
 
 @PAIRINGS.register("mean")
 def mean_pairing(side_a: Side, side_b: Side) -> tuple[Side, Side]:
-    """Both directions use the average of A's and B's distributions (one side alone where only it is valid)."""
-    (q_a, valid_a), (q_b, valid_b) = side_a, side_b
-    if q_a is None or q_b is None:
+    """Both directions use the average of A's and B's distributions (one side alone where only it is valid):
+    log Q = logaddexp(log w_a + log Q_a, log w_b + log Q_b) with row weights w summing to 1."""
+    (lq_a, valid_a), (lq_b, valid_b) = side_a, side_b
+    if lq_a is None or lq_b is None:
         # one side without smoothing (never happens with a single target function): use the other one
-        only = side_a if q_b is None else side_b
+        only = side_a if lq_b is None else side_b
         return only, only
-    if valid_a is None and valid_b is None:
-        q = (q_a + q_b).mul_(0.5)
-        return (q, None), (q.clone(), None)
-    ones = q_a.new_ones(q_a.shape[0])
-    w_a = ones if valid_a is None else valid_a.to(q_a.dtype)
-    w_b = ones if valid_b is None else valid_b.to(q_b.dtype)
+    ones = lq_a.new_ones(lq_a.shape[0], dtype=torch.bool)
+    w_a = (ones if valid_a is None else valid_a).to(lq_a.dtype)
+    w_b = (ones if valid_b is None else valid_b).to(lq_b.dtype)
     total = w_a + w_b
-    q = (q_a * w_a.unsqueeze(1) + q_b * w_b.unsqueeze(1)).div_(total.clamp_min(1.0).unsqueeze(1))
-    return (q, total > 0), (q.clone(), total > 0)
+    share = total.clamp_min(1.0)
+    # log(0) = −inf drops an invalid side; logaddexp(−inf, −inf) = −inf keeps rows valid on neither side finite
+    lq = torch.logaddexp(lq_a + (w_a / share).log().unsqueeze(1), lq_b + (w_b / share).log().unsqueeze(1))
+    valid = None if valid_a is None and valid_b is None else total > 0
+    return (lq, valid), (lq.clone(), valid)
 
 
 def build_targets(
@@ -174,7 +209,7 @@ def build_targets(
     offset: int,
     out: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Targets of both directions.
+    """Log targets of both directions.
 
     Args:
         side_a: image side (rows: local images; columns: global images).
@@ -186,15 +221,15 @@ def build_targets(
         out: optional two [N_l, N_g] scratch blocks the targets of A and B may be built in.
 
     Returns:
-        (Y_i2t, Y_t2i), each [N_l, N_g] with rows summing to 1, or None for the identity.
+        (log Y_i2t, log Y_t2i), each [N_l, N_g] with rows of log-probabilities, or None for the identity.
     """
     if beta == 0:
         return None, None
     fn = TARGETS.get(target)
     out_a, out_b = (None, None) if out is None else out
     with torch.no_grad():
-        q_a, q_b = fn(side_a, tau, out=out_a), fn(side_b, tau, out=out_b)
-        (q_i2t, v_i2t), (q_t2i, v_t2i) = PAIRINGS.get(pairing)(
-            (q_a, side_a.row_valid), (q_b, side_b.row_valid)
+        lq_a, lq_b = fn(side_a, tau, out=out_a), fn(side_b, tau, out=out_b)
+        (lq_i2t, v_i2t), (lq_t2i, v_t2i) = PAIRINGS.get(pairing)(
+            (lq_a, side_a.row_valid), (lq_b, side_b.row_valid)
         )
-        return compose_target(q_i2t, beta, v_i2t, offset), compose_target(q_t2i, beta, v_t2i, offset)
+        return compose_target(lq_i2t, beta, v_i2t, offset), compose_target(lq_t2i, beta, v_t2i, offset)

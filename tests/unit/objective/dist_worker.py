@@ -10,7 +10,9 @@ concatenated batch and L_r rank r's loss (its local rows against the gathered gl
 - parameters (DDP): averaging each rank's parameter gradient over ranks gives ∂L/∂θ exactly, the logit scales
   included (those enter every L_r directly, not through a gather).
 
-Rank 0 writes the largest absolute differences (maximised over ranks) to OUT.json; the test asserts on them.
+The single-process reference is ``loss.impl: reference`` (the plain-autograd definition); both implementations
+run distributed against it. Rank 0 writes the largest absolute differences (maximised over ranks) to OUT.json,
+one case per (target setting, implementation); the test asserts on them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from softclip.objective import SoftCLIPObjective
+from softclip.objective.objective import IMPLS
 
 N, D_IN, D, K_ROI, SIDE = 8, 7, 6, 9, 5
 COMMON = dict(beta=0.4, tau=0.3, soft_weight=1.0, re_weight=0.5, roi_weight=0.3)
@@ -74,11 +77,11 @@ def max_over_ranks(x: float) -> float:
     return float(t)
 
 
-def compare(name: str, kwargs: dict, data, reference) -> dict[str, float]:
+def compare(kwargs: dict, impl: str, data, reference) -> dict[str, float]:
     rank, world = dist.get_rank(), dist.get_world_size()
     n_local = N // world
     rows = slice(rank * n_local, (rank + 1) * n_local)
-    terms, feats, grads = run(SoftCLIPObjective(**kwargs, **COMMON), make_params(), data, rows)
+    terms, feats, grads = run(SoftCLIPObjective(**kwargs, **COMMON, impl=impl), make_params(), data, rows)
     ref_terms, ref_feats, ref_grads = reference
     term_diff = 0.0
     for k in TERMS:
@@ -111,13 +114,14 @@ def unequal_sizes_raise(data) -> bool:
 
 def main(out_path: str) -> None:
     data = make_data()
-    references = {name: run(SoftCLIPObjective(**kw, **COMMON), make_params(), data, slice(None))
+    references = {name: run(SoftCLIPObjective(**kw, **COMMON, impl="reference"), make_params(), data, slice(None))
                   for name, kw in CASES.items()}  # fmt: skip  # single process: before the group exists
     dist.init_process_group("gloo")
     try:
         result = {"world": dist.get_world_size(), "cases": {}}
         for name, kwargs in CASES.items():
-            result["cases"][name] = compare(name, kwargs, data, references[name])
+            for impl in IMPLS.names():
+                result["cases"][f"{name}/{impl}"] = compare(kwargs, impl, data, references[name])
         result["unequal_sizes_raise"] = bool(max_over_ranks(float(not unequal_sizes_raise(data))) == 0.0)
         if dist.get_rank() == 0:
             with open(out_path, "w") as f:

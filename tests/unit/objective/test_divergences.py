@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from softclip.objective import DIVERGENCES, list_divergences
-from softclip.objective.divergences import TargetRows, exact_log
+from softclip.objective.divergences import TargetRows
 from softclip.registry import RegistryError
 
 R, C = 4, 6
@@ -30,8 +30,12 @@ def _log_p(seed: int = 1, scale: float = 2.0) -> torch.Tensor:
     return torch.log_softmax(scale * torch.randn(R, C, generator=g, dtype=torch.float64), dim=1)
 
 
-def _rows(name: str, y: torch.Tensor, log_p: torch.Tensor, need_grad: bool = False):
-    target = TargetRows.from_probs(y.clone())
+def _prepared(y: torch.Tensor, mark_single: bool = False) -> TargetRows:
+    return TargetRows.from_log(y.clone(), torch.log(y), torch.empty_like(y), 1e-8, mark_single)
+
+
+def _rows(name: str, y: torch.Tensor, log_p: torch.Tensor, need_grad: bool = False, mark_single: bool = False):
+    target = _prepared(y, mark_single)
     return DIVERGENCES.get(name)(target, log_p, log_p.exp(), need_grad, torch.empty_like(y))
 
 
@@ -73,17 +77,30 @@ def test_cross_entropy_is_kl_plus_target_entropy():
 
 def test_zero_log_zero_and_the_floor():
     y = _target()
-    target = TargetRows.from_probs(y.clone())
+    target = _prepared(y)
     torch.testing.assert_close(target.neg_entropy, torch.xlogy(y, y).sum(1))
     torch.testing.assert_close(target.log_y, torch.log(y.clamp_min(1e-8)))
-    assert torch.isfinite(exact_log(torch.zeros(3))).all()
+    floored = TargetRows.from_log(y.clone(), torch.log(y), torch.empty_like(y), 1e-3, False)
+    torch.testing.assert_close(floored.log_y, torch.log(y.clamp_min(1e-3)))
+
+
+def test_one_hot_rows_keep_only_the_forward_term():
+    """loss.one_hot_rows: forward — on the one-hot row 1, symkl is KL(Y || P) = −log p of the positive."""
+    y, log_p = _target(), _log_p()
+    assert _prepared(y, mark_single=True).single.tolist() == [False, True, False, False]
+    rows, _ = _rows("symkl", y, log_p, mark_single=True)
+    torch.testing.assert_close(rows[1], -log_p[1, 2])
+    floored, _ = _rows("symkl", y, log_p)
+    torch.testing.assert_close(rows[[0, 2, 3]], floored[[0, 2, 3]])
+    assert float(floored[1] - rows[1]) > 0  # the floor's penalty, about 18.4·(1 − p)
 
 
 @pytest.mark.parametrize("name", DIVERGENCES.names())
-def test_derivative_matches_finite_differences(name):
+@pytest.mark.parametrize("mark_single", [False, True])
+def test_derivative_matches_finite_differences(name, mark_single):
     """d rows / d log_p, with p = exp(log_p) moving along (central differences, float64)."""
     y, log_p = _target(), _log_p()
-    _, grad = _rows(name, y, log_p, need_grad=True)
+    _, grad = _rows(name, y, log_p, need_grad=True, mark_single=mark_single)
     eps = 1e-6
     numeric = torch.zeros_like(log_p)
     for r in range(R):
@@ -91,7 +108,8 @@ def test_derivative_matches_finite_differences(name):
             hi, lo = log_p.clone(), log_p.clone()
             hi[r, c] += eps
             lo[r, c] -= eps
-            numeric[r, c] = (_rows(name, y, hi)[0][r] - _rows(name, y, lo)[0][r]) / (2 * eps)
+            diff = _rows(name, y, hi, mark_single=mark_single)[0] - _rows(name, y, lo, mark_single=mark_single)[0]
+            numeric[r, c] = diff[r] / (2 * eps)
     torch.testing.assert_close(grad, numeric, atol=1e-6, rtol=1e-5)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import inspect
+import math
 import pickle
 
 import pytest
@@ -11,14 +13,8 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
 from softclip.config import LossConfig
-from softclip.objective import (
-    DIVERGENCES,
-    PAIRINGS,
-    TARGETS,
-    SideView,
-    SoftCLIPObjective,
-    build_targets,
-)
+from softclip.objective import DIVERGENCES, PAIRINGS, TARGETS, SoftCLIPObjective
+from softclip.objective.objective import CONFIG_KEYS, IMPLS
 from softclip.registry import RegistryError
 
 TERMS = ("nce_loss", "soft_loss", "re_loss", "roi_loss")
@@ -37,54 +33,74 @@ def _grads(loss: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return torch.autograd.grad(loss, xs)
 
 
+@pytest.mark.parametrize("impl", IMPLS.names())
 @pytest.mark.parametrize("target", TARGETS.names())
 @pytest.mark.parametrize("beta", [0.0, 0.5])
-def test_clip_special_case_matches_open_clip(target, beta):
-    """β = 0 or λ = µ = 0 (for every target): exactly open_clip's ClipLoss, value and gradients."""
+def test_clip_special_case_is_open_clip_bit_for_bit(impl, target, beta):
+    """β = 0 or λ = µ = 0 (for every target): open_clip's ClipLoss, the loss bit for bit, gradients to rounding."""
     u, v, a, b = _features(n=32, d=16)
     scale = torch.tensor(1 / 0.07, requires_grad=True)
-    obj = SoftCLIPObjective(target=target, beta=beta, soft_weight=0.0, re_weight=0.0)
+    obj = SoftCLIPObjective(target=target, beta=beta, soft_weight=0.0, re_weight=0.0, impl=impl)
     out = obj(u, v, scale, a, b)
     ref = ClipLoss()(u, v, scale)
-    assert abs(out["loss"].item() - ref.item()) < 1e-6
+    assert torch.equal(out["loss"].detach(), ref.detach())
     for got, want in zip(_grads(out["loss"], u, v, scale), _grads(ref, u, v, scale), strict=True):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
     assert float(out["soft_loss"]) == 0.0 and float(out["re_loss"]) == 0.0
 
 
-def _reference_terms(obj: SoftCLIPObjective, u, v, scale, a, b, ma, mb):
-    """Plain float64 formulas: InfoNCE, mean D(Y || P) per direction (targets from build_targets)."""
-    z = scale * u @ v.T
-    sides = [SideView(x, x, m, m) for x, m in ((F.normalize(a, dim=1), ma), (F.normalize(b, dim=1), mb))]
-    ys = build_targets(*sides, obj.target, obj.pairing, obj.beta, obj.tau, 0)
-    eye = torch.eye(len(u), dtype=u.dtype)
-    nce, soft = 0.0, 0.0
-    for logits, y in ((z, ys[0]), (z.T, ys[1])):
-        y = eye if y is None else y
-        log_p = torch.log_softmax(logits, dim=1)
-        nce += 0.5 * float(-log_p.diagonal().mean())
-        kl = (torch.xlogy(y, y) - y * log_p).sum(1)
-        rev = (log_p.exp() * (log_p - torch.log(y.clamp_min(1e-8)))).sum(1)
-        rows = {"kl": kl, "symkl": kl + rev, "ce": -(y * log_p).sum(1)}[obj.divergence]
-        soft += 0.5 * float(rows.mean())
-    return nce, soft
+def test_defaults_are_the_config_schema_defaults():
+    """One default per key: the objective's keyword defaults equal LossConfig's (roi_weight included)."""
+    params = inspect.signature(SoftCLIPObjective.__init__).parameters
+    fields = LossConfig.model_fields
+    assert set(CONFIG_KEYS) <= set(fields)
+    for key in CONFIG_KEYS:
+        assert params[key].default == fields[key].default, key
 
 
-@pytest.mark.parametrize("target", TARGETS.names())
-@pytest.mark.parametrize("divergence", DIVERGENCES.names())
-@pytest.mark.parametrize("pairing", PAIRINGS.names())
-def test_terms_match_plain_formulas(target, divergence, pairing):
-    u, v, a, b = (x.detach() for x in _features(n=7, d=5, dtype=torch.float64))
-    ma = torch.tensor([1, 1, 0, 1, 1, 1, 0], dtype=torch.bool)
-    mb = torch.tensor([1, 0, 1, 1, 1, 1, 1], dtype=torch.bool)
-    obj = SoftCLIPObjective(target, beta=0.4, tau=0.2, divergence=divergence, pairing=pairing, re_weight=0.7)
-    scale = torch.tensor(5.0, dtype=torch.float64)
-    out = obj(u, v, scale, a, b, ma, mb)
-    nce, soft = _reference_terms(obj, u, v, scale, a, b, ma, mb)
-    assert float(out["nce_loss"]) == pytest.approx(nce, rel=1e-10)
-    assert float(out["soft_loss"]) == pytest.approx(soft, rel=1e-10)
-    total = sum(w * float(out[k]) for w, k in zip((1.0, 1.0, 0.7, 0.0), TERMS, strict=True))
-    assert float(out["loss"]) == pytest.approx(total, rel=1e-10)
+def _hand_3x3(rule: str) -> float:
+    """soft_loss of the 3×3 case in test_one_hot_rows_hand_computed, written out by hand."""
+    p_d = math.exp(2) / (math.exp(2) + 2)  # softmax([2, 0, 0]): the positive
+    p_o = 1 / (math.exp(2) + 2)
+    log_floor = math.log(1e-8)
+    kl = 0.75 * math.log(0.75 / p_d) + 0.25 * math.log(0.25 / p_o)
+    rev = p_d * math.log(p_d / 0.75) + p_o * math.log(p_o / 0.25) + p_o * (math.log(p_o) - log_floor)
+    one_hot = -math.log(p_d)  # KL(e_i || P) = −log p_ii: that row's InfoNCE
+    if rule == "floored":
+        one_hot += p_d * math.log(p_d) + 2 * p_o * (math.log(p_o) - log_floor)
+    return (2 * (kl + rev) + one_hot) / 3
+
+
+@pytest.mark.parametrize("impl", IMPLS.names())
+@pytest.mark.parametrize("rule", ["forward", "floored"])
+def test_one_hot_rows_hand_computed(impl, rule):
+    """U = V = I₃, s = 2, label smoothing β = 0.5, sample 2 without regions or tags: rows 0 and 1 are
+    [.75, .25, 0] and [.25, .75, 0], row 2 is one-hot; symkl under both one-hot rules."""
+    eye = torch.eye(3, dtype=torch.float64)
+    mask = torch.tensor([True, True, False])
+    obj = SoftCLIPObjective(
+        "label_smoothing", beta=0.5, nce_weight=0.0, re_weight=0.0, impl=impl, one_hot_rows=rule
+    )
+    out = obj(eye, eye, torch.tensor(2.0, dtype=torch.float64), eye, eye, mask, mask)
+    assert float(out["soft_loss"]) == pytest.approx(_hand_3x3(rule), rel=1e-12)
+    hard = SoftCLIPObjective("hard", re_weight=0.0, impl=impl, one_hot_rows=rule)(eye, eye, torch.tensor(2.0))
+    if rule == "forward":  # hard targets are one-hot rows throughout: the soft term is InfoNCE
+        torch.testing.assert_close(hard["soft_loss"], hard["nce_loss"])
+    else:
+        assert float(hard["soft_loss"]) > float(hard["nce_loss"]) + 1.0
+
+
+def test_roi_logit_scale_shared_or_detached():
+    """``shared``: the ROI term trains CLIP's s too; ``detached``: s gets the CLIP terms' gradient only."""
+    u, v, a, _ = _features()
+    b = torch.randn(len(u), a.shape[1])
+    side = a.clone().requires_grad_()
+    grads = {}
+    for mode, weight in (("shared", 1.0), ("detached", 1.0), ("off", 0.0)):
+        scale = torch.tensor(10.0, requires_grad=True)
+        obj = SoftCLIPObjective(roi_weight=weight, roi_logit_scale="shared" if mode == "off" else mode)
+        (grads[mode],) = _grads(obj(u, v, scale, side, b)["loss"], scale)
+    assert torch.equal(grads["detached"], grads["off"]) and not torch.equal(grads["shared"], grads["off"])
 
 
 @pytest.mark.parametrize("target", TARGETS.names())
@@ -120,9 +136,10 @@ def test_keys_weights_and_skipped_terms():
     assert float(out["logit_scale"]) == 10.0
 
 
-def test_hard_target_soft_kl_is_the_infonce():
+@pytest.mark.parametrize("divergence", DIVERGENCES.names())
+def test_hard_target_soft_loss_is_the_infonce(divergence):
     u, v, a, b = _features()
-    out = SoftCLIPObjective("hard", divergence="kl", re_weight=0.0)(u, v, torch.tensor(14.0), a, b)
+    out = SoftCLIPObjective("hard", divergence=divergence, re_weight=0.0)(u, v, torch.tensor(14.0), a, b)
     torch.testing.assert_close(out["soft_loss"], out["nce_loss"])
     assert float(out["target_entropy"]) == 0.0 and float(out["target_pos_mass"]) == 1.0
 
@@ -130,7 +147,7 @@ def test_hard_target_soft_kl_is_the_infonce():
 def test_own_features_when_no_side_is_given_and_targets_carry_no_gradient():
     u, v, a, b = _features()
     scale = torch.tensor(10.0)
-    obj = SoftCLIPObjective(beta=0.5)
+    obj = SoftCLIPObjective(beta=0.5, roi_weight=0.0)
     own = obj(u, v, scale)
     given = obj(u, v, scale, u.detach().clone(), v.detach().clone())
     torch.testing.assert_close(own["loss"], given["loss"])

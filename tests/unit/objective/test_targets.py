@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from softclip.objective import PAIRINGS, TARGETS, SideView, build_targets, list_pairings, list_targets
-from softclip.objective.targets import compose_target
+from softclip.objective.targets import compose_target, off_diagonal_mass
 from softclip.registry import RegistryError
 
 N, A, B = 7, 5, 3
@@ -24,8 +26,13 @@ def _sides(masked: bool, seed: int = 0) -> tuple[SideView, SideView]:
     return SideView(a, a, ma, ma), SideView(b, b, mb, mb)
 
 
-def _dense(y: torch.Tensor | None) -> torch.Tensor:
-    return torch.eye(N, dtype=torch.float64) if y is None else y
+def _dense(log_y: torch.Tensor | None) -> torch.Tensor:
+    """Y from log Y (None: the identity)."""
+    return torch.eye(N, dtype=torch.float64) if log_y is None else log_y.exp()
+
+
+def _probs(log_ys):
+    return tuple(_dense(y) for y in log_ys)
 
 
 def test_registries_list_the_documented_choices():
@@ -39,8 +46,7 @@ def test_registries_list_the_documented_choices():
 @pytest.mark.parametrize("masked", [False, True])
 def test_rows_are_distributions(target, pairing, masked):
     a, b = _sides(masked)
-    for y in build_targets(a, b, target, pairing, beta=0.4, tau=0.2, offset=0):
-        y = _dense(y)
+    for y in _probs(build_targets(a, b, target, pairing, beta=0.4, tau=0.2, offset=0)):
         assert (y >= 0).all()
         torch.testing.assert_close(y.sum(1), torch.ones(N, dtype=torch.float64))
 
@@ -49,8 +55,8 @@ def test_rows_are_distributions(target, pairing, masked):
 def test_beta_zero_is_the_hard_target(target, pairing):
     a, b = _sides(masked=True)
     assert build_targets(a, b, target, pairing, beta=0.0, tau=0.2, offset=0) == (None, None)
-    q = torch.full((N, N), 1.0 / N, dtype=torch.float64)
-    assert compose_target(q, 0.0, None, 0) is None
+    log_q = torch.full((N, N), -math.log(N), dtype=torch.float64)
+    assert compose_target(log_q, 0.0, None, 0) is None
 
 
 @pytest.mark.parametrize("target,pairing", CASES)
@@ -70,14 +76,14 @@ def test_masked_samples_get_no_column_mass_and_one_hot_rows(target, pairing):
 def test_label_smoothing_closed_form():
     a, b = _sides(masked=False)
     beta = 0.3
-    y, _ = build_targets(a, b, "label_smoothing", "same", beta=beta, tau=1.0, offset=0)
+    y, _ = _probs(build_targets(a, b, "label_smoothing", "same", beta=beta, tau=1.0, offset=0))
     expected = (1 - beta) * torch.eye(N, dtype=torch.float64) + beta / N
     torch.testing.assert_close(y, expected)
 
 
 def test_label_smoothing_spreads_over_valid_columns_only():
     a, b = _sides(masked=True)
-    y, _ = build_targets(a, b, "label_smoothing", "same", beta=0.5, tau=1.0, offset=0)
+    y, _ = _probs(build_targets(a, b, "label_smoothing", "same", beta=0.5, tau=1.0, offset=0))
     valid = IMAGE_MASK.nonzero().flatten()
     n_valid = len(valid)
     i = int(valid[0])
@@ -90,16 +96,16 @@ def test_label_smoothing_spreads_over_valid_columns_only():
 def test_selfsim_closed_form_and_cross_pairing():
     a, b = _sides(masked=False)
     beta, tau = 0.3, 0.15
-    y_i2t, y_t2i = build_targets(a, b, "selfsim", "same", beta=beta, tau=tau, offset=0)
+    y_i2t, y_t2i = _probs(build_targets(a, b, "selfsim", "same", beta=beta, tau=tau, offset=0))
     eye = torch.eye(N, dtype=torch.float64)
     expect_a = (1 - beta) * eye + beta * torch.softmax(a.rows @ a.rows.T / tau, dim=1)
     expect_b = (1 - beta) * eye + beta * torch.softmax(b.rows @ b.rows.T / tau, dim=1)
     torch.testing.assert_close(y_i2t, expect_a)
     torch.testing.assert_close(y_t2i, expect_b)
-    c_i2t, c_t2i = build_targets(a, b, "selfsim", "cross", beta=beta, tau=tau, offset=0)
+    c_i2t, c_t2i = _probs(build_targets(a, b, "selfsim", "cross", beta=beta, tau=tau, offset=0))
     torch.testing.assert_close(c_i2t, expect_b)
     torch.testing.assert_close(c_t2i, expect_a)
-    m_i2t, m_t2i = build_targets(a, b, "selfsim", "mean", beta=beta, tau=tau, offset=0)
+    m_i2t, m_t2i = _probs(build_targets(a, b, "selfsim", "mean", beta=beta, tau=tau, offset=0))
     torch.testing.assert_close(m_i2t, 0.5 * (expect_a + expect_b))
     torch.testing.assert_close(m_t2i, m_i2t)
 
@@ -107,8 +113,8 @@ def test_selfsim_closed_form_and_cross_pairing():
 def test_mean_pairing_uses_the_valid_side_alone():
     a, b = _sides(masked=True)
     beta, tau = 0.5, 0.2
-    y_mean, _ = build_targets(a, b, "selfsim", "mean", beta=beta, tau=tau, offset=0)
-    y_a, y_b = build_targets(a, b, "selfsim", "same", beta=beta, tau=tau, offset=0)
+    y_mean, _ = _probs(build_targets(a, b, "selfsim", "mean", beta=beta, tau=tau, offset=0))
+    y_a, y_b = _probs(build_targets(a, b, "selfsim", "same", beta=beta, tau=tau, offset=0))
     only_b = int((~IMAGE_MASK & TEXT_MASK).nonzero()[0])  # has tags, no regions
     only_a = int((IMAGE_MASK & ~TEXT_MASK).nonzero()[0])
     torch.testing.assert_close(y_mean[only_b], y_b[only_b])
@@ -133,3 +139,25 @@ def test_local_rows_against_global_columns_match_the_full_block(target, pairing)
             assert y_part is None
         else:
             torch.testing.assert_close(y_part, y_full[rows])
+
+
+def test_small_tau_keeps_every_off_diagonal_entry_finite():
+    """τ = 0.005: softmax(AAᵀ/τ) off the diagonal is far below float32's range; its logarithm is not."""
+    a, b = _sides(masked=False)
+    f32 = SideView(a.rows.float(), a.cols.float())
+    log_y, _ = build_targets(f32, f32, "selfsim", "same", beta=0.3, tau=0.005, offset=0)
+    assert (log_y.exp() == 0).any()  # linear space would lose these
+    assert torch.isfinite(log_y).all() and off_diagonal_mass(log_y, 0).all()
+    ref, _ = build_targets(a, a, "selfsim", "same", beta=0.3, tau=0.005, offset=0)
+    torch.testing.assert_close(log_y.double(), ref, rtol=1e-5, atol=1e-3)
+
+
+def test_off_diagonal_mass_and_masked_batches():
+    a, b = _sides(masked=True)
+    log_y, _ = build_targets(a, b, "label_smoothing", "same", beta=0.5, tau=1.0, offset=0)
+    assert off_diagonal_mass(log_y, 0).tolist() == IMAGE_MASK.tolist()  # masked rows are one-hot
+    none = torch.zeros(N, dtype=torch.bool)
+    empty = SideView(a.rows, a.cols, none, none)
+    for pairing in PAIRINGS.names():
+        ys = build_targets(empty, b, "selfsim", pairing, beta=0.5, tau=0.2, offset=0)
+        assert all(not torch.isnan(y).any() for y in ys)  # no valid column on A: −inf, never NaN
