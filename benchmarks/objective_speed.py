@@ -1,4 +1,8 @@
-"""SoftCLIP objective vs open_clip's ClipLoss: forward + backward time per step (goal at N=1024, d=512: <= 1.3x).
+"""SoftCLIP objective (fused and reference paths) vs open_clip's ClipLoss: forward + backward time and peak memory.
+
+Goals: at N=1024, d=512 the full objective costs <= 1.3x ClipLoss; the fused path (``loss.impl: fused``, its
+hand-written backward) stays only if, at N >= 4096, it is >= 1.3x faster or >= 1.5x leaner than the plain-autograd
+reference (``loss.impl: reference``).
 
 The full objective is the paper's default: self-similarity targets from separate side features (A, B of dim 256,
 as ROI aggregates and tag embeddings would be), symmetric KL, the relation-enhanced term (β=0.3, τ=0.07, λ=1,
@@ -9,9 +13,13 @@ call next to it in time), which is robust to the load drifting on a shared machi
 everything per torch thread count. Page faults per call are reported too: on a CPU, fresh multi-megabyte blocks
 are faulted in page by page, which is why the objective keeps its scratch blocks (losses.Workspace).
 
-Run:     .venv/bin/python benchmarks/objective_speed.py [--sizes 256 1024 4096] [--dim 512] [--threads T]
+Peak memory: each contender runs alone in a fresh process (spawned), and the figure is its peak resident set
+during two steps above the resident set it had with its inputs built (``ru_maxrss``), so it counts every
+intermediate block the step keeps alive, autograd's saved tensors included.
+
+Run:     .venv/bin/python benchmarks/objective_speed.py [--sizes 1024 4096 8192] [--dim 512] [--threads T]
 Writes:  reports/perf/objective.json and reports/perf/objective.md
-Runtime: ~2-4 min on a 2-core CPU (N=4096 dominates).
+Runtime: ~10 min on a 2-core CPU at one thread (N=8192 dominates).
 """
 
 from __future__ import annotations
@@ -38,8 +46,9 @@ sys.path.insert(0, str(ROOT))
 from softclip.objective import SoftCLIPObjective  # noqa: E402
 
 SIDE_DIM = 256
-REPEATS = {256: 40, 1024: 15, 4096: 5}
+REPEATS = {256: 40, 1024: 15, 4096: 5, 8192: 3}
 GOAL_N, GOAL_RATIO = 1024, 1.3
+FUSED_FROM_N, FUSED_SPEED, FUSED_MEMORY = 4096, 1.3, 1.5
 
 
 def _inputs(n: int, d: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -55,8 +64,8 @@ def _inputs(n: int, d: int, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def contenders(x: dict[str, torch.Tensor]) -> dict[str, Callable[[], None]]:
     """name -> one forward + backward step."""
-    clip, full = ClipLoss(), SoftCLIPObjective()
-    clip_mode = SoftCLIPObjective(beta=0.0, soft_weight=0.0, re_weight=0.0)
+    clip, full, reference = ClipLoss(), SoftCLIPObjective(impl="fused"), SoftCLIPObjective(impl="reference")
+    clip_mode = SoftCLIPObjective(beta=0.0, soft_weight=0.0, re_weight=0.0, impl="fused")
 
     def zero() -> None:
         for t in (x["u"], x["v"], x["scale"]):
@@ -70,11 +79,44 @@ def contenders(x: dict[str, torch.Tensor]) -> dict[str, Callable[[], None]]:
         zero()
         full(x["u"], x["v"], x["scale"], x["a"], x["b"])["loss"].backward()
 
+    def run_reference() -> None:
+        zero()
+        reference(x["u"], x["v"], x["scale"], x["a"], x["b"])["loss"].backward()
+
     def run_clip_mode() -> None:
         zero()
         clip_mode(x["u"], x["v"], x["scale"])["loss"].backward()
 
-    return {"open_clip_ClipLoss": run_clip, "softclip_full": run_full, "softclip_clip_mode": run_clip_mode}
+    return {"open_clip_ClipLoss": run_clip, "softclip_full": run_full, "softclip_reference": run_reference,
+            "softclip_clip_mode": run_clip_mode}  # fmt: skip
+
+
+def _rss_kib() -> int:
+    """Current resident set of this process in KiB."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _peak_child(name: str, n: int, d: int, threads: int, queue) -> None:
+    torch.set_num_threads(threads)
+    fn = contenders(_inputs(n, d))[name]
+    before = _rss_kib()
+    fn()
+    fn()
+    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+
+
+def peak_memory_mib(name: str, n: int, d: int, threads: int) -> float:
+    """Peak resident MiB of two steps of ``name`` above its inputs, measured in a fresh spawned process."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_peak_child, args=(name, n, d, threads, queue))
+    proc.start()
+    value = queue.get()
+    proc.join()
+    return float(value)
 
 
 def _faults() -> int:
@@ -97,6 +139,8 @@ def time_size(n: int, d: int, repeats: int) -> dict:
             samples[name]["cpu_ms"].append(1e3 * (time.process_time() - c0))
             samples[name]["faults"].append(_faults() - f0)
     res = {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
+    for name in names:
+        res[name]["peak_mib"] = peak_memory_mib(name, n, d, torch.get_num_threads())
     base = samples["open_clip_ClipLoss"]
     for name in names:
         for kind in ("wall", "cpu"):  # paired: each repeat against the ClipLoss call next to it in time
@@ -129,14 +173,14 @@ def write_markdown(res: dict, path: Path) -> None:
         f"{SIDE_DIM}, symkl, relation-enhanced term (β=0.3, τ=0.07, λ=1, µ=0.5). `softclip_clip_mode`: β=0, "
         "λ=µ=0 (ClipLoss's computation).",
         "",
-        "| threads | N | d | contender | wall (ms) | CPU (ms) | page faults | ratio (wall) | ratio (CPU) |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| threads | N | d | contender | wall (ms) | CPU (ms) | peak MiB | page faults | ratio (wall) | ratio (CPU) |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for size in res["sizes"]:
         for name, r in size["results"].items():
             lines.append(
                 f"| {size['threads']} | {size['n']} | {size['d']} | {name} | {r['wall_ms']:.1f} | {r['cpu_ms']:.1f} | "
-                f"{r['faults']:.0f} | {r['ratio_wall']:.2f} | {r['ratio_cpu']:.2f} |"
+                f"{r['peak_mib']:.0f} | {r['faults']:.0f} | {r['ratio_wall']:.2f} | {r['ratio_cpu']:.2f} |"
             )
     goals = [s for s in res["sizes"] if s["n"] == GOAL_N]
     if goals:
@@ -147,6 +191,18 @@ def write_markdown(res: dict, path: Path) -> None:
             lines.append(
                 f"- {size['threads']} thread(s): {full['ratio_wall']:.2f}x wall, {full['ratio_cpu']:.2f}x CPU: {verdict}."
             )
+    large = [s for s in res["sizes"] if s["n"] >= FUSED_FROM_N]
+    if large:
+        lines += ["", f"Fused vs reference (the fused path stays if, at N >= {FUSED_FROM_N}, it is >= {FUSED_SPEED}x "
+                  f"faster or >= {FUSED_MEMORY}x leaner):"]  # fmt: skip
+        for size in large:
+            fused, ref = size["results"]["softclip_full"], size["results"]["softclip_reference"]
+            speed = ref["ratio_wall"] / fused["ratio_wall"]
+            lean = ref["peak_mib"] / max(fused["peak_mib"], 1e-9)
+            keep = speed >= FUSED_SPEED or lean >= FUSED_MEMORY
+            lines.append(f"- N={size['n']}, {size['threads']} thread(s): fused {speed:.2f}x faster (paired wall "
+                         f"ratios), {lean:.2f}x leaner ({fused['peak_mib']:.0f} vs {ref['peak_mib']:.0f} MiB): "
+                         f"{'pays' if keep else 'does not pay'}.")  # fmt: skip
     by_threads = {s["threads"]: s["results"]["open_clip_ClipLoss"]["wall_ms"] for s in goals}
     if len(by_threads) > 1 and by_threads[max(by_threads)] > by_threads[min(by_threads)]:
         lines += [
@@ -162,9 +218,9 @@ def write_markdown(res: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 8192])
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=None, help="per size (default: 40 / 15 / 5 by size)")
+    parser.add_argument("--repeats", type=int, default=None, help="per size (default: 15 / 5 / 3 by size)")
     parser.add_argument(
         "--threads", type=int, nargs="+", default=[0], help="torch thread counts (0: torch's choice)"
     )

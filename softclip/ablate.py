@@ -15,6 +15,7 @@ An ablation file::
     factors: {infonce: {method: CLIP}}  # named variables of a variant for figures, e.g. noise level (optional)
     seeds: [0, 1, 2]
     profiles: {smoke: {seeds: [0]}}  # overlays on this file; --profile also selects the base config's profile
+    exclude: []                      # variants left out (in a profile: e.g. one its data cannot run)
 
 Each job trains (resuming from its run folder), evaluates the run's suite and writes ``ablation.json``
 (ablation, variant, label, seed, profile, baseline, factors, order) beside the run for ``softclip report``;
@@ -56,6 +57,8 @@ class AblationSpec(BaseModel):
     base: str = Field(description="run config, relative to the ablation file")
     overrides: dict[str, Any] = Field(default_factory=dict)
     variants: dict[str, dict[str, Any]]
+    exclude: list[str] = Field(default_factory=list,
+                               description="variants left out (e.g. in a profile whose data cannot run them)")  # fmt: skip
     baseline: str | None = Field(None, description="variant the others are compared with (the CLIP baseline)")
     compare_within: list[str] = Field(default_factory=list,
                                       description="factors on which a variant's baseline matches the variant")  # fmt: skip
@@ -66,6 +69,21 @@ class AblationSpec(BaseModel):
     launcher: LauncherSpec = Field(default_factory=LauncherSpec)
     source: str = "<ablation>"
     profile: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_excluded(cls, data: Any) -> Any:
+        """Remove the ``exclude``d variants (and their labels and factors) before anything else sees them."""
+        if not isinstance(data, dict) or not data.get("exclude"):
+            return data
+        names = list(data["exclude"])
+        variants = dict(data.get("variants") or {})
+        unknown = [n for n in names if n not in variants]
+        if unknown:
+            raise ValueError(f"exclude names unknown variants {unknown}; variants: {list(variants)}")
+        drop = lambda m: {k: v for k, v in (m or {}).items() if k not in names}  # noqa: E731
+        return {**data, "variants": drop(variants), "labels": drop(data.get("labels")),
+                "factors": drop(data.get("factors"))}  # fmt: skip
 
     @field_validator("variants", mode="before")
     @classmethod

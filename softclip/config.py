@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from softclip.data.synth.spec import SynthConfig
 from softclip.errors import SoftclipError
 
 PROFILES = ("smoke", "quick", "paper")
+SCENE_SOURCES = ("synth", "wds")  # data sources whose samples can carry scene annotations (loss.target=oracle)
 RESERVED_KEYS = ("base", "profiles")
 
 NonNegFloat = Annotated[float, Field(ge=0.0)]
@@ -82,7 +83,9 @@ class RoiConfig(_Section):
 class LossConfig(_Section):
     """The SoftCLIP objective (DESIGN.md, 'The SoftCLIP objective'). Paper defaults."""
 
-    target: str = Field("selfsim", description="hard | label_smoothing | selfsim")
+    target: str = Field(
+        "selfsim", description="hard | label_smoothing | selfsim | oracle (SynthScenes' true matches, a positive control)"
+    )
     beta: Annotated[float, Field(ge=0.0, le=1.0)] = Field(0.3, description="β, weight of the soft part")
     tau: Annotated[float, Field(gt=0.0)] = Field(0.07, description="τ, self-similarity temperature")
     divergence: str = Field("symkl", description="kl | symkl | ce")
@@ -225,6 +228,16 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     launcher: LauncherConfig = Field(default_factory=LauncherConfig)
+
+    @model_validator(mode="after")
+    def _oracle_needs_scenes(self) -> Config:
+        if self.loss.target == "oracle" and self.data.source not in SCENE_SOURCES:
+            raise ValueError(
+                f"loss.target=oracle needs scene annotations (each sample's objects and caption mentions, which "
+                f"SynthScenes shards carry in their .json); data.source={self.data.source} has none "
+                f"(sources with them: {', '.join(SCENE_SOURCES)})"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -474,7 +487,7 @@ def format_validation_error(err: ValidationError, data: dict[str, Any], source: 
             lines.append(f"{source}: {key}={value!r} is not allowed; allowed: {allowed}")
         elif kind == "value_error":
             msg = str(item.get("ctx", {}).get("error", item["msg"]))
-            lines.append(f"{source}: {key}={value!r} {msg}")
+            lines.append(f"{source}: {key}={value!r} {msg}" if loc else f"{source}: {msg}")  # () = cross-key
         else:
             bounds = _range_text(_field_range(loc))
             allowed = f"; allowed: {bounds}" if bounds else ""

@@ -107,7 +107,8 @@ class SoftCLIPModel(nn.Module):
         Returns:
             ``image_features`` [B,E], ``text_features`` [B,E] (L2-normalised), ``logit_scale`` (scalar),
             ``image_side`` [B,A] or None, ``image_side_mask`` [B] bool or None, ``text_side`` [B,E] or None,
-            ``text_side_mask`` [B] bool or None.
+            ``text_side_mask`` [B] bool or None; the batch's ``scene_image``/``scene_text`` codes pass through as
+            ``image_scene``/``text_scene`` (None when absent) for the ``oracle`` target.
         """
         image_side, image_side_mask = IMAGE_SOURCES.get(image_source)(self, batch)
         text_side, text_side_mask = TEXT_SOURCES.get(text_source)(self, batch)
@@ -119,6 +120,8 @@ class SoftCLIPModel(nn.Module):
             "text_side": text_side,
             "image_side_mask": image_side_mask,
             "text_side_mask": text_side_mask,
+            "image_scene": batch.get("scene_image"),
+            "text_scene": batch.get("scene_text"),
         }
 
 

@@ -55,7 +55,8 @@ def collate(
     Returns:
         ``{"image": float [B,3,H,W], "text": long [B,L], "roi": float [B,kmax,D] (zero padded),
         "roi_mask": bool [B,kmax] (True = valid region), "tags": long [B,L] (tokens of the joined tags),
-        "tags_mask": bool [B] (has >= 1 tag), "key": list[str]}``.
+        "tags_mask": bool [B] (has >= 1 tag), "key": list[str]}``, and, when every sample carries scene
+        annotations, ``"scene_image": long [B, T+1], "scene_text": long [B, 2M+1]`` (:mod:`softclip.objective.oracle`).
     """
     if not samples:
         raise ValueError("collate needs at least one sample")
@@ -70,6 +71,10 @@ def collate(
         roi[i, :k] = s.roi[:k]
         roi_mask[i, :k] = True
     tag_texts = [tag_text(s.tags, kmax) for s in samples]
+    scenes = {}
+    if all(s.scene is not None for s in samples):
+        scenes = {"scene_image": torch.stack([s.scene[0] for s in samples]),
+                  "scene_text": torch.stack([s.scene[1] for s in samples])}  # fmt: skip
     return {
         "image": torch.stack([s.image for s in samples]),
         "text": tokenizer([s.caption for s in samples]),
@@ -78,4 +83,5 @@ def collate(
         "tags": (tag_tokenizer or tokenizer)(tag_texts),
         "tags_mask": torch.tensor([bool(t) for t in tag_texts], dtype=torch.bool),
         "key": [s.key for s in samples],
+        **scenes,
     }

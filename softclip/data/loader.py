@@ -226,7 +226,7 @@ def epoch_length(num_samples: int, epoch_samples: int | None, resampled: bool, w
 
 def build_train_loader(
     data: Any, *, preprocess: Preprocess, tokenizer: Tokenizer, batch_size: int, roi_dim: int, seed: int,
-    sidecars: bool | None = None, rank: int = 0, world_size: int = 1, shuffle: bool = True, drop_last: bool = True,
+    sidecars: bool | None = None, scenes: bool = False, rank: int = 0, world_size: int = 1, shuffle: bool = True, drop_last: bool = True,
     epoch: int = 0, start_batch: int = 0, pin_memory: bool = False, log: logging.Logger | None = None,
 ) -> TrainLoader:
     """Build the training loader of a ``data`` config section (:class:`softclip.config.DataConfig`).
@@ -245,6 +245,8 @@ def build_train_loader(
         seed: data seed. rank, world_size: this process's slice of each epoch.
         sidecars: read ROI/tag sidecars (default ``data.sidecars``; the trainer turns them off when no loss
             uses them).
+        scenes: read each sample's scene annotations (batches then carry ``scene_image``/``scene_text``
+            codes; the ``oracle`` target).
         shuffle: shard permutation + buffer (tar sources). drop_last: drop a final short batch.
         epoch, start_batch: the position to start from (resume).
         pin_memory: pin batches (GPU training with workers). log: logger (default ``softclip.data``).
@@ -259,7 +261,7 @@ def build_train_loader(
     if not 0 <= rank < world_size:
         raise ValueError(f"rank={rank} outside [0, world_size={world_size})")
     paths = SourcePaths(data.root, data.train, data.csv, data.features_tsv, data.labels_tsv, data.images_root)
-    src: TrainSource = TRAIN_READERS.get(source)(paths, roi_dim=roi_dim, sidecars=sidecars, log=log)
+    src: TrainSource = TRAIN_READERS.get(source)(paths, roi_dim=roi_dim, sidecars=sidecars, scenes=scenes, log=log)
     n = epoch_length(src.num_samples, epoch_samples, resampled, world_size)
     if n < batch_size and (drop_last or n == 0):
         raise DataError(f"{src.name}: {n} samples per rank per epoch, fewer than batch_size={batch_size}")

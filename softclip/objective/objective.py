@@ -35,6 +35,7 @@ from softclip.objective.distributed import (
 )
 from softclip.objective.divergences import DIVERGENCES
 from softclip.objective.losses import Workspace, roi_info_nce_sums
+from softclip.objective.oracle import relevance
 from softclip.objective.reference import ONE_HOT_RULES, DirectionSpec
 from softclip.objective.targets import (
     PAIRINGS,
@@ -81,8 +82,8 @@ class _Side:
     row_valid: torch.Tensor | None  # [N_l] bool
     col_valid: torch.Tensor | None  # [N_g] bool
 
-    def view(self) -> SideView:
-        return SideView(self.rows.detach(), self.cols.detach(), self.row_valid, self.col_valid)
+    def view(self, relevant: torch.Tensor | None = None) -> SideView:
+        return SideView(self.rows.detach(), self.cols.detach(), self.row_valid, self.col_valid, relevant)
 
     def valid(self, local: bool) -> torch.Tensor:
         mask = self.row_valid if local else self.col_valid
@@ -177,6 +178,8 @@ class SoftCLIPObjective(nn.Module):
         image_side_mask: torch.Tensor | None = None,
         text_side_mask: torch.Tensor | None = None,
         roi_logit_scale: torch.Tensor | None = None,
+        image_scene: torch.Tensor | None = None,
+        text_scene: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Compute the objective.
 
@@ -190,6 +193,8 @@ class SoftCLIPObjective(nn.Module):
             text_side_mask: [N] bool, False for samples without tags (None: all valid).
             roi_logit_scale: scalar multiplier of the ROI<->tag InfoNCE (default: from ``logit_scale`` as the
                 ``roi_logit_scale`` key says), e.g. a parameter the model owns.
+            image_scene: int64 [N, T+1] image scene codes, text_scene: int64 [N, 2M+1] caption scene codes
+                (:mod:`softclip.objective.oracle`); only the ``oracle`` target reads them (and needs them).
 
         Returns:
             ``loss`` (weighted total, differentiable); ``nce_loss``, ``soft_loss``, ``re_loss``, ``roi_loss``
@@ -213,7 +218,8 @@ class SoftCLIPObjective(nn.Module):
             )
             masks = (_check_mask(image_side_mask, u.shape[0], "image_side_mask"),
                      _check_mask(text_side_mask, u.shape[0], "text_side_mask"))  # fmt: skip
-            return self._forward(u, v, s, (image_side, text_side), masks, roi_s)
+            scenes = (image_scene, text_scene) if self.target == "oracle" else (None, None)
+            return self._forward(u, v, s, (image_side, text_side), masks, roi_s, scenes)
 
     def _roi_active(self, image_side: torch.Tensor | None, text_side: torch.Tensor | None) -> bool:
         return (
@@ -223,7 +229,7 @@ class SoftCLIPObjective(nn.Module):
             and text_side is not None
         )
 
-    def _forward(self, u, v, s, sides, masks, roi_s) -> dict[str, torch.Tensor]:
+    def _forward(self, u, v, s, sides, masks, roi_s, scenes=(None, None)) -> dict[str, torch.Tensor]:
         rank, world = rank_and_world()
         check_equal_local_sizes(u.shape[0], u.device)
         offset, n_global = rank * u.shape[0], world * u.shape[0]
@@ -234,7 +240,7 @@ class SoftCLIPObjective(nn.Module):
         roi_on = self._roi_active(*sides)
         a = self._side(sides[0], u, u_g, masks[0], keep_grad=roi_on)
         b = self._side(sides[1], v, v_g, masks[1], keep_grad=False)
-        ys, smoothed, out = self._targets(a, b, offset, logits[0])
+        ys, smoothed, out = self._targets(a, b, offset, logits[0], self._relevance(*scenes, u.shape[0]))
         keeps, re_weights, re_scales = self._re_plan(ys, smoothed, offset, world, n_global, logits[0])
         terms = []
         for z, y, keep, w_re in zip(logits, ys, keeps, re_weights, strict=True):
@@ -266,13 +272,28 @@ class SoftCLIPObjective(nn.Module):
     def _re_on(self, n_global: int) -> bool:
         return self.re_weight > 0 and n_global >= 2
 
-    def _targets(self, a: _Side, b: _Side, offset: int, like: torch.Tensor) -> tuple[tuple, tuple, dict]:
+    @staticmethod
+    def _relevance(image_scene: torch.Tensor | None, text_scene: torch.Tensor | None, n: int) -> tuple:
+        """(i2t, t2i) truth [N_l, N_g] from scene codes: captions describing each local image, images each local
+        caption describes; (None, None) without codes."""
+        if image_scene is None or text_scene is None:
+            return None, None
+        for code, name in ((image_scene, "image_scene"), (text_scene, "text_scene")):
+            if code.dim() != 2 or code.shape[0] != n:
+                raise ValueError(f"{name} must be [{n}, k] scene codes, got {tuple(code.shape)}")
+        i2t = relevance(image_scene, gather_no_grad(text_scene))
+        t2i = relevance(gather_no_grad(image_scene), text_scene).T
+        return i2t, t2i
+
+    def _targets(self, a: _Side, b: _Side, offset: int, like: torch.Tensor,
+                 relevant: tuple = (None, None)) -> tuple[tuple, tuple, dict]:  # fmt: skip
         """Log target rows of both directions (None where only InfoNCE runs), whether each is smoothed (not the
         identity), and ``target_pos_mass``."""
         if not (self.soft_weight > 0 or self._re_on(like.shape[1])):
             return (None, None), (False, False), {}
         blocks = tuple(self._workspace.get(f"target_{k}", tuple(like.shape), like) for k in "ab")
-        ys = build_targets(a.view(), b.view(), self.target, self.pairing, self.beta, self.tau, offset, blocks)
+        views = a.view(relevant[0]), b.view(relevant[1])
+        ys = build_targets(*views, self.target, self.pairing, self.beta, self.tau, offset, blocks)
         smoothed = (ys[0] is not None, ys[1] is not None)
         if not any(smoothed) and self.soft_weight == 0:
             return (None, None), smoothed, {}  # identity targets: no relation-enhanced rows, soft term off

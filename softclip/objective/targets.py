@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -54,12 +54,17 @@ class SideView:
         cols: [N_g, a] features of the global batch (the target columns); ``rows`` in one process.
         row_valid: [N_l] bool, or None when every sample is valid.
         col_valid: [N_g] bool, or None when every sample is valid.
+        relevant: [N_l, N_g] bool, which global samples of the *other* modality truly match each local row
+            (:mod:`softclip.objective.oracle`), for the ``oracle`` target; None without scene annotations.
+        offset: global column of local row 0's own sample (set by :func:`build_targets`).
     """
 
     rows: torch.Tensor
     cols: torch.Tensor
     row_valid: torch.Tensor | None = None
     col_valid: torch.Tensor | None = None
+    relevant: torch.Tensor | None = None
+    offset: int = 0
 
 
 Target = Callable[..., "torch.Tensor | None"]  # (side, tau, out=None)
@@ -113,6 +118,27 @@ def selfsim_target(side: SideView, tau: float, out: torch.Tensor | None = None) 
     q.masked_fill_(~side.col_valid.unsqueeze(0), NEG_INF)
     # a batch without any valid column gives all −inf rows, whose log_softmax is NaN: keep them −inf
     return torch.log_softmax(q, dim=1, out=q).nan_to_num_(nan=NEG_INF, neginf=NEG_INF)
+
+
+@TARGETS.register("oracle")
+def oracle_target(side: SideView, tau: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The positive control: uniform over the global samples of the other modality that truly match the row
+    (``side.relevant``; the i2t row of image i spreads over the captions that describe it, the t2i row of
+    caption j over the images it describes). A row that matches nothing (a noisy caption whose image no batch
+    caption describes) is one-hot, as a masked row is. τ is unused.
+
+    Raises:
+        ValueError: without ``side.relevant`` (the data carries no scene annotations).
+    """
+    if side.relevant is None:
+        raise ValueError("loss.target=oracle needs scene annotations (the batch's scene_image / scene_text "
+                         "codes, which SynthScenes shards carry in each sample's .json)")  # fmt: skip
+    rel = side.relevant if side.col_valid is None else side.relevant & side.col_valid.unsqueeze(0)
+    count = rel.sum(dim=1, keepdim=True)
+    log_q = torch.where(rel, -count.clamp_min(1).to(side.cols.dtype).log(), NEG_INF)
+    empty = (count.squeeze(1) == 0).nonzero().squeeze(1)
+    log_q[empty, empty + side.offset] = 0.0  # matches nothing: Y = I on that row
+    return log_q
 
 
 def compose_target(
@@ -226,6 +252,7 @@ def build_targets(
     if beta == 0:
         return None, None
     fn = TARGETS.get(target)
+    side_a, side_b = replace(side_a, offset=offset), replace(side_b, offset=offset)
     out_a, out_b = (None, None) if out is None else out
     with torch.no_grad():
         lq_a, lq_b = fn(side_a, tau, out=out_a), fn(side_b, tau, out=out_b)

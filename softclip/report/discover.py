@@ -24,6 +24,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from softclip import runfiles
+
 log = logging.getLogger("softclip.report")
 
 # Frame columns a factor may not shadow; such a factor is renamed ``factor_<name>``.
@@ -134,7 +136,8 @@ def identity_from_layout(path: Path) -> tuple[str, str, int | None, str]:
 
 def is_run_dir(path: Path) -> bool:
     """True for a folder holding ``config.yaml`` and at least one ``eval/*.json``."""
-    return (path / "config.yaml").is_file() and (path / "eval").is_dir() and any((path / "eval").glob("*.json"))
+    evals = path / runfiles.EVAL
+    return (path / runfiles.CONFIG).is_file() and evals.is_dir() and any(evals.glob("*.json"))
 
 
 def _walk(path: Path, ancestors: frozenset[str]) -> list[Path]:
@@ -203,7 +206,7 @@ def is_number(value: Any) -> bool:
 def read_results(run_dir: Path, skipped: list[Skipped]) -> dict[str, dict[str, float]]:
     """``{benchmark: {metric: value}}`` from ``eval/*.json``; sub-folders and other files are ignored."""
     results: dict[str, dict[str, float]] = {}
-    for path in sorted((run_dir / "eval").glob("*.json")):
+    for path in sorted((run_dir / runfiles.EVAL).glob("*.json")):
         if not path.is_file():
             continue
         data = read_json(path, skipped)
@@ -221,7 +224,7 @@ def read_results(run_dir: Path, skipped: list[Skipped]) -> dict[str, dict[str, f
 
 
 def _read_config(run_dir: Path, skipped: list[Skipped]) -> dict[str, Any] | None:
-    path = run_dir / "config.yaml"
+    path = run_dir / runfiles.CONFIG
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
@@ -241,12 +244,12 @@ def read_meta(run_dir: Path, layout_ablation: str, skipped: list[Skipped]) -> tu
     describes another ablation, so the path decides, helped by an ``ablation.json`` in the (real) variant folder.
     """
     via_link = os.path.realpath(run_dir) != os.path.abspath(run_dir)
-    own = run_dir / "ablation.json"
+    own = run_dir / runfiles.ABLATION
     if own.is_file():
         meta = read_json(own, skipped)
         if isinstance(meta, dict) and not (via_link and meta.get("ablation") not in (None, layout_ablation)):
-            return meta, "ablation.json"
-    above = run_dir.parent / "ablation.json"
+            return meta, runfiles.ABLATION
+    above = run_dir.parent / runfiles.ABLATION
     if via_link and above.is_file():
         meta = read_json(above, skipped)
         if isinstance(meta, dict) and meta.get("ablation") in (None, layout_ablation):
@@ -383,7 +386,7 @@ def run_bytes(run: Run) -> tuple[bytes, ...]:
     for a run read from a saved frame, its factors and results."""
     if run.meta_source.startswith("frame:"):
         return (json.dumps([run.factors, run.results], sort_keys=True, default=str).encode(),)
-    files = [run.path / "config.yaml", *sorted((run.path / "eval").glob("*.json"))]
+    files = [run.path / runfiles.CONFIG, *sorted((run.path / runfiles.EVAL).glob("*.json"))]
     return tuple(part for f in files for part in (f.name.encode(), f.read_bytes()))
 
 

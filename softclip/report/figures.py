@@ -18,8 +18,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from softclip import atomic
 from softclip.registry import Registry
-from softclip.report.files import write_bytes
 from softclip.report.stats import t_interval
 
 HEATMAP_KEYS = ("loss.beta", "loss.tau")
@@ -66,7 +66,8 @@ def save(fig: Figure, path: Path) -> Path:
     """Render ``fig`` to PNG in memory and write it atomically (no timestamp in the file)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return write_bytes(path, buf.getvalue())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic.write_bytes(path, buf.getvalue())
 
 
 CHARS_PER_INCH = 9  # of a 10-pt title at 100 dpi

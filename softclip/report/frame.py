@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from softclip import runfiles
 from softclip.report.discover import Collection, Run, Skipped, is_number, load_runs
 
 log = logging.getLogger("softclip.report")
@@ -165,7 +166,7 @@ def curves_from_runs(collection: Collection) -> pd.DataFrame:
     meta = _variant_meta(collection.runs)
     rows: list[dict[str, Any]] = []
     for run in collection.runs:
-        path = run.path / "metrics.jsonl"
+        path = run.path / runfiles.METRICS
         if run.meta_source.startswith("frame:") or not path.is_file():  # a saved frame's curves: saved_curves
             continue
         label, order = meta[(run.ablation, run.variant)]

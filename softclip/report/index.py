@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from softclip import atomic
 from softclip.report.discover import Collection, ReportError, load_runs
 from softclip.report.document import (
     Block,
@@ -43,7 +44,6 @@ from softclip.report.document import (
     render_md,
 )
 from softclip.report.figures import HEATMAP_KEYS, FigureData, build_figures, slug
-from softclip.report.files import write_text
 from softclip.report.frame import all_curves, config_values, frame_from_runs
 from softclip.report.paper import DEFAULT_REFERENCE, load_reference, reference_blocks, reference_keys
 from softclip.report.stats import summarize
@@ -98,6 +98,13 @@ def _remove_stale(folder: Path, keep: set[Path], suffixes: set[str]) -> None:
         for path in folder.iterdir():
             if path.is_file() and path.suffix in suffixes and path.resolve() not in keep:
                 path.unlink()
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a report file atomically (:func:`softclip.atomic.write_text`), its folder created and a final
+    newline added where missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic.write_text(path, text if not text or text.endswith("\n") else text + "\n")
 
 
 def carried_figures(folder: Path, collection: Collection, curves: pd.DataFrame,

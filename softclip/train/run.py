@@ -113,6 +113,7 @@ def setup_data(cfg: Config, env: dist.DistEnv, preprocess: Callable, tokenizer: 
         roi_dim=roi_dim(cfg),
         seed=cfg.seed,
         sidecars=read_sidecars(cfg),
+        scenes=cfg.loss.target == "oracle",
         rank=env.rank,
         world_size=env.world_size,
         pin_memory=env.device.type == "cuda" and cfg.data.workers > 0,

@@ -25,7 +25,7 @@ from torch import nn
 
 from softclip.train.dist import DistEnv, all_reduce
 
-MODEL_KEYS = ("image", "text", "roi", "roi_mask", "tags", "tags_mask")
+MODEL_KEYS = ("image", "text", "roi", "roi_mask", "tags", "tags_mask", "scene_image", "scene_text")
 GRAD_KEYS = ("image_features", "text_features", "image_side")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 

@@ -58,7 +58,7 @@ def test_quick_demo_trains_each_distinct_run_once():
     specs, _ = rep.plan("quick", ["main", "targets"])
     jobs = [j for s in specs for j in plan_jobs(s)]
     unique, aliases = dedupe(jobs)
-    assert (len(jobs), len(unique)) == (30, 20)
+    assert (len(jobs), len(unique)) == (35, 25)  # targets' oracle variant: 5 more
     pairs = {(a.meta["ablation"], a.variant, c.meta["ablation"], c.variant) for a, c in aliases}
     assert pairs == {("targets", "hard", "main", "clip"), ("targets", "selfsim_roi", "main", "softclip")}
     assert all(a.seed == c.seed for a, c in aliases)

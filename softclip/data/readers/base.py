@@ -36,6 +36,8 @@ class Sample:
         tags: the K region tags (detector class names), in region order.
         key: the sample key (tar key or image id).
         source: the shard or source file it came from.
+        scene: (image code int64 [T+1], caption code int64 [2M+1]) when the reader was asked for scene
+            annotations (:mod:`softclip.objective.oracle`), else None.
     """
 
     image: torch.Tensor
@@ -44,6 +46,7 @@ class Sample:
     tags: list[str]
     key: str
     source: str
+    scene: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass

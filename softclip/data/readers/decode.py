@@ -14,6 +14,7 @@ from PIL import Image
 
 from softclip.data.badsamples import BadSample
 from softclip.data.readers.base import Preprocess, Sample
+from softclip.data.synth.captions import scene_codes
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
@@ -110,12 +111,25 @@ def parse_tags_json(data: bytes | None, k: int) -> list[str]:
     return tags
 
 
+def parse_scene_json(data: bytes | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scene codes from a SynthScenes sample's ``.json`` (its ``objects`` and ``caption_mentions``)."""
+    if data is None:
+        raise BadSample("missing_scene", "no .json member (scene annotations)")
+    try:
+        obj = json.loads(data)
+        image, caption = scene_codes(obj["objects"], obj["caption_mentions"])
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise BadSample("bad_scene", f"no usable objects/caption_mentions in .json: {type(err).__name__}: {err}") from None
+    return torch.from_numpy(image), torch.from_numpy(caption)
+
+
 def make_sample(
-    image: Image.Image, caption: str, roi: np.ndarray, tags: list[str], key: str, source: str, preprocess: Preprocess
-) -> Sample:
+    image: Image.Image, caption: str, roi: np.ndarray, tags: list[str], key: str, source: str, preprocess: Preprocess,
+    scene: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> Sample:  # fmt: skip
     """Apply ``preprocess`` and wrap the parts; a preprocess failure on a decoded image counts as corrupt."""
     try:
         tensor = preprocess(image)
     except _PIL_ERRORS as err:
         raise BadSample("corrupt_image", f"preprocess failed: {type(err).__name__}: {err}") from None
-    return Sample(tensor, caption, torch.from_numpy(roi), list(tags), key, source)
+    return Sample(tensor, caption, torch.from_numpy(roi), list(tags), key, source, scene)

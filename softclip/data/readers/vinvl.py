@@ -189,8 +189,16 @@ class CsvSource:
 
 
 @TRAIN_READERS.register("csv")
-def open_csv(paths: SourcePaths, *, roi_dim: int, sidecars: bool = True, log=LOGGER) -> CsvSource:
-    """Open ``paths.csv`` with optional ``features_tsv``/``labels_tsv`` (ignored when not ``sidecars``)."""
+def open_csv(paths: SourcePaths, *, roi_dim: int, sidecars: bool = True, scenes: bool = False,
+             log=LOGGER) -> CsvSource:  # fmt: skip
+    """Open ``paths.csv`` with optional ``features_tsv``/``labels_tsv`` (ignored when not ``sidecars``).
+
+    Raises:
+        DataError: ``scenes`` asked for (CSV pairs carry no scene annotations).
+    """
+    if scenes:
+        raise DataError("data.source=csv carries no scene annotations (objects and caption mentions), which "
+                        "loss.target=oracle needs; use SynthScenes shards")  # fmt: skip
     csv_path = paths.resolve(paths.csv)
     if csv_path is None:
         raise DataError("data.csv: no training CSV given")

@@ -32,6 +32,7 @@ from softclip.data.readers.decode import (
     decode_image,
     load_roi_npy,
     make_sample,
+    parse_scene_json,
     parse_tags_json,
 )
 from softclip.data.readers.tarstream import Member, iter_members, read_data
@@ -137,15 +138,17 @@ class WdsSource:
         sizes: samples per shard (same order).
         roi_dim: expected region-feature width D.
         sidecars: read ``.roi.npy``/``.tags.json``; False gives every sample zero regions and no tags.
+        scenes: read each sample's scene annotations from its ``.json`` (SynthScenes; the ``oracle`` target).
     """
 
     sequential = True
 
-    def __init__(self, shards: list[Path], sizes: list[int], roi_dim: int, sidecars: bool = True) -> None:
+    def __init__(self, shards: list[Path], sizes: list[int], roi_dim: int, sidecars: bool = True,
+                 scenes: bool = False) -> None:  # fmt: skip
         self.shards = [str(p) for p in shards]
         self.sizes = list(sizes)
         self.roi_dim = roi_dim
-        self.sidecars = sidecars
+        self.sidecars, self.scenes = sidecars, scenes
         self.num_samples = sum(self.sizes)
         self.name = str(Path(self.shards[0]).parent) if self.shards else "wds"
         if self.num_samples == 0:
@@ -215,12 +218,14 @@ class WdsSource:
             tags = parse_tags_json(parts.get(layout.TAGS_EXT), len(roi))
         else:
             roi, tags = np.zeros((0, self.roi_dim), np.float32), []
+        scene = parse_scene_json(parts.get("json")) if self.scenes else None
         image = decode_image(parts[next(e for e in IMAGE_EXTS if e in parts)])
-        return make_sample(image, caption, roi, tags, raw.key, raw.source, preprocess)
+        return make_sample(image, caption, roi, tags, raw.key, raw.source, preprocess, scene)
 
 
 @TRAIN_READERS.register("wds")
-def open_wds(paths: SourcePaths, *, roi_dim: int, sidecars: bool = True, log=LOGGER) -> WdsSource:
+def open_wds(paths: SourcePaths, *, roi_dim: int, sidecars: bool = True, scenes: bool = False,
+             log=LOGGER) -> WdsSource:  # fmt: skip
     """Open webdataset shards: ``paths.train`` (dir, pattern, list), default ``root/train`` or ``root``."""
     root = paths.root_path
     spec = paths.train
@@ -229,4 +234,4 @@ def open_wds(paths: SourcePaths, *, roi_dim: int, sidecars: bool = True, log=LOG
             raise DataError("data.train: no training shards given (set data.train or data.root)")
         spec = str(root / layout.TRAIN_DIR) if (root / layout.TRAIN_DIR).is_dir() else str(root)
     shards = expand_shards(spec, root)
-    return WdsSource(shards, shard_sizes(shards, log), roi_dim, sidecars)
+    return WdsSource(shards, shard_sizes(shards, log), roi_dim, sidecars, scenes)

@@ -152,6 +152,39 @@ def encode_captions(captions: Sequence[Caption]) -> tuple[np.ndarray, np.ndarray
     return types, req, counts
 
 
+MAX_MENTIONS = 5  # SynthConfig.max_objects <= 5: a caption names at most that many objects
+
+
+def scene_codes(objects: Sequence[dict], mentions: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The scene codes of one training sample (:mod:`softclip.objective.oracle`) from its ``.json`` fields.
+
+    Args:
+        objects: the ``objects`` list (``{"shape", "colour", "size", ...}`` names).
+        mentions: ``caption_mentions`` (``{"mentions": [{"shape", "colour", "size" or None}], "count"}``).
+
+    Returns:
+        image code int64 [T + 1] and caption code int64 [2·MAX_MENTIONS + 1].
+
+    Raises:
+        KeyError / ValueError: on a name outside the vocabulary or a malformed field.
+    """
+    image = np.zeros(N_TYPES + 1, dtype=np.int64)
+    for o in objects:
+        image[SHAPES.index(o["shape"]) * len(COLOURS) + COLOURS.index(o["colour"])] = 1 + SIZES.index(o["size"])
+    image[-1] = len(objects)
+    named = list(mentions["mentions"])
+    if len(named) > MAX_MENTIONS:
+        raise ValueError(f"{len(named)} mentions, at most {MAX_MENTIONS}")
+    caption = np.full(2 * MAX_MENTIONS + 1, -1, dtype=np.int64)
+    caption[MAX_MENTIONS : 2 * MAX_MENTIONS] = 0
+    for k, m in enumerate(named):
+        caption[k] = SHAPES.index(m["shape"]) * len(COLOURS) + COLOURS.index(m["colour"])
+        caption[MAX_MENTIONS + k] = 0 if m.get("size") is None else 1 + SIZES.index(m["size"])
+    count = mentions.get("count")
+    caption[-1] = -1 if count is None else int(count)
+    return image, caption
+
+
 def describes_matrix(captions: Sequence[Caption], scenes: Sequence[Sequence[Obj]]) -> np.ndarray:
     """Vectorised ``describes``: bool [C, I], entry (c, i) True iff caption c describes image i."""
     table, n_objs = encode_images(scenes)

@@ -257,3 +257,30 @@ def test_refuses_to_replace_a_foreign_folder(tmp_path):
     with pytest.raises(FileExistsError, match="not a SynthScenes dataset"):
         generate(tmp_path / "mine", tiny_spec(n_train=5), seed=0)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_loader_carries_scene_codes_whose_truth_is_the_generators(dataset):
+    """With ``scenes=True`` each batch holds the samples' scene codes; the relevance they imply matches each
+    sample's own ``caption_describes_image`` flag (noisy captions describe their image only by chance)."""
+    import torch
+
+    from softclip.config import DataConfig
+    from softclip.data.loader import build_train_loader
+    from softclip.objective.oracle import relevance
+
+    root, _ = dataset
+    meta = {}
+    for shard in sorted((root / layout.TRAIN_DIR).glob("*.tar")):
+        for key, parts in read_shard(shard).items():
+            meta[key] = json.loads(parts["json"])
+    data = DataConfig(source="wds", root=str(root), kmax=4)
+    args = dict(preprocess=lambda im: torch.zeros(3, 2, 2), tokenizer=lambda texts: torch.zeros(len(texts), 4, dtype=torch.long),
+                batch_size=16, roi_dim=16, seed=0)  # fmt: skip
+    batch = next(iter(build_train_loader(data, scenes=True, **args)))
+    from softclip.data.synth.captions import MAX_MENTIONS, N_TYPES
+
+    assert batch["scene_image"].shape == (16, N_TYPES + 1) and batch["scene_text"].shape == (16, 2 * MAX_MENTIONS + 1)
+    truth = relevance(batch["scene_image"], batch["scene_text"]).diagonal().tolist()
+    assert truth == [meta[k]["caption_describes_image"] for k in batch["key"]]
+    assert [int(c) for c in batch["scene_image"][:, -1]] == [len(meta[k]["objects"]) for k in batch["key"]]
+    assert "scene_image" not in next(iter(build_train_loader(data, **args)))  # only when asked for

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from softclip.objective import SoftCLIPObjective
 from softclip.objective.objective import IMPLS
+from tests.unit.objective.scenes import codes
 
 N, D_IN, D, K_ROI, SIDE = 8, 7, 6, 9, 5
 COMMON = dict(beta=0.4, tau=0.3, soft_weight=1.0, re_weight=0.5, roi_weight=0.3)
@@ -34,6 +35,7 @@ CASES = {
     "label_smoothing": dict(target="label_smoothing", pairing="same", divergence="symkl"),
     "selfsim": dict(target="selfsim", pairing="same", divergence="symkl"),
     "selfsim_mean_kl": dict(target="selfsim", pairing="mean", divergence="kl"),
+    "oracle": dict(target="oracle", pairing="same", divergence="symkl"),  # scene codes gathered across ranks
 }
 TERMS = ("loss", "nce_loss", "soft_loss", "re_loss", "roi_loss")
 
@@ -54,6 +56,7 @@ def make_data() -> dict[str, torch.Tensor]:
         [1, 1, 0, 1, 1, 1, 0, 1], dtype=torch.bool
     )  # one per rank without regions
     data["text_mask"] = torch.tensor([1, 1, 1, 1, 0, 1, 1, 1], dtype=torch.bool)
+    data["image_scene"], data["text_scene"] = codes(N)
     return data
 
 
@@ -66,7 +69,8 @@ def run(obj: SoftCLIPObjective, params, data, rows: slice):
     for x in (u, v, a):
         x.retain_grad()
     out = obj(u, v, log_scale.exp(), a, data["tags"][rows], data["image_mask"][rows], data["text_mask"][rows],
-              roi_logit_scale=log_roi_scale.exp())  # fmt: skip
+              roi_logit_scale=log_roi_scale.exp(), image_scene=data["image_scene"][rows],
+              text_scene=data["text_scene"][rows])  # fmt: skip
     out["loss"].backward()
     return {k: out[k].detach() for k in TERMS}, [u.grad, v.grad, a.grad], [p.grad.clone() for p in params]
 

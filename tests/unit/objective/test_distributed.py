@@ -40,7 +40,7 @@ def test_two_ranks_match_the_single_process_objective(tmp_path):
     result = json.loads(out.read_text())
     assert result["world"] == 2
     assert result["unequal_sizes_raise"]
-    settings = ("hard", "label_smoothing", "selfsim", "selfsim_mean_kl")
+    settings = ("hard", "label_smoothing", "selfsim", "selfsim_mean_kl", "oracle")
     assert set(result["cases"]) == {f"{s}/{impl}" for s in settings for impl in ("fused", "reference")}
     for name, case in result["cases"].items():
         for key in ("terms", "feature_grads", "param_grads"):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from softclip.objective import DIVERGENCES, PAIRINGS, TARGETS, SoftCLIPObjective
+from tests.unit.objective.scenes import scene_kwargs
 
 N, D = 5, 3
 IMAGE_MASK = torch.tensor([1, 0, 1, 1, 1], dtype=torch.bool)
@@ -38,7 +39,7 @@ def test_gradcheck_target_divergence_relation(target, divergence, re_weight):
     obj = SoftCLIPObjective(target, beta=0.4, tau=0.5, divergence=divergence, re_weight=re_weight)
 
     def loss(u, v, scale):
-        return obj(u, v, scale, a, b, IMAGE_MASK, TEXT_MASK)["loss"]
+        return obj(u, v, scale, a, b, IMAGE_MASK, TEXT_MASK, **scene_kwargs(target, len(u)))["loss"]
 
     assert torch.autograd.gradcheck(loss, (u, v, scale), fast_mode=True)
 

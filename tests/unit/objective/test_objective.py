@@ -16,6 +16,7 @@ from softclip.config import LossConfig
 from softclip.objective import DIVERGENCES, PAIRINGS, TARGETS, SoftCLIPObjective
 from softclip.objective.objective import CONFIG_KEYS, IMPLS
 from softclip.registry import RegistryError
+from tests.unit.objective.scenes import scene_kwargs
 
 TERMS = ("nce_loss", "soft_loss", "re_loss", "roi_loss")
 
@@ -41,7 +42,7 @@ def test_clip_special_case_is_open_clip_bit_for_bit(impl, target, beta):
     u, v, a, b = _features(n=32, d=16)
     scale = torch.tensor(1 / 0.07, requires_grad=True)
     obj = SoftCLIPObjective(target=target, beta=beta, soft_weight=0.0, re_weight=0.0, impl=impl)
-    out = obj(u, v, scale, a, b)
+    out = obj(u, v, scale, a, b, **scene_kwargs(target, len(u)))
     ref = ClipLoss()(u, v, scale)
     assert torch.equal(out["loss"].detach(), ref.detach())
     for got, want in zip(_grads(out["loss"], u, v, scale), _grads(ref, u, v, scale), strict=True):
@@ -112,7 +113,7 @@ def test_registry_every_combination_is_finite_and_gets_gradients(target, diverge
     mask[::3] = False
     scale = torch.tensor(20.0, requires_grad=True)
     obj = SoftCLIPObjective(target, divergence=divergence, pairing=pairing)
-    out = obj(u, v, scale, a, b, mask, ~mask | (torch.arange(len(u)) % 2 == 0))
+    out = obj(u, v, scale, a, b, mask, ~mask | (torch.arange(len(u)) % 2 == 0), **scene_kwargs(target, len(u)))
     assert all(torch.isfinite(x).all() for x in out.values())
     grads = _grads(out["loss"], u, v, scale)
     assert all(torch.isfinite(g).all() for g in grads)

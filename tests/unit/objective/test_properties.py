@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from softclip.objective import DIVERGENCES, PAIRINGS, TARGETS, SoftCLIPObjective
+from tests.unit.objective.scenes import scene_kwargs
 
 SCALES = st.one_of(
     st.sampled_from([1e-3, 1.0, 1 / 0.07, 100.0, 1e3, 1e6]),
@@ -53,7 +54,7 @@ def test_finite_terms_and_gradients(batch, target, divergence, pairing, beta, ta
     obj = SoftCLIPObjective(
         target, beta, tau, divergence, pairing, re_weight=0.5, roi_weight=0.5 if roi else 0.0
     )
-    out = obj(u, v, s, a, b, ma, mb)
+    out = obj(u, v, s, a, b, ma, mb, **scene_kwargs(target, len(u)))
     for key, value in out.items():
         assert torch.isfinite(value).all(), (key, value)
     inputs = (u, v, s, a) if roi else (u, v, s)

@@ -14,6 +14,7 @@ from softclip.objective.objective import IMPLS
 from softclip.objective.reference import DIVERGENCE_ROWS, ONE_HOT_RULES, DirectionSpec
 from softclip.objective.reference import direction_terms as reference_terms
 from softclip.objective.targets import off_diagonal_mass
+from tests.unit.objective.scenes import scene_kwargs
 
 KEYS = ("loss", "nce_loss", "soft_loss", "re_loss", "roi_loss", "pred_pos_mass", "target_entropy")
 
@@ -32,7 +33,8 @@ def _inputs(n: int, seed: int = 0):
 def _run(impl: str, kwargs: dict, n: int, masked: bool):
     u, v, scale, a, b, masks = _inputs(n)
     side = a.clone().requires_grad_()  # a learning aggregator: the ROI term on
-    out = SoftCLIPObjective(impl=impl, **kwargs)(u, v, scale, side, b, *(masks if masked else (None, None)))
+    scenes = scene_kwargs(kwargs["target"], n)
+    out = SoftCLIPObjective(impl=impl, **kwargs)(u, v, scale, side, b, *(masks if masked else (None, None)), **scenes)
     grads = torch.autograd.grad(out["loss"], (u, v, scale, side))
     return out, grads
 
