@@ -1,8 +1,9 @@
 """SoftCLIPObjective: InfoNCE + soft-target divergence + disentangled negatives (+ ROI<->tag InfoNCE).
 
 L = w_nce·L_nce + λ·L_soft + µ·L_re + γ·L_roi (DESIGN.md, 'The SoftCLIP objective'). Terms whose weight is 0
-are not computed (they are returned as zero tensors); β = 0 with λ = µ = 0 reproduces open_clip's ``ClipLoss``
-bit for bit (both directions' logits are computed as ClipLoss computes them, s·U Vᵀ and s·V Uᵀ). Logits and
+are not computed (they are returned as zero tensors); λ = µ = 0 reproduces open_clip's ``ClipLoss`` bit for bit
+(both directions' logits are then computed as ClipLoss computes them, s·U Vᵀ and s·V Uᵀ; with the soft terms on,
+one process forms one product and takes t2i as its transpose, which saves a third of the matrix products). Logits and
 log-probabilities are float32 (float64 stays float64) whatever autocast says; targets are log-probabilities
 (:mod:`softclip.objective.targets`). The per-direction terms come from ``loss.impl`` (:data:`IMPLS`):
 ``reference`` (:mod:`softclip.objective.reference`, plain autograd, the definition) or ``fused``
@@ -234,9 +235,15 @@ class SoftCLIPObjective(nn.Module):
         check_equal_local_sizes(u.shape[0], u.device)
         offset, n_global = rank * u.shape[0], world * u.shape[0]
         u_g, v_g = gather_with_grad(u), gather_with_grad(v)
-        # t2i as its own product s·V Uᵀ, as ClipLoss computes it (not the transpose of s·U Vᵀ, which differs by
-        # float rounding): the CLIP special case is then ClipLoss bit for bit
-        logits = (s * u @ v_g.T, s * v @ u_g.T)
+        if world == 1 and not self._infonce_only(n_global):
+            # one product serves both directions (t2i is its transpose, contiguous for the row passes)
+            z = s * u @ v.T
+            logits = (z, z.T.contiguous())
+        else:
+            # distributed: each direction is its own block; InfoNCE only: t2i as its own product s·V Uᵀ, as
+            # ClipLoss computes it (the transpose of s·U Vᵀ differs by float rounding), so the CLIP special case
+            # is ClipLoss bit for bit
+            logits = (s * u @ v_g.T, s * v @ u_g.T)
         roi_on = self._roi_active(*sides)
         a = self._side(sides[0], u, u_g, masks[0], keep_grad=roi_on)
         b = self._side(sides[1], v, v_g, masks[1], keep_grad=False)
@@ -268,6 +275,10 @@ class SoftCLIPObjective(nn.Module):
             out["roi_loss"] = roi.detach()
         out.update(loss=loss, pred_pos_mass=0.5 * (pos_mass[0] + pos_mass[1]), logit_scale=s.detach())
         return out
+
+    def _infonce_only(self, n_global: int) -> bool:
+        """True when no soft or relation-enhanced term runs (the CLIP special case: λ = 0 and µ = 0)."""
+        return self.soft_weight == 0 and not self._re_on(n_global)
 
     def _re_on(self, n_global: int) -> bool:
         return self.re_weight > 0 and n_global >= 2
