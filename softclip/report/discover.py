@@ -12,19 +12,20 @@ from __future__ import annotations
 import glob
 import json
 import logging
-import math
 import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 
 from softclip import runfiles
+from softclip.report.runs import Collection, ReportError, Run, Skipped, as_order, is_number
+from softclip.report.saved import drop_copies, runs_from_frame
+
+__all__ = ["Collection", "ReportError", "Run", "Skipped", "is_number", "load_runs"]  # the data model, re-exported
 
 log = logging.getLogger("softclip.report")
 
@@ -34,46 +35,6 @@ RESERVED = frozenset({"ablation", "variant", "label", "seed", "run", "run_dir", 
 # Config keys that differ between runs without being what the ablation varies.
 NOT_FACTORS = re.compile(r"^(name|seed|output_dir|run_dir)$|\.seed$")
 MAX_LABEL_FACTORS = 3
-
-
-class ReportError(ValueError):
-    """Bad report input: no run folders, an unknown baseline or metric. The message names the paths/keys."""
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A file (or path) left out of the report, and why."""
-
-    path: str
-    reason: str
-
-
-@dataclass
-class Run:
-    """One run folder as the report sees it. ``config`` is flattened to dotted keys."""
-
-    path: Path
-    ablation: str
-    variant: str
-    label: str
-    seed: int
-    name: str
-    order: float
-    baseline: str | None
-    factors: dict[str, Any]
-    config: dict[str, Any]
-    results: dict[str, dict[str, float]]
-    meta_source: str
-
-
-@dataclass
-class Collection:
-    """Everything :func:`load_runs` found: the runs, the skipped files and the inputs searched."""
-
-    runs: list[Run]
-    skipped: list[Skipped] = field(default_factory=list)
-    inputs: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------------ layouts
@@ -198,11 +159,6 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def is_number(value: Any) -> bool:
-    """A JSON number (bools excluded); NaN counts, it is reported as missing later."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def read_results(run_dir: Path, skipped: list[Skipped]) -> dict[str, dict[str, float]]:
     """``{benchmark: {metric: value}}`` from ``eval/*.json``; sub-folders and other files are ignored."""
     results: dict[str, dict[str, float]] = {}
@@ -257,10 +213,6 @@ def read_meta(run_dir: Path, layout_ablation: str, skipped: list[Skipped]) -> tu
     return None, "layout"
 
 
-def _as_order(value: Any) -> float:
-    return float(value) if is_number(value) else math.nan
-
-
 def read_run(run_dir: Path, skipped: list[Skipped]) -> Run | None:
     """One :class:`Run`, or None when its config is unreadable."""
     config = _read_config(run_dir, skipped)
@@ -276,7 +228,7 @@ def read_run(run_dir: Path, skipped: list[Skipped]) -> Run | None:
     return Run(
         path=run_dir, ablation=str(meta.get("ablation") or ablation), variant=variant,
         label=str(meta.get("label") or variant), seed=int(seed), name=str(config.get("name") or run_dir.name),
-        order=_as_order(meta.get("order")), baseline=str(baseline) if baseline else None,
+        order=as_order(meta.get("order")), baseline=str(baseline) if baseline else None,
         factors={_factor_name(k): _scalar(v) for k, v in factors.items()}, config=flatten(config),
         results=read_results(run_dir, skipped), meta_source=source if meta else f"layout:{rule}",
     )  # fmt: skip
@@ -323,99 +275,6 @@ def _factor_labels(members: list[Run]) -> None:
         return
     for run in members:
         run.label = ", ".join(f"{s}={run.factors.get(k)}" for s, k in zip(short, keys, strict=True))
-
-
-FRAME_COLUMNS = ("ablation", "variant", "label", "seed", "run", "benchmark", "metric", "value", "order", "key",
-                 "baseline", "run_dir")  # fmt: skip
-
-
-def runs_from_frame(path: Path) -> list[Run]:
-    """The runs of a result frame that an earlier report saved (``frame.csv``): identity, factors (also as their
-    dotted config keys) and results; what the frame does not hold (the rest of the config, curves) is absent.
-
-    Raises:
-        ReportError: the file is not such a frame (names the missing columns).
-    """
-    try:
-        frame = pd.read_csv(path, keep_default_na=True)
-    except (OSError, ValueError) as err:
-        raise ReportError(f"{path}: not a readable result frame: {err}") from err
-    missing = [c for c in FRAME_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ReportError(f"{path}: not a result frame written by softclip report (no column {', '.join(missing)})")
-    factor_cols = [c for c in frame.columns if c not in FRAME_COLUMNS]
-    configs = saved_configs(path.with_name("configs.csv"))
-    runs = []
-    for (ablation, run_dir), group in frame.groupby(["ablation", "run_dir"], sort=False):
-        head = group.iloc[0]
-        factors = {c: head[c] for c in factor_cols if not pd.isna(head[c])}
-        results: dict[str, dict[str, float]] = {}
-        for rec in group.itertuples(index=False):
-            results.setdefault(str(rec.benchmark), {})[str(rec.metric)] = float(rec.value)
-        baseline = head["baseline"]
-        runs.append(Run(
-            path=Path(str(run_dir)), ablation=str(ablation), variant=str(head["variant"]), label=str(head["label"]),
-            seed=int(head["seed"]), name=str(head["run"]), order=_as_order(head["order"]),
-            baseline=str(baseline) if isinstance(baseline, str) and baseline else None, factors=factors,
-            config={**factors, **configs.get((str(ablation), str(run_dir)), {})}, results=results,
-            meta_source=f"frame:{path}",
-        ))  # fmt: skip
-    return runs
-
-
-CONFIG_ID_COLUMNS = ("ablation", "variant", "label", "order", "seed", "run_dir")
-
-
-def saved_configs(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """(ablation, run_dir) -> the config values a report saved in ``configs.csv`` (empty when there is none)."""
-    if not path.is_file():
-        return {}
-    try:
-        table = pd.read_csv(path)
-    except (OSError, ValueError) as err:
-        raise ReportError(f"{path}: not a readable configs table: {err}") from err
-    if not {"ablation", "run_dir"} <= set(table.columns):
-        raise ReportError(f"{path}: not a configs table written by softclip report (no ablation/run_dir column)")
-    keys = [c for c in table.columns if c not in CONFIG_ID_COLUMNS]
-    return {(str(r["ablation"]), str(r["run_dir"])): {k: r[k] for k in keys if not pd.isna(r[k])}
-            for r in table.to_dict("records")}  # fmt: skip
-
-
-def run_bytes(run: Run) -> tuple[bytes, ...]:
-    """What two copies of a run must share byte for byte: ``config.yaml`` and every ``eval/*.json`` (by name);
-    for a run read from a saved frame, its factors and results."""
-    if run.meta_source.startswith("frame:"):
-        return (json.dumps([run.factors, run.results], sort_keys=True, default=str).encode(),)
-    files = [run.path / runfiles.CONFIG, *sorted((run.path / runfiles.EVAL).glob("*.json"))]
-    return tuple(part for f in files for part in (f.name.encode(), f.read_bytes()))
-
-
-def drop_copies(runs: list[Run], notes: list[str]) -> list[Run]:
-    """The runs with each (ablation, variant, seed) once.
-
-    Byte-identical copies (:func:`run_bytes`) count once, with a note; different runs claiming the same
-    (ablation, variant, seed) would be double-counted as seeds, so they are an error naming both folders.
-
-    Raises:
-        ReportError: two different run folders with the same (ablation, variant, seed).
-    """
-    first: dict[tuple[str, str, int], Run] = {}
-    kept: list[Run] = []
-    for run in runs:
-        key = (run.ablation, run.variant, run.seed)
-        if key not in first:
-            first[key] = run
-            kept.append(run)
-            continue
-        other = first[key]
-        if run_bytes(run) != run_bytes(other):
-            raise ReportError(
-                f"ablation {run.ablation!r}, variant {run.variant!r}, seed {run.seed} is in two run folders that "
-                f"differ: {other.path} and {run.path}; pass one of them (a seed may count only once)"
-            )
-        notes.append(f"{run.path} is a byte-identical copy of {other.path} "
-                     f"({run.ablation}/{run.variant}, seed {run.seed}): counted once")  # fmt: skip
-    return kept
 
 
 def load_runs(paths: Iterable[str | Path]) -> Collection:

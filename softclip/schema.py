@@ -1,0 +1,225 @@
+"""The typed configuration schema: one section per component (what each component takes), every default once.
+
+:mod:`softclip.config` loads YAML into it (``base:`` chains, profiles, overrides) and re-exports these names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from softclip.data.synth.spec import SynthConfig
+
+SCENE_SOURCES = ("synth", "wds")  # data sources whose samples can carry scene annotations (loss.target=oracle)
+
+NonNegFloat = Annotated[float, Field(ge=0.0)]
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _choice(value: str, names: list[str], key: str) -> str:
+    if value not in names:
+        hint = difflib.get_close_matches(str(value), names, n=1, cutoff=0.5)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ValueError(f"must be one of: {', '.join(names)}{extra}")
+    return value
+
+
+class ModelConfig(_Section):
+    """Towers: any open_clip config name (trained from scratch) or a tiny preset from softclip/model_configs."""
+
+    name: str = Field("tiny-vit", description="open_clip model config name, e.g. tiny-vit, RN50, ViT-B-32")
+
+
+class RoiConfig(_Section):
+    """ROI aggregator that turns per-image region features into the image-side self-similarity feature A."""
+
+    aggregation: str = Field("mean", description="mean | max | min | mhsa (see list_aggregators())")
+    train: Literal["learn", "frozen"] = Field("learn", description="learn the aggregator (γ·L_roi) or freeze it")
+    width: PosInt = 256
+    layers: PosInt = 1
+    heads: PosInt = 4
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+    @field_validator("aggregation")
+    @classmethod
+    def _known_aggregation(cls, v: str) -> str:
+        from softclip.objective.roi import list_aggregators
+
+        return _choice(v, list_aggregators(), "roi.aggregation")
+
+
+class LossConfig(_Section):
+    """The SoftCLIP objective (DESIGN.md, 'The SoftCLIP objective'). Paper defaults."""
+
+    target: str = Field(
+        "selfsim", description="hard | label_smoothing | selfsim | oracle (SynthScenes' true matches, a positive control)"
+    )
+    beta: Annotated[float, Field(ge=0.0, le=1.0)] = Field(0.3, description="β, weight of the soft part")
+    tau: Annotated[float, Field(gt=0.0)] = Field(0.07, description="τ, self-similarity temperature")
+    divergence: str = Field("symkl", description="kl | symkl | ce")
+    pairing: str = Field("same", description="same | cross | mean")
+    image_source: Literal["roi", "image"] = "roi"
+    text_source: Literal["tag", "text"] = "tag"
+    nce_weight: NonNegFloat = 1.0
+    soft_weight: NonNegFloat = Field(1.0, description="λ")
+    re_weight: NonNegFloat = Field(0.5, description="µ")
+    roi_weight: NonNegFloat = Field(1.0, description="γ, auxiliary ROI↔tag InfoNCE when the aggregator learns")
+    roi_logit_scale: Literal["shared", "detached"] = Field(
+        "shared", description="ROI↔tag InfoNCE multiplier: CLIP's s, trained by it too (shared) or not (detached)"
+    )
+    reverse_floor: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        1e-8, description="floor of y in the reverse KL term KL(P‖Y), which is infinite where y = 0 < p"
+    )
+    one_hot_rows: Literal["forward", "floored"] = Field(
+        "forward", description="target rows with one nonzero entry: forward KL only (= InfoNCE) or floored reverse"
+    )
+    impl: Literal["reference", "fused"] = Field(
+        "fused", description="reference (plain autograd, the definition) or fused (hand-written backward)"
+    )
+
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, v: str) -> str:
+        from softclip.objective import list_targets
+
+        return _choice(v, list_targets(), "loss.target")
+
+    @field_validator("divergence")
+    @classmethod
+    def _known_divergence(cls, v: str) -> str:
+        from softclip.objective import list_divergences
+
+        return _choice(v, list_divergences(), "loss.divergence")
+
+    @field_validator("pairing")
+    @classmethod
+    def _known_pairing(cls, v: str) -> str:
+        from softclip.objective import list_pairings
+
+        return _choice(v, list_pairings(), "loss.pairing")
+
+
+class DataConfig(_Section):
+    """Training data. ``source: synth`` generates SynthScenes under ``root`` when absent."""
+
+    source: Literal["synth", "wds", "csv"] = "synth"
+    root: str = Field("data/synthscenes", description="dataset folder (synth: generated here when absent)")
+    train: str | None = Field(None, description="wds: shard folder or brace pattern; default ROOT/train")
+    csv: str | None = None
+    features_tsv: str | None = None
+    labels_tsv: str | None = None
+    images_root: str | None = None
+    batch_size: PosInt = Field(128, description="global batch per optimiser step (split over ranks and accum_steps)")
+    workers: NonNegInt = 0
+    shuffle_buffer: NonNegInt = 1000
+    resampled: bool = False
+    kmax: PosInt = Field(8, description="regions per image kept after padding/truncation")
+    sidecars: bool = Field(True, description="read ROI sidecars (.roi.npy, .tags.json); false for plain CLIP data")
+    roi_dim: Annotated[int, Field(ge=7, le=65536)] | None = Field(
+        None, description="region feature width D (last 6 = box geometry); None: data.synth.detector.roi_dim "
+        "for source synth, 2054 (VinVL) otherwise"
+    )
+    max_bad_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    epoch_samples: PosInt | None = None
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+
+
+class OptimConfig(_Section):
+    """AdamW with cosine schedule and linear warmup."""
+
+    lr: Annotated[float, Field(gt=0.0)] = 5e-4
+    weight_decay: NonNegFloat = 0.1
+    beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    beta2: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.98
+    eps: Annotated[float, Field(gt=0.0)] = 1e-6
+    warmup_steps: NonNegInt = 100
+    min_lr_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    grad_clip: NonNegFloat = Field(1.0, description="max gradient norm; 0 disables")
+    accum_steps: PosInt = 1
+    fused: bool | None = Field(None, description="fused AdamW; None = where supported")
+
+
+class TrainConfig(_Section):
+    """Loop, precision, checkpointing and logging."""
+
+    steps: PosInt = 2000
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    log_every: PosInt = 10
+    ckpt_every: PosInt = 200
+    keep_checkpoints: PosInt = 2
+    eval_every: NonNegInt = Field(0, description="periodic evaluation every N steps; 0 = only at the end")
+    nan_policy: Literal["stop", "skip"] = "stop"
+    max_skipped_steps: NonNegInt = 10
+    logit_scale_max: Annotated[float, Field(gt=0.0)] = 100.0
+    threads: NonNegInt = Field(0, description="torch CPU threads; 0 = torch default")
+    tensorboard: bool = False
+    best_metric: str | None = Field(
+        None, description="evaluation metric that selects checkpoints/best.pt; None: the first one returned"
+    )
+    best_mode: Literal["max", "min"] = Field("max", description="whether a larger best_metric is better")
+
+
+class EvalConfig(_Section):
+    """Evaluation suite run at the end of training (and by ``softclip eval``)."""
+
+    suite: str = "eval/synthetic.yaml"
+    batch_size: PosInt = 256
+    cache: bool = True
+
+
+class LauncherConfig(_Section):
+    """Where jobs run (ablations and sweeps)."""
+
+    name: str = Field("inprocess", description="inprocess | processes | slurm | slurm-pool | submitit-local | submitit-local-pool")
+    cluster: str | None = Field(None, description="cluster YAML (partition, account, GPUs, time, ...)")
+    workers: PosInt = Field(1, description="jobs (trials, ablation runs) in flight at once")
+    cpus_per_job: PosInt = Field(1, description="CPU threads per job (OMP/MKL/torch threads are set to this)")
+    cpu_budget: PosInt | None = Field(
+        None, description="CPUs the local launchers may use in all (None: every CPU of this machine)"
+    )
+
+
+class Config(_Section):
+    """A full run configuration (what ``softclip train`` consumes)."""
+
+    name: str = Field("run", description="run folder name under output_dir")
+    seed: NonNegInt = 0
+    profile: str | None = Field(None, description="set by --profile; recorded for provenance")
+    output_dir: str = "runs"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    roi: RoiConfig = Field(default_factory=RoiConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    launcher: LauncherConfig = Field(default_factory=LauncherConfig)
+
+    @model_validator(mode="after")
+    def _oracle_needs_scenes(self) -> Config:
+        if self.loss.target == "oracle" and self.data.source not in SCENE_SOURCES:
+            raise ValueError(
+                f"loss.target=oracle needs scene annotations (each sample's objects and caption mentions, which "
+                f"SynthScenes shards carry in their .json); data.source={self.data.source} has none "
+                f"(sources with them: {', '.join(SCENE_SOURCES)})"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def hash(self) -> str:
+        """Short stable hash of the resolved config (provenance in result files)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
