@@ -154,13 +154,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _add_list(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="?", default="all",
-                   help="targets, divergences, pairings, aggregations, launchers, samplers, pruners, trials, all")
+                   help="targets, divergences, pairings, impls, one_hot_rows, roi_logit_scales, aggregations, "
+                        "launchers, samplers, pruners, trials, all")  # fmt: skip
 
 
 @command("list", "list the registered objective parts, launchers, samplers, pruners and trial functions", _add_list)
 def cmd_list(args: argparse.Namespace) -> int:
     from softclip import objective
     from softclip.launch import list_launchers
+    from softclip.objective.objective import IMPLS, ROI_SCALES
+    from softclip.objective.reference import ONE_HOT_RULES
     from softclip.sweep.study import PRUNERS, SAMPLERS
     from softclip.sweep.trial import TRIALS
 
@@ -168,6 +171,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         "targets": objective.list_targets(),
         "divergences": objective.list_divergences(),
         "pairings": objective.list_pairings(),
+        "impls": IMPLS.names(),
+        "one_hot_rows": list(ONE_HOT_RULES),
+        "roi_logit_scales": ROI_SCALES.names(),
         "aggregations": objective.list_aggregators(),
         "launchers": list_launchers(),
         "samplers": SAMPLERS.names(),
