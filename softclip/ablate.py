@@ -35,133 +35,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
+from softclip.ablation_spec import AblationSpec
 from softclip.atomic import write_json
-from softclip.config import Config, ConfigError, apply_profile, parse_override, read_yaml
+from softclip.config import Config, ConfigError, apply_profile, read_yaml
 from softclip.launch import Outcome, distributed_rank, load_cluster, make_launcher, run_jobs, uses_cluster
 from softclip.runfiles import ABLATION, CHECKPOINTS, CONFIG, DONE, EVAL, META, METRICS
-from softclip.sweep.spec import LauncherSpec, SweepSpec, build_run_config
+from softclip.sweep.spec import SweepSpec, build_run_config
 from softclip.sweep.spec import base_data as _base_data
 
 log = logging.getLogger("softclip.ablate")
-
-
-class AblationSpec(BaseModel):
-    """An ablation file after its profile overlay."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    description: str = ""
-    base: str = Field(description="run config, relative to the ablation file")
-    overrides: dict[str, Any] = Field(default_factory=dict)
-    variants: dict[str, dict[str, Any]]
-    exclude: list[str] = Field(default_factory=list,
-                               description="variants left out (e.g. in a profile whose data cannot run them)")  # fmt: skip
-    baseline: str | None = Field(None, description="variant the others are compared with (the CLIP baseline)")
-    compare_within: list[str] = Field(default_factory=list,
-                                      description="factors on which a variant's baseline matches the variant")  # fmt: skip
-    labels: dict[str, str] = Field(default_factory=dict)
-    factors: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    seeds: list[int] = Field(default_factory=lambda: [0])
-    output_dir: str = "runs/ablations"
-    launcher: LauncherSpec = Field(default_factory=LauncherSpec)
-    source: str = "<ablation>"
-    profile: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_excluded(cls, data: Any) -> Any:
-        """Remove the ``exclude``d variants (and their labels and factors) before anything else sees them."""
-        if not isinstance(data, dict) or not data.get("exclude"):
-            return data
-        names = list(data["exclude"])
-        variants = dict(data.get("variants") or {})
-        unknown = [n for n in names if n not in variants]
-        if unknown:
-            raise ValueError(f"exclude names unknown variants {unknown}; variants: {list(variants)}")
-        drop = lambda m: {k: v for k, v in (m or {}).items() if k not in names}  # noqa: E731
-        return {**data, "variants": drop(variants), "labels": drop(data.get("labels")),
-                "factors": drop(data.get("factors"))}  # fmt: skip
-
-    @field_validator("variants", mode="before")
-    @classmethod
-    def _variant_lists(cls, v: Any) -> Any:
-        """Accept ``variant: [key=value, ...]`` as well as mappings; ``variant: {}`` or null = the base."""
-        if not isinstance(v, dict):
-            return v
-        out = {}
-        for name, overrides in v.items():
-            if isinstance(overrides, list):
-                pairs = [parse_override(str(text)) for text in overrides]
-                overrides = {".".join(parts): value for parts, value in pairs}
-            out[name] = overrides or {}
-        return out
-
-    @field_validator("variants")
-    @classmethod
-    def _some(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        if not v:
-            raise ValueError("needs at least one variant")
-        bad = [k for k in v if not k.replace("-", "_").replace("+", "_").replace(".", "_").isidentifier()]
-        if bad:
-            raise ValueError(f"variant names become folder names; use letters, digits, _ - + . ({bad})")
-        return v
-
-    @model_validator(mode="after")
-    def _known_variants(self) -> AblationSpec:
-        named = {"baseline": [self.baseline] if self.baseline else [], "labels": list(self.labels),
-                 "factors": list(self.factors)}  # fmt: skip
-        for key, names in named.items():
-            unknown = [n for n in names if n not in self.variants]
-            if unknown:
-                raise ValueError(f"{key} names unknown variants {unknown}; variants: {list(self.variants)}")
-        return self
-
-    @model_validator(mode="after")
-    def _per_variant_baselines(self) -> AblationSpec:
-        """``compare_within`` needs a baseline, those factors on every variant and exactly one match per variant."""
-        if self.compare_within and not self.baseline:
-            raise ValueError(f"compare_within {self.compare_within} needs a baseline variant")
-        for variant in self.variants if self.compare_within else []:
-            own = self.factors.get(variant, {})
-            lacking = [f for f in self.compare_within if f not in own]
-            matches = [] if lacking else self._baseline_matches(variant)
-            if lacking or len(matches) != 1:
-                wanted = ", ".join(f"{k}={v!r}" for k, v in self._wanted_factors(variant).items())
-                why = f"lacks factor(s) {lacking}" if lacking else f"needs exactly one baseline variant with {wanted}"
-                found = "" if lacking else f"; found {matches or 'none'}"
-                factors = ", ".join(f"{k}={v!r}" for k, v in own.items()) or "no factors"
-                raise ValueError(f"compare_within {self.compare_within}: variant {variant!r} ({factors}) {why}{found}")
-        return self
-
-    def _wanted_factors(self, variant: str) -> dict[str, Any]:
-        """The factors ``variant``'s baseline must have: its own on ``compare_within``, the baseline's elsewhere."""
-        names = sorted({k for f in self.factors.values() for k in f} | set(self.compare_within))
-        own, base = self.factors.get(variant, {}), self.factors.get(self.baseline or "", {})
-        return {k: own.get(k) if k in self.compare_within else base.get(k) for k in names}
-
-    def _baseline_matches(self, variant: str) -> list[str]:
-        wanted = self._wanted_factors(variant).items()
-        return [v for v in self.variants if all(self.factors.get(v, {}).get(k) == x for k, x in wanted)]
-
-    def baseline_of(self, variant: str) -> str | None:
-        """The variant ``variant`` is compared with: ``baseline``, or with ``compare_within`` the variant equal to
-        it on those factors and to ``baseline`` on every other factor. Raises KeyError for an unknown variant."""
-        if variant not in self.variants:
-            raise KeyError(f"unknown variant {variant!r}; variants: {list(self.variants)}")
-        if not self.compare_within:
-            return self.baseline
-        (match,) = self._baseline_matches(variant)  # exactly one: checked at validation
-        return match
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if not v or len(set(v)) != len(v):
-            raise ValueError("needs at least one seed, without repeats")
-        return v
 
 
 @dataclass(frozen=True)
