@@ -72,7 +72,10 @@ def test_forward_shapes_normalised_and_finite(built: tuple) -> None:
         "text_side",
         "image_side_mask",
         "text_side_mask",
+        "image_scene",
+        "text_scene",
     }
+    assert out["image_scene"] is None and out["text_scene"] is None  # no scene codes in the batch
     for key in ("image_features", "text_features"):
         assert out[key].shape == (B, model.embed_dim) == (B, 128)
         assert torch.isfinite(out[key]).all()
