@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import socket
 import sys
 import time
@@ -88,6 +89,11 @@ def serve(folder: str, idle_s: float = 60.0, poll_s: float = 1.0, lifetime_s: fl
     Returns ``{"worker", "tasks", "failed", "exit"}`` with ``exit`` one of closed, idle, lifetime.
     """
     queue, worker = TaskQueue(folder), worker_id()
+    if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+        # the driver cancels a local worker with SIGTERM (SIGINT may be ignored, see cancel_worker), which
+        # submitit's controller forwards here and submitit's job environment would only log ("bypass", for
+        # SLURM's pre-timeout warning): on a local executor it must end the worker
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     started = time.monotonic()
     done = failed = 0
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
@@ -242,8 +248,14 @@ class PoolLauncher(SubmititLauncher):
 
     def cancel_worker(self, worker: str) -> None:
         job = self._workers.get(worker)
-        if job is not None:
-            job.cancel(check=False)
+        if job is None:
+            return
+        job.cancel(check=False)  # scancel on SLURM; SIGINT to submitit's local controller
+        # A process started in the background without job control (`nohup softclip ... &`, CI scripts) inherits
+        # SIGINT as ignored, so the local controller would not notice; SIGTERM it, which it forwards to its tasks.
+        process = getattr(job, "_process", None)
+        if process is not None and process.poll() is None:
+            process.terminate()
 
     def close(self) -> None:
         """Tell the workers to exit once the queue is empty (jobs already queued still run)."""
