@@ -135,11 +135,15 @@ def write_tables(tables: Mapping[str, Table], out: Path) -> dict[str, dict[str, 
     return written
 
 
+def shown_path(path: str) -> str:
+    """``path`` relative to the working directory when it lies inside it, else absolute (POSIX separators)."""
+    rel = os.path.relpath(path)
+    return Path(os.path.abspath(path) if rel.startswith("..") else rel).as_posix()
+
+
 def run_root(frame: pd.DataFrame) -> str:
-    """The folder every run folder of ``frame`` is under, relative to the working directory when inside it."""
-    root = os.path.commonpath([os.path.abspath(p) for p in frame["run_dir"].unique()])
-    rel = os.path.relpath(root)
-    return Path(root if rel.startswith("..") else rel).as_posix()
+    """The folder every run folder of ``frame`` is under, as :func:`shown_path` shows it."""
+    return shown_path(os.path.commonpath([os.path.abspath(p) for p in frame["run_dir"].unique()]))
 
 
 def _runs_grid(frame: pd.DataFrame, root: str) -> Tables:
@@ -161,8 +165,7 @@ def _runs_grid(frame: pd.DataFrame, root: str) -> Tables:
 
 def _inputs_text(inputs: Sequence[str]) -> str:
     """The inputs when they are few, else how many (a reproduce run passes every run folder)."""
-    shown = [Path(os.path.relpath(p) if not os.path.relpath(p).startswith("..") else p).as_posix() for p in inputs]
-    return ", ".join(shown) if len(shown) <= 3 else f"{len(shown)} paths"
+    return ", ".join(map(shown_path, inputs)) if len(inputs) <= 3 else f"{len(inputs)} paths"
 
 
 def plural(n: int, noun: str) -> str:
