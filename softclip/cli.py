@@ -154,7 +154,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _add_list(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="?", default="all",
-                   help="targets, divergences, pairings, impls, one_hot_rows, roi_logit_scales, aggregations, "
+                   help="targets, contrastives, divergences, pairings, impls, one_hot_rows, roi_logit_scales, aggregations, "
                         "launchers, samplers, pruners, trials, all")  # fmt: skip
 
 
@@ -162,13 +162,14 @@ def _add_list(p: argparse.ArgumentParser) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     from softclip import objective
     from softclip.launch import list_launchers
-    from softclip.objective.objective import IMPLS, ROI_SCALES
     from softclip.objective.reference import ONE_HOT_RULES
+    from softclip.objective.scoring import CONTRASTIVES, IMPLS, ROI_SCALES
     from softclip.sweep.study import PRUNERS, SAMPLERS
     from softclip.sweep.trial import TRIALS
 
     tables = {
         "targets": objective.list_targets(),
+        "contrastives": CONTRASTIVES.names(),
         "divergences": objective.list_divergences(),
         "pairings": objective.list_pairings(),
         "impls": IMPLS.names(),

@@ -16,7 +16,9 @@ everything is initialised randomly (``pretrained=None``; schema names such as ``
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,12 +29,14 @@ from open_clip.transformer import text_global_pool
 from torch import nn
 
 from softclip.config import RoiConfig
+from softclip.objective.momentum import ema_update_
 from softclip.objective.roi import RoIAggregator, build_aggregator
 from softclip.registry import Registry
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 MODEL_PRESETS = tuple(sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.json")))
 MAX_LOGIT_SCALE = 100.0
+SIGMOID_INIT = {"init_logit_scale": math.log(10.0), "init_logit_bias": -10.0}  # SigLIP's initial s and b
 
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 
@@ -42,7 +46,7 @@ TEXT_SOURCES: Registry[Callable[[SoftCLIPModel, dict], Side]] = Registry("loss.t
 
 
 class SoftCLIPModel(nn.Module):
-    """An open_clip CLIP model plus an optional ROI aggregator.
+    """An open_clip CLIP model plus an optional ROI aggregator and an optional EMA teacher.
 
     Evaluation code duck-types on ``encode_image`` / ``encode_text``; training calls ``forward(batch)``, whose
     output dict is exactly the keyword arguments of ``SoftCLIPObjective.forward``.
@@ -52,6 +56,9 @@ class SoftCLIPModel(nn.Module):
         roi: the ROI aggregator, or None when the run uses no region features.
         embed_dim: the joint embedding size.
         input_dtype: dtype images are cast to before the vision tower (low-precision weights), None to keep.
+        momentum: EMA momentum m of a teacher copy of ``clip`` (the ``momentum`` target), None for no teacher.
+            The teacher is a submodule (its weights are in the state dict and the checkpoint), never trained by
+            gradient and always in eval mode; :meth:`update_teacher` moves it after each optimiser step.
     """
 
     def __init__(
@@ -60,12 +67,30 @@ class SoftCLIPModel(nn.Module):
         roi: RoIAggregator | None,
         embed_dim: int,
         input_dtype: torch.dtype | None = None,
+        momentum: float | None = None,
     ) -> None:
         super().__init__()
         self.clip = clip
         self.roi = roi
         self.embed_dim = int(embed_dim)
         self.input_dtype = input_dtype
+        self.momentum = momentum
+        self.teacher: nn.Module | None = None
+        if momentum is not None:
+            if not 0.0 <= momentum < 1.0:
+                raise ValueError(f"loss.momentum={momentum} must lie in [0, 1)")
+            self.teacher = copy.deepcopy(clip).requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> SoftCLIPModel:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # deterministic targets: no dropout, BatchNorm on its (copied) statistics
+        return self
+
+    def update_teacher(self) -> None:
+        """θ_m ← m·θ_m + (1 − m)·θ (a no-op without a teacher); call after every optimiser step."""
+        if self.teacher is not None:
+            ema_update_(self.teacher, self.clip, self.momentum)
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """images [B, 3, H, W] float -> [B, E] (L2-normalised when ``normalize``)."""
@@ -80,9 +105,21 @@ class SoftCLIPModel(nn.Module):
         causal text mask they cannot change the pooled EOT feature, and short captions or tag prompts then
         cost what their tokens cost instead of the full context length.
         """
-        if _trimmable(self.clip):
-            return _encode_text_trimmed(self.clip, trim_padding(tokens), normalize)
-        return self.clip.encode_text(tokens, normalize=normalize)
+        return _encode_text(self.clip, tokens, normalize)
+
+    @torch.no_grad()
+    def encode_teacher(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The EMA teacher's L2-normalised embeddings ([B, E], [B, E]) of a batch, without gradient."""
+        if self.teacher is None:
+            raise ValueError("this model has no EMA teacher (build it with momentum=m for loss.target=momentum)")
+        if self.input_dtype is not None:
+            images = images.to(self.input_dtype)
+        return self.teacher.encode_image(images, normalize=True), _encode_text(self.teacher, tokens, True)
+
+    @property
+    def logit_bias(self) -> torch.Tensor | None:
+        """The sigmoid loss's learnable bias b (scalar tensor), None for a model without one (InfoNCE)."""
+        return getattr(self.clip, "logit_bias", None)
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -108,10 +145,15 @@ class SoftCLIPModel(nn.Module):
             ``image_features`` [B,E], ``text_features`` [B,E] (L2-normalised), ``logit_scale`` (scalar),
             ``image_side`` [B,A] or None, ``image_side_mask`` [B] bool or None, ``text_side`` [B,E] or None,
             ``text_side_mask`` [B] bool or None; the batch's ``scene_image``/``scene_text`` codes pass through as
-            ``image_scene``/``text_scene`` (None when absent) for the ``oracle`` target.
+            ``image_scene``/``text_scene`` (None when absent) for the ``oracle`` target; ``logit_bias`` (None
+            without one) for the sigmoid loss; the teacher's ``image_teacher``/``text_teacher`` [B,E] (None
+            without a teacher) for the ``momentum`` target.
         """
         image_side, image_side_mask = IMAGE_SOURCES.get(image_source)(self, batch)
         text_side, text_side_mask = TEXT_SOURCES.get(text_source)(self, batch)
+        image_teacher, text_teacher = (
+            (None, None) if self.teacher is None else self.encode_teacher(batch["image"], batch["text"])
+        )
         return {
             "image_features": self.encode_image(batch["image"], normalize=True),
             "text_features": self.encode_text(batch["text"], normalize=True),
@@ -122,6 +164,9 @@ class SoftCLIPModel(nn.Module):
             "text_side_mask": text_side_mask,
             "image_scene": batch.get("scene_image"),
             "text_scene": batch.get("scene_text"),
+            "logit_bias": self.logit_bias,
+            "image_teacher": image_teacher,
+            "text_teacher": text_teacher,
         }
 
 
@@ -133,6 +178,12 @@ def trim_padding(tokens: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
     used = (tokens != pad_id).any(dim=0).nonzero()
     length = int(used.max()) + 1 if used.numel() else 1
     return tokens[:, :length]
+
+
+def _encode_text(clip: nn.Module, tokens: torch.Tensor, normalize: bool) -> torch.Tensor:
+    if _trimmable(clip):
+        return _encode_text_trimmed(clip, trim_padding(tokens), normalize)
+    return clip.encode_text(tokens, normalize=normalize)
 
 
 def _trimmable(clip: nn.Module) -> bool:
@@ -203,11 +254,22 @@ def _from_scratch_is_intended() -> Iterator[None]:
             h.removeFilter(quiet)
 
 
+def loss_args(loss: Any) -> dict[str, Any]:
+    """What the ``loss`` config section asks of the model: ``contrastive`` and ``momentum`` for :func:`build_model`
+    (the bias of the sigmoid loss, the EMA teacher of the momentum target)."""
+    return {
+        "contrastive": loss.contrastive,
+        "momentum": loss.momentum if loss.target == "momentum" else None,
+    }
+
+
 def build_model(
     model_name: str,
     roi: RoiConfig | None = None,
     roi_in_dim: int | None = None,
     precision: str = "fp32",
+    contrastive: str = "infonce",
+    momentum: float | None = None,
 ) -> tuple[SoftCLIPModel, Callable, Callable, Callable]:
     """Build a randomly initialised SoftCLIP model.
 
@@ -217,6 +279,9 @@ def build_model(
             defaults) for ``softclip.objective.build_aggregator``; a learned one outputs the joint embedding size.
         roi_in_dim: region feature size D; None builds no aggregator (image source ``image`` only).
         precision: open_clip precision (``fp32``, ``bf16``, ``amp_bf16``, ...).
+        contrastive: ``loss.contrastive``; ``sigmoid`` gives the towers a learnable bias b = −10 and s = 10 at
+            initialisation (SigLIP's, through open_clip's ``init_logit_bias`` / ``init_logit_scale``).
+        momentum: ``loss.momentum`` when ``loss.target`` is ``momentum`` (an EMA teacher), else None.
 
     Returns:
         (model, preprocess_train, preprocess_val, tokenizer); the tokenizer maps list[str] -> [B, L] long.
@@ -228,9 +293,10 @@ def build_model(
     config = open_clip.get_model_config(model_name.replace("/", "-"))  # open_clip accepts ViT-B/32
     if config is None:
         raise ValueError(f"model {model_name!r} is not an open_clip config; presets: {', '.join(MODEL_PRESETS)}")
+    init = SIGMOID_INIT if contrastive == "sigmoid" else {}
     with _from_scratch_is_intended():
         clip, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-            model_name, pretrained=None, precision=precision, pretrained_image=False, pretrained_text=False
+            model_name, pretrained=None, precision=precision, pretrained_image=False, pretrained_text=False, **init
         )
     tokenizer = open_clip.get_tokenizer(model_name)
     embed_dim = int(config["embed_dim"])
@@ -250,7 +316,7 @@ def build_model(
     input_dtype = open_clip.get_input_dtype(precision)  # None unless the weights themselves are low precision
     if aggregator is not None and input_dtype is not None:
         aggregator = aggregator.to(input_dtype)
-    model = SoftCLIPModel(clip, aggregator, embed_dim, input_dtype=input_dtype)
+    model = SoftCLIPModel(clip, aggregator, embed_dim, input_dtype=input_dtype, momentum=momentum)
     return model, preprocess_train, preprocess_val, tokenizer
 
 
@@ -271,14 +337,14 @@ def count_parameters(model: SoftCLIPModel) -> dict[str, int]:
 
     Returns:
         ``image`` (vision tower), ``text`` (text tower without its token embedding), ``token_embedding``
-        (it dominates tiny models), ``logit`` (scale and bias), ``roi`` (aggregator), ``total`` and
-        ``trainable`` (requires_grad).
+        (it dominates tiny models), ``logit`` (scale and bias), ``roi`` (aggregator), ``teacher`` (the EMA
+        copy, not trained), ``total`` and ``trainable`` (requires_grad).
     """
     clip = model.clip
     token = _token_embedding(clip)
     token_ids = {id(p) for p in token.parameters()} if token is not None else set()
     image_ids = {id(p) for p in clip.visual.parameters()}
-    counts = dict.fromkeys(("image", "text", "token_embedding", "logit", "roi"), 0)
+    counts = dict.fromkeys(("image", "text", "token_embedding", "logit", "roi", "teacher"), 0)
     for name, p in clip.named_parameters():
         if id(p) in image_ids:
             part = "image"
@@ -291,6 +357,8 @@ def count_parameters(model: SoftCLIPModel) -> dict[str, int]:
         counts[part] += p.numel()
     if model.roi is not None:
         counts["roi"] = sum(p.numel() for p in model.roi.parameters())
+    if model.teacher is not None:
+        counts["teacher"] = sum(p.numel() for p in model.teacher.parameters())
     counts["total"] = sum(p.numel() for p in model.parameters())
     counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return counts

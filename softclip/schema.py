@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from softclip.data.synth.spec import SynthConfig
 
+MOMENTUM_BETA = 0.4  # ALBEF's α (salesforce/ALBEF configs/Pretrain.yaml)
 SCENE_SOURCES = ("synth", "wds")  # data sources whose samples can carry scene annotations (loss.target=oracle)
 
 NonNegFloat = Annotated[float, Field(ge=0.0)]
@@ -61,9 +62,19 @@ class LossConfig(_Section):
     """The SoftCLIP objective (DESIGN.md, 'The SoftCLIP objective'). Paper defaults."""
 
     target: str = Field(
-        "selfsim", description="hard | label_smoothing | selfsim | oracle (SynthScenes' true matches, a positive control)"
+        "selfsim",
+        description="hard | label_smoothing | selfsim | momentum (an EMA teacher's similarities, ALBEF) | oracle "
+        "(SynthScenes' true matches, a positive control)",
     )
-    beta: Annotated[float, Field(ge=0.0, le=1.0)] = Field(0.3, description="β, weight of the soft part")
+    beta: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.3, description="β, weight of the soft part (default 0.3; 0.4, ALBEF's α, for target momentum)"
+    )
+    contrastive: str = Field(
+        "infonce", description="infonce (softmax over the batch, CLIP) | sigmoid (pairwise, SigLIP; needs re_weight 0)"
+    )
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.995, description="EMA momentum m of the teacher towers (target momentum): θ_m ← m·θ_m + (1 − m)·θ"
+    )
     tau: Annotated[float, Field(gt=0.0)] = Field(0.07, description="τ, self-similarity temperature")
     divergence: str = Field("symkl", description="kl | symkl | ce")
     pairing: str = Field("same", description="same | cross | mean")
@@ -86,12 +97,43 @@ class LossConfig(_Section):
         "fused", description="reference (plain autograd, the definition) or fused (hand-written backward)"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _momentum_beta(cls, data: Any) -> Any:
+        """β defaults to ALBEF's α = 0.4 for the momentum target (an explicit β wins)."""
+        if isinstance(data, dict) and data.get("target") == "momentum" and "beta" not in data:
+            return {**data, "beta": MOMENTUM_BETA}
+        return data
+
+    @model_validator(mode="after")
+    def _sigmoid_has_no_re_term(self) -> LossConfig:
+        from softclip.objective.scoring import CROSS_MODAL_TARGETS
+
+        if self.contrastive == "sigmoid" and self.re_weight > 0:
+            raise ValueError(
+                f"loss.re_weight={self.re_weight} with loss.contrastive=sigmoid: the disentangled-negatives term "
+                "renormalises a softmax, which the sigmoid loss has not; set loss.re_weight=0"
+            )
+        if self.target in CROSS_MODAL_TARGETS and self.pairing != "same":
+            raise ValueError(
+                f"loss.pairing={self.pairing} with loss.target={self.target}: this target is built per direction "
+                "from the other modality, so it takes loss.pairing=same"
+            )
+        return self
+
     @field_validator("target")
     @classmethod
     def _known_target(cls, v: str) -> str:
         from softclip.objective import list_targets
 
         return _choice(v, list_targets(), "loss.target")
+
+    @field_validator("contrastive")
+    @classmethod
+    def _known_contrastive(cls, v: str) -> str:
+        from softclip.objective import list_contrastives
+
+        return _choice(v, list_contrastives(), "loss.contrastive")
 
     @field_validator("divergence")
     @classmethod

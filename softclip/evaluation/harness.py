@@ -237,11 +237,15 @@ def results_dir(run_dir: Path, ckpt: Path, final: bool) -> Path:
     return runfiles.eval_dir(run_dir) / (f"step_{step}" if step is not None else ckpt.stem)
 
 
+EVAL_SKIPS = ("roi.", "teacher.")  # parts of a trained SoftCLIPModel that evaluation does not build
+
+
 def load_run_model(run_dir: Path, ckpt: Path, device: str) -> tuple[Any, Callable, Callable, Any]:
     """Rebuild a run's model from ``config.yaml`` and load the checkpoint's weights.
 
-    The ROI aggregator is not built: evaluation only uses the two towers, so ``roi.*`` weights are skipped;
-    every other parameter must match.
+    The ROI aggregator and the EMA teacher are not built: evaluation only uses the student's two towers, so
+    ``roi.*`` and ``teacher.*`` weights are skipped; every other parameter must match (the sigmoid loss's bias
+    included).
 
     Returns:
         (model on ``device`` in eval mode, preprocess_val, tokenizer, config).
@@ -254,14 +258,15 @@ def load_run_model(run_dir: Path, ckpt: Path, device: str) -> tuple[Any, Callabl
     if not cfg_path.is_file():
         raise DataError(f"run config not found: {cfg_path}")
     cfg = load_config(cfg_path)
-    model, _, preprocess, tokenizer = build_model(cfg.model.name)  # no ROI aggregator: eval uses the towers
+    # no ROI aggregator, no teacher: eval uses the towers
+    model, _, preprocess, tokenizer = build_model(cfg.model.name, contrastive=cfg.loss.contrastive)
     try:
         state = load_checkpoint(ckpt, verify=ckpt.with_suffix(".json").is_file())
     except CheckpointError as err:
         raise DataError(str(err)) from None
     weights = state.get("model", state) if isinstance(state, dict) else state
-    weights = {k: v for k, v in weights.items() if not k.startswith("roi.")}
-    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("roi.")}
+    weights = {k: v for k, v in weights.items() if not k.startswith(EVAL_SKIPS)}
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(EVAL_SKIPS)}
     mismatch = weights_mismatch(expected, weights)
     if mismatch is not None:
         saved = state.get("info", {}).get("config_hash") if isinstance(state, dict) else None

@@ -7,9 +7,11 @@ config choices (``list_targets()`` etc. feed config validation, CLI help and the
 from softclip.objective.distributed import gather_no_grad, gather_with_grad, rank_and_world
 from softclip.objective.divergences import DIVERGENCES, list_divergences
 from softclip.objective.objective import SoftCLIPObjective
+from softclip.objective.scoring import CONTRASTIVES, list_contrastives
 from softclip.objective.targets import PAIRINGS, TARGETS, SideView, build_targets, list_pairings, list_targets
 
 __all__ = [
+    "CONTRASTIVES",
     "DIVERGENCES",
     "PAIRINGS",
     "TARGETS",
@@ -18,6 +20,7 @@ __all__ = [
     "build_targets",
     "gather_no_grad",
     "gather_with_grad",
+    "list_contrastives",
     "list_divergences",
     "list_pairings",
     "list_targets",

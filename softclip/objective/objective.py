@@ -10,6 +10,11 @@ log-probabilities are float32 (float64 stays float64) whatever autocast says; ta
 (:mod:`softclip.objective.losses`, hand-written backward). Only ``loss`` carries gradient; the ``*_loss`` terms
 come back detached, for logging.
 
+``loss.contrastive`` (:data:`CONTRASTIVES`) says how a block of logits is scored: ``infonce`` (the softmax over the
+batch, above) or ``sigmoid`` (:mod:`softclip.objective.sigmoid`: every pair its own binary question, logits
+s·UVᵀ + b with the model's learnable bias b passed as ``logit_bias``; SigLIP, open_clip's ``SigLipLoss`` with
+hard targets). The soft targets are the same rows Y either way.
+
 Distributed (torch.distributed initialised, world W > 1): features are all-gathered with gradient
 (:mod:`softclip.objective.distributed`), side features and masks without; each rank computes its local rows
 against the global columns and returns per-rank terms whose average over ranks equals the single-process term
@@ -26,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from softclip.objective import losses, reference
 from softclip.objective.distributed import (
     all_reduce_sum,
     check_equal_local_sizes,
@@ -36,8 +40,10 @@ from softclip.objective.distributed import (
 )
 from softclip.objective.divergences import DIVERGENCES
 from softclip.objective.losses import Workspace, roi_info_nce_sums
+from softclip.objective.momentum import teacher_logits
 from softclip.objective.oracle import relevance
 from softclip.objective.reference import ONE_HOT_RULES, DirectionSpec
+from softclip.objective.scoring import CONTRASTIVES, CROSS_MODAL_TARGETS, ROI_SCALES
 from softclip.objective.targets import (
     PAIRINGS,
     TARGETS,
@@ -46,33 +52,11 @@ from softclip.objective.targets import (
     identity_log_target,
     off_diagonal_mass,
 )
-from softclip.registry import Registry
 
 CONFIG_KEYS = (
     "target", "beta", "tau", "divergence", "pairing", "nce_weight", "soft_weight", "re_weight", "roi_weight",
-    "impl", "reverse_floor", "one_hot_rows", "roi_logit_scale",
+    "impl", "reverse_floor", "one_hot_rows", "roi_logit_scale", "contrastive",
 )  # fmt: skip
-
-# loss.impl: who computes the per-direction terms (same contract: reference.direction_terms)
-IMPLS: Registry = Registry("loss.impl")
-IMPLS.register("reference")(reference.direction_terms)
-IMPLS.register("fused")(losses.direction_terms)
-
-# loss.roi_logit_scale: the multiplier of the ROI<->tag InfoNCE, from CLIP's s
-ROI_SCALES: Registry = Registry("loss.roi_logit_scale")
-
-
-@ROI_SCALES.register("shared")
-def _shared_scale(s: torch.Tensor) -> torch.Tensor:
-    """s itself: the ROI term trains CLIP's logit scale too."""
-    return s
-
-
-@ROI_SCALES.register("detached")
-def _detached_scale(s: torch.Tensor) -> torch.Tensor:
-    """s's value without its gradient: only the CLIP terms train s."""
-    return s.detach()
-
 
 @dataclass
 class _Side:
@@ -83,8 +67,10 @@ class _Side:
     row_valid: torch.Tensor | None  # [N_l] bool
     col_valid: torch.Tensor | None  # [N_g] bool
 
-    def view(self, relevant: torch.Tensor | None = None) -> SideView:
-        return SideView(self.rows.detach(), self.cols.detach(), self.row_valid, self.col_valid, relevant)
+    def view(self, relevant: torch.Tensor | None = None, teacher: torch.Tensor | None = None) -> SideView:
+        return SideView(
+            self.rows.detach(), self.cols.detach(), self.row_valid, self.col_valid, relevant, teacher_logits=teacher
+        )
 
     def valid(self, local: bool) -> torch.Tensor:
         mask = self.row_valid if local else self.col_valid
@@ -115,6 +101,8 @@ class SoftCLIPObjective(nn.Module):
         one_hot_rows: ``loss.one_hot_rows``: ``forward`` (the reverse term is dropped on target rows with a
             single nonzero entry) or ``floored`` (kept, with the floor).
         roi_logit_scale: ``loss.roi_logit_scale`` (:data:`ROI_SCALES`): ``shared`` or ``detached``.
+        contrastive: ``loss.contrastive`` (:data:`CONTRASTIVES`): ``infonce`` or ``sigmoid`` (needs
+            ``re_weight=0`` and a ``logit_bias`` in ``forward``).
 
     The defaults are ``LossConfig``'s (a test holds them equal).
     """
@@ -134,10 +122,22 @@ class SoftCLIPObjective(nn.Module):
         reverse_floor: float = 1e-8,
         one_hot_rows: str = "forward",
         roi_logit_scale: str = "shared",
+        contrastive: str = "infonce",
     ) -> None:
         super().__init__()
         TARGETS.get(target), PAIRINGS.get(pairing)  # unknown names fail here, naming the choices
-        self.terms_fn, self.roi_scale_fn = IMPLS.get(impl), ROI_SCALES.get(roi_logit_scale)
+        self.terms_fn = CONTRASTIVES.get(contrastive)(impl)
+        self.roi_scale_fn = ROI_SCALES.get(roi_logit_scale)
+        if contrastive == "sigmoid" and re_weight > 0:
+            raise ValueError(
+                f"loss.re_weight={re_weight} with loss.contrastive=sigmoid: the disentangled-negatives term "
+                "renormalises a softmax, which the sigmoid loss has not; set loss.re_weight=0"
+            )
+        if target in CROSS_MODAL_TARGETS and pairing != "same":
+            raise ValueError(
+                f"loss.pairing={pairing} with loss.target={target}: this target is built per direction from the "
+                "other modality (its i2t rows are the images'), so it takes loss.pairing=same"
+            )
         if one_hot_rows not in ONE_HOT_RULES:
             raise ValueError(f"loss.one_hot_rows={one_hot_rows!r} is not one of: {', '.join(ONE_HOT_RULES)}")
         if not 0.0 < reverse_floor < 1.0:
@@ -158,7 +158,7 @@ class SoftCLIPObjective(nn.Module):
         self.nce_weight, self.soft_weight = float(nce_weight), float(soft_weight)
         self.re_weight, self.roi_weight = float(re_weight), float(roi_weight)
         self.impl, self.reverse_floor, self.one_hot_rows = impl, float(reverse_floor), one_hot_rows
-        self.roi_logit_scale = roi_logit_scale
+        self.roi_logit_scale, self.contrastive = roi_logit_scale, contrastive
         self._workspace = Workspace()  # scratch blocks reused across calls on a CPU (see losses.Workspace)
 
     @classmethod
@@ -181,6 +181,9 @@ class SoftCLIPObjective(nn.Module):
         roi_logit_scale: torch.Tensor | None = None,
         image_scene: torch.Tensor | None = None,
         text_scene: torch.Tensor | None = None,
+        logit_bias: torch.Tensor | None = None,
+        image_teacher: torch.Tensor | None = None,
+        text_teacher: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Compute the objective.
 
@@ -196,6 +199,10 @@ class SoftCLIPObjective(nn.Module):
                 ``roi_logit_scale`` key says), e.g. a parameter the model owns.
             image_scene: int64 [N, T+1] image scene codes, text_scene: int64 [N, 2M+1] caption scene codes
                 (:mod:`softclip.objective.oracle`); only the ``oracle`` target reads them (and needs them).
+            logit_bias: scalar b of the sigmoid loss (the model's learnable bias); required by
+                ``contrastive="sigmoid"``, refused by ``infonce``.
+            image_teacher, text_teacher: [N, d] L2-normalised embeddings of the EMA teacher's towers; only the
+                ``momentum`` target reads them (and needs them).
 
         Returns:
             ``loss`` (weighted total, differentiable); ``nce_loss``, ``soft_loss``, ``re_loss``, ``roi_loss``
@@ -220,7 +227,19 @@ class SoftCLIPObjective(nn.Module):
             masks = (_check_mask(image_side_mask, u.shape[0], "image_side_mask"),
                      _check_mask(text_side_mask, u.shape[0], "text_side_mask"))  # fmt: skip
             scenes = (image_scene, text_scene) if self.target == "oracle" else (None, None)
-            return self._forward(u, v, s, (image_side, text_side), masks, roi_s, scenes)
+            teacher = (image_teacher, text_teacher) if self.target == "momentum" else (None, None)
+            bias = self._bias(logit_bias, u)
+            return self._forward(u, v, s, (image_side, text_side), masks, roi_s, scenes, teacher, bias)
+
+    def _bias(self, logit_bias: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+        """The sigmoid loss's bias b as a 0-dim tensor of ``like``'s dtype; None for InfoNCE."""
+        if self.contrastive != "sigmoid":
+            if logit_bias is not None:
+                raise ValueError("logit_bias is only used by loss.contrastive=sigmoid (InfoNCE has no bias)")
+            return None
+        if logit_bias is None:
+            raise ValueError("loss.contrastive=sigmoid needs logit_bias (the model's learnable clip.logit_bias)")
+        return torch.as_tensor(logit_bias, device=like.device).to(like.dtype).reshape(())
 
     def _roi_active(self, image_side: torch.Tensor | None, text_side: torch.Tensor | None) -> bool:
         return (
@@ -230,7 +249,9 @@ class SoftCLIPObjective(nn.Module):
             and text_side is not None
         )
 
-    def _forward(self, u, v, s, sides, masks, roi_s, scenes=(None, None)) -> dict[str, torch.Tensor]:
+    def _forward(
+        self, u, v, s, sides, masks, roi_s, scenes=(None, None), teacher=(None, None), bias=None
+    ) -> dict[str, torch.Tensor]:
         rank, world = rank_and_world()
         check_equal_local_sizes(u.shape[0], u.device)
         offset, n_global = rank * u.shape[0], world * u.shape[0]
@@ -244,10 +265,13 @@ class SoftCLIPObjective(nn.Module):
             # ClipLoss computes it (the transpose of s·U Vᵀ differs by float rounding), so the CLIP special case
             # is ClipLoss bit for bit
             logits = (s * u @ v_g.T, s * v @ u_g.T)
+        if bias is not None:
+            logits = (logits[0] + bias, logits[1] + bias)
         roi_on = self._roi_active(*sides)
         a = self._side(sides[0], u, u_g, masks[0], keep_grad=roi_on)
         b = self._side(sides[1], v, v_g, masks[1], keep_grad=False)
-        ys, smoothed, out = self._targets(a, b, offset, logits[0], self._relevance(*scenes, u.shape[0]))
+        cross = self._relevance(*scenes, u.shape[0]), teacher_logits(*teacher, s, u.shape[0])
+        ys, smoothed, out = self._targets(a, b, offset, logits[0], *cross)
         keeps, re_weights, re_scales = self._re_plan(ys, smoothed, offset, world, n_global, logits[0])
         terms = []
         for z, y, keep, w_re in zip(logits, ys, keeps, re_weights, strict=True):
@@ -297,13 +321,13 @@ class SoftCLIPObjective(nn.Module):
         return i2t, t2i
 
     def _targets(self, a: _Side, b: _Side, offset: int, like: torch.Tensor,
-                 relevant: tuple = (None, None)) -> tuple[tuple, tuple, dict]:  # fmt: skip
+                 relevant: tuple = (None, None), teacher: tuple = (None, None)) -> tuple[tuple, tuple, dict]:  # fmt: skip
         """Log target rows of both directions (None where only InfoNCE runs), whether each is smoothed (not the
         identity), and ``target_pos_mass``."""
         if not (self.soft_weight > 0 or self._re_on(like.shape[1])):
             return (None, None), (False, False), {}
         blocks = tuple(self._workspace.get(f"target_{k}", tuple(like.shape), like) for k in "ab")
-        views = a.view(relevant[0]), b.view(relevant[1])
+        views = a.view(relevant[0], teacher[0]), b.view(relevant[1], teacher[1])
         ys = build_targets(*views, self.target, self.pairing, self.beta, self.tau, offset, blocks)
         smoothed = (ys[0] is not None, ys[1] is not None)
         if not any(smoothed) and self.soft_weight == 0:

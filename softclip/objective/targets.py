@@ -57,6 +57,8 @@ class SideView:
         relevant: [N_l, N_g] bool, which global samples of the *other* modality truly match each local row
             (:mod:`softclip.objective.oracle`), for the ``oracle`` target; None without scene annotations.
         offset: global column of local row 0's own sample (set by :func:`build_targets`).
+        teacher_logits: [N_l, N_g] the EMA teacher's logits of each local row against the *other* modality's
+            global batch (:mod:`softclip.objective.momentum`), for the ``momentum`` target; None without a teacher.
     """
 
     rows: torch.Tensor
@@ -65,6 +67,7 @@ class SideView:
     col_valid: torch.Tensor | None = None
     relevant: torch.Tensor | None = None
     offset: int = 0
+    teacher_logits: torch.Tensor | None = None
 
 
 Target = Callable[..., "torch.Tensor | None"]  # (side, tau, out=None)
@@ -117,6 +120,25 @@ def selfsim_target(side: SideView, tau: float, out: torch.Tensor | None = None) 
         return torch.log_softmax(q, dim=1, out=q)  # in place: one [N_l, N_g] block for the whole target
     q.masked_fill_(~side.col_valid.unsqueeze(0), NEG_INF)
     # a batch without any valid column gives all −inf rows, whose log_softmax is NaN: keep them −inf
+    return torch.log_softmax(q, dim=1, out=q).nan_to_num_(nan=NEG_INF, neginf=NEG_INF)
+
+
+@TARGETS.register("momentum")
+def momentum_target(side: SideView, tau: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Momentum distillation (ALBEF): the EMA teacher's own cross-modal prediction, log Q = log_softmax(s·U_m V_mᵀ)
+    over the valid columns for i2t (s·V_m U_mᵀ for t2i; ``side.teacher_logits``). τ is unused: the teacher's
+    logits carry the student's scale s, as ALBEF's share its temperature.
+
+    Raises:
+        ValueError: without ``side.teacher_logits`` (the model has no EMA teacher).
+    """
+    if side.teacher_logits is None:
+        raise ValueError("loss.target=momentum needs the EMA teacher's embeddings (image_teacher / text_teacher), "
+                         "which a model built with loss.target=momentum computes")  # fmt: skip
+    q = side.teacher_logits.clone() if out is None else out.copy_(side.teacher_logits)
+    if side.col_valid is None:
+        return torch.log_softmax(q, dim=1, out=q)
+    q.masked_fill_(~side.col_valid.unsqueeze(0), NEG_INF)
     return torch.log_softmax(q, dim=1, out=q).nan_to_num_(nan=NEG_INF, neginf=NEG_INF)
 
 

@@ -172,6 +172,7 @@ class Trainer:
             with signals_deferred():
                 self.optimizer.step()
                 clamp_logit_scale(self.sm.raw.clip.logit_scale, self.cfg.train.logit_scale_max)
+                self.sm.raw.update_teacher()  # the EMA teacher (loss.target=momentum) follows the new weights
                 self._advance()
         self.optimizer.zero_grad(set_to_none=True)
         return terms, grad_norm, data_time

@@ -122,7 +122,7 @@ def setup_data(cfg: Config, env: dist.DistEnv, preprocess: Callable, tokenizer: 
 
 def setup_model(cfg: Config, env: dist.DistEnv, precision: str) -> tuple[StepModel, Callable, Callable]:
     """(StepModel with DDP / compile applied, preprocess_train, tokenizer)."""
-    from softclip.models import build_model
+    from softclip.models import build_model, loss_args
     from softclip.objective import SoftCLIPObjective
 
     model, preprocess, _, tokenizer = build_model(
@@ -130,6 +130,7 @@ def setup_model(cfg: Config, env: dist.DistEnv, precision: str) -> tuple[StepMod
         roi=cfg.roi,
         roi_in_dim=roi_dim(cfg) if cfg.loss.image_source == "roi" else None,
         precision="fp32",
+        **loss_args(cfg.loss),
     )
     model = model.to(env.device).train()
     forward: Any = model

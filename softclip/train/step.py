@@ -27,6 +27,7 @@ from softclip.train.dist import DistEnv, all_reduce
 
 MODEL_KEYS = ("image", "text", "roi", "roi_mask", "tags", "tags_mask", "scene_image", "scene_text")
 GRAD_KEYS = ("image_features", "text_features", "image_side")
+SCALAR_KEYS = ("logit_scale", "logit_bias")  # model parameters the objective uses directly, not per sample
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
@@ -133,10 +134,10 @@ def _merge(cache: list[dict[str, Any]], live: dict[str, Any], j: int, attach_sca
     """Full-batch objective inputs: micro-batch ``j`` from ``live`` (with graph), the rest from ``cache``."""
     merged: dict[str, Any] = {}
     for key, value in live.items():
-        if key == "logit_scale":
-            merged[key] = value if attach_scale else value.detach()
-        elif value is None:
+        if value is None:
             merged[key] = None
+        elif key in SCALAR_KEYS:
+            merged[key] = value if attach_scale else value.detach()
         else:
             parts = [c[key] for c in cache]
             parts[j] = value if key in GRAD_KEYS else parts[j]

@@ -27,9 +27,10 @@ REPO = Path(__file__).resolve().parents[2]
 STEPS, CKPT_EVERY = 12, 4
 
 
-def write_config(path: Path, data_root: Path, **train: object) -> Path:
+def write_config(path: Path, data_root: Path, loss: dict | None = None, **train: object) -> Path:
     """A smoke-sized run config: tiny-vit-32 on the smoke synthetic set, batch 16, one thread."""
     cfg = {
+        "loss": loss or {},
         "name": "it",
         "seed": 3,
         "model": {"name": "tiny-vit-32"},
@@ -64,8 +65,17 @@ def untimed(path: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_metrics(path)]
 
 
-def test_sigkill_then_resume_is_bit_exact(smoke_data: Path, tmp_path: Path) -> None:
-    config = write_config(tmp_path / "cfg.yaml", smoke_data)
+# the default SoftCLIP objective, and the EMA teacher (whose weights must resume too) with the sigmoid loss's bias
+LOSSES = {
+    "softclip": {},
+    "momentum_sigmoid": {"target": "momentum", "contrastive": "sigmoid", "re_weight": 0.0, "momentum": 0.9,
+                         "image_source": "image", "text_source": "text"},  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("loss", LOSSES.values(), ids=LOSSES.keys())
+def test_sigkill_then_resume_is_bit_exact(smoke_data: Path, tmp_path: Path, loss: dict) -> None:
+    config = write_config(tmp_path / "cfg.yaml", smoke_data, loss=loss)
     straight = tmp_path / "straight"
     run_ok(command(config, straight))
 
@@ -85,6 +95,9 @@ def test_sigkill_then_resume_is_bit_exact(smoke_data: Path, tmp_path: Path) -> N
     a, b = load_checkpoint(straight / final)["model"], load_checkpoint(killed / final)["model"]
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    if loss.get("target") == "momentum":  # the teacher is in the checkpoint, and it lags the student
+        teacher = {k for k in a if k.startswith("teacher.")}
+        assert teacher and any(not torch.equal(a[k], a["clip." + k[len("teacher."):]]) for k in teacher)
     assert untimed(killed / "metrics.jsonl") == untimed(straight / "metrics.jsonl")
     assert [r["step"] for r in read_metrics(killed / "metrics.jsonl")] == list(range(1, STEPS + 1))
     meta = json.loads((killed / "meta.json").read_text())

@@ -170,7 +170,7 @@ def test_list_prints_every_registry_and_rejects_unknown_tables(capsys):
         "launchers: inprocess, processes, slurm, slurm-pool, submitit-local, submitit-local-pool")
     assert main(["list"]) == 0
     heads = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
-    assert heads == ["targets", "divergences", "pairings", "impls", "one_hot_rows", "roi_logit_scales", "aggregations",
+    assert heads == ["targets", "contrastives", "divergences", "pairings", "impls", "one_hot_rows", "roi_logit_scales", "aggregations",
                      "launchers", "samplers", "pruners", "trials"]  # fmt: skip
     assert main(["list", "launcher"]) == 2
     assert "unknown table 'launcher'" in capsys.readouterr().err

@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from softclip.objective import SoftCLIPObjective
-from softclip.objective.objective import IMPLS
+from softclip.objective.scoring import IMPLS
 from tests.unit.objective.scenes import codes
 
 N, D_IN, D, K_ROI, SIDE = 8, 7, 6, 9, 5
@@ -36,6 +36,9 @@ CASES = {
     "selfsim": dict(target="selfsim", pairing="same", divergence="symkl"),
     "selfsim_mean_kl": dict(target="selfsim", pairing="mean", divergence="kl"),
     "oracle": dict(target="oracle", pairing="same", divergence="symkl"),  # scene codes gathered across ranks
+    "momentum": dict(target="momentum", pairing="same", divergence="symkl"),  # teacher features gathered
+    "sigmoid_selfsim": dict(target="selfsim", pairing="same", divergence="symkl", contrastive="sigmoid",
+                            re_weight=0.0),  # the bias enters every rank's loss directly  # fmt: skip
 }
 TERMS = ("loss", "nce_loss", "soft_loss", "re_loss", "roi_loss")
 
@@ -45,6 +48,7 @@ def make_params() -> list[torch.Tensor]:
     shapes = [(D_IN, D), (D_IN, D), (K_ROI, SIDE)]
     params = [torch.randn(*s, generator=g, dtype=torch.float64) for s in shapes]
     params += [torch.tensor(2.5, dtype=torch.float64), torch.tensor(1.5, dtype=torch.float64)]  # log scales
+    params += [torch.tensor(-1.5, dtype=torch.float64)]  # the sigmoid loss's bias
     return [p.requires_grad_() for p in params]
 
 
@@ -57,12 +61,15 @@ def make_data() -> dict[str, torch.Tensor]:
     )  # one per rank without regions
     data["text_mask"] = torch.tensor([1, 1, 1, 1, 0, 1, 1, 1], dtype=torch.bool)
     data["image_scene"], data["text_scene"] = codes(N)
+    data["image_teacher"], data["text_teacher"] = (
+        F.normalize(torch.randn(N, D, generator=g, dtype=torch.float64), dim=1) for _ in range(2)
+    )
     return data
 
 
 def run(obj: SoftCLIPObjective, params, data, rows: slice):
     """Forward + backward on ``rows``; returns the terms, the feature gradients and the parameter gradients."""
-    wi, wt, wr, log_scale, log_roi_scale = params
+    wi, wt, wr, log_scale, log_roi_scale, bias = params
     u = F.normalize(data["xi"][rows] @ wi, dim=1)
     v = F.normalize(data["xt"][rows] @ wt, dim=1)
     a = data["regions"][rows] @ wr  # a learning aggregator: the ROI term trains wr
@@ -70,9 +77,12 @@ def run(obj: SoftCLIPObjective, params, data, rows: slice):
         x.retain_grad()
     out = obj(u, v, log_scale.exp(), a, data["tags"][rows], data["image_mask"][rows], data["text_mask"][rows],
               roi_logit_scale=log_roi_scale.exp(), image_scene=data["image_scene"][rows],
-              text_scene=data["text_scene"][rows])  # fmt: skip
+              text_scene=data["text_scene"][rows], image_teacher=data["image_teacher"][rows],
+              text_teacher=data["text_teacher"][rows],
+              logit_bias=bias if obj.contrastive == "sigmoid" else None)  # fmt: skip
     out["loss"].backward()
-    return {k: out[k].detach() for k in TERMS}, [u.grad, v.grad, a.grad], [p.grad.clone() for p in params]
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
+    return {k: out[k].detach() for k in TERMS}, [u.grad, v.grad, a.grad], grads
 
 
 def max_over_ranks(x: float) -> float:
@@ -85,7 +95,7 @@ def compare(kwargs: dict, impl: str, data, reference) -> dict[str, float]:
     rank, world = dist.get_rank(), dist.get_world_size()
     n_local = N // world
     rows = slice(rank * n_local, (rank + 1) * n_local)
-    terms, feats, grads = run(SoftCLIPObjective(**kwargs, **COMMON, impl=impl), make_params(), data, rows)
+    terms, feats, grads = run(SoftCLIPObjective(**{**COMMON, **kwargs}, impl=impl), make_params(), data, rows)
     ref_terms, ref_feats, ref_grads = reference
     term_diff = 0.0
     for k in TERMS:
@@ -118,7 +128,7 @@ def unequal_sizes_raise(data) -> bool:
 
 def main(out_path: str) -> None:
     data = make_data()
-    references = {name: run(SoftCLIPObjective(**kw, **COMMON, impl="reference"), make_params(), data, slice(None))
+    references = {name: run(SoftCLIPObjective(**{**COMMON, **kw}, impl="reference"), make_params(), data, slice(None))
                   for name, kw in CASES.items()}  # fmt: skip  # single process: before the group exists
     dist.init_process_group("gloo")
     try:

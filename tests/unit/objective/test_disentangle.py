@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from softclip.objective import DIVERGENCES, SideView, SoftCLIPObjective, build_targets
-from softclip.objective.objective import IMPLS
 from softclip.objective.reference import DirectionSpec
+from softclip.objective.scoring import IMPLS
 from softclip.objective.targets import off_diagonal_mass
 
 

@@ -3,8 +3,8 @@
 Both implementations (``loss.impl``) run distributed against the single-process reference implementation.
 See dist_worker.py for the exact relations checked: rank-averaged terms equal the single-process terms, each
 rank's feature gradient equals W times the single-process gradient of its slice, and DDP-averaged parameter
-gradients equal the single-process ones; for hard, label_smoothing and selfsim targets, with masks, the
-relation-enhanced and the ROI<->tag terms on.
+gradients equal the single-process ones; for hard, label_smoothing, selfsim, oracle and momentum targets, with
+masks, the relation-enhanced and the ROI<->tag terms on, and for the sigmoid loss (its bias included).
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ def test_two_ranks_match_the_single_process_objective(tmp_path):
     result = json.loads(out.read_text())
     assert result["world"] == 2
     assert result["unequal_sizes_raise"]
-    settings = ("hard", "label_smoothing", "selfsim", "selfsim_mean_kl", "oracle")
+    settings = ("hard", "label_smoothing", "selfsim", "selfsim_mean_kl", "oracle", "momentum", "sigmoid_selfsim")
     assert set(result["cases"]) == {f"{s}/{impl}" for s in settings for impl in ("fused", "reference")}
     for name, case in result["cases"].items():
         for key in ("terms", "feature_grads", "param_grads"):
             assert case[key] < TOL, (name, key, case)
         assert case["ref_roi_loss"] > 0, name
-        if not name.startswith("hard/"):
+        if not name.startswith(("hard/", "sigmoid")):
             assert case["ref_re_loss"] > 0, name

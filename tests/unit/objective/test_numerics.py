@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from softclip.objective import SoftCLIPObjective
-from softclip.objective.objective import IMPLS
+from softclip.objective.scoring import IMPLS
 
 N, D, SIDE = 48, 32, 16
 TERMS = ("loss", "nce_loss", "soft_loss", "re_loss")

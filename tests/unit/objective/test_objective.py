@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
 from softclip.config import LossConfig
-from softclip.objective import DIVERGENCES, PAIRINGS, TARGETS, SoftCLIPObjective
-from softclip.objective.objective import CONFIG_KEYS, IMPLS
+from softclip.objective import CONTRASTIVES, DIVERGENCES, TARGETS, SoftCLIPObjective
+from softclip.objective.objective import CONFIG_KEYS
+from softclip.objective.scoring import IMPLS
 from softclip.registry import RegistryError
-from tests.unit.objective.scenes import scene_kwargs
+from tests.unit.objective.scenes import TARGET_PAIRINGS, bias_kwargs, scene_kwargs
 
 TERMS = ("nce_loss", "soft_loss", "re_loss", "roi_loss")
 
@@ -104,16 +105,18 @@ def test_roi_logit_scale_shared_or_detached():
     assert torch.equal(grads["detached"], grads["off"]) and not torch.equal(grads["shared"], grads["off"])
 
 
-@pytest.mark.parametrize("target", TARGETS.names())
+@pytest.mark.parametrize("target,pairing", TARGET_PAIRINGS)
 @pytest.mark.parametrize("divergence", DIVERGENCES.names())
-@pytest.mark.parametrize("pairing", PAIRINGS.names())
-def test_registry_every_combination_is_finite_and_gets_gradients(target, divergence, pairing):
+@pytest.mark.parametrize("contrastive", CONTRASTIVES.names())
+def test_registry_every_combination_is_finite_and_gets_gradients(target, divergence, pairing, contrastive):
     u, v, a, b = _features()
     mask = torch.ones(len(u), dtype=torch.bool)
     mask[::3] = False
     scale = torch.tensor(20.0, requires_grad=True)
-    obj = SoftCLIPObjective(target, divergence=divergence, pairing=pairing)
-    out = obj(u, v, scale, a, b, mask, ~mask | (torch.arange(len(u)) % 2 == 0), **scene_kwargs(target, len(u)))
+    re_weight = 0.0 if contrastive == "sigmoid" else 0.5
+    obj = SoftCLIPObjective(target, divergence=divergence, pairing=pairing, contrastive=contrastive, re_weight=re_weight)
+    extra = {**scene_kwargs(target, len(u)), **bias_kwargs(contrastive, u.dtype)}
+    out = obj(u, v, scale, a, b, mask, ~mask | (torch.arange(len(u)) % 2 == 0), **extra)
     assert all(torch.isfinite(x).all() for x in out.values())
     grads = _grads(out["loss"], u, v, scale)
     assert all(torch.isfinite(g).all() for g in grads)

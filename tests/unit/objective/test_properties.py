@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from softclip.objective import DIVERGENCES, PAIRINGS, TARGETS, SoftCLIPObjective
-from tests.unit.objective.scenes import scene_kwargs
+from softclip.objective import CONTRASTIVES, DIVERGENCES, SoftCLIPObjective
+from tests.unit.objective.scenes import TARGET_PAIRINGS, bias_kwargs, scene_kwargs
 
 SCALES = st.one_of(
     st.sampled_from([1e-3, 1.0, 1 / 0.07, 100.0, 1e3, 1e6]),
@@ -39,22 +39,23 @@ def batches(draw):
 @settings(max_examples=40, deadline=None)
 @given(
     batch=batches(),
-    target=st.sampled_from(TARGETS.names()),
+    target_pairing=st.sampled_from(TARGET_PAIRINGS),
     divergence=st.sampled_from(DIVERGENCES.names()),
-    pairing=st.sampled_from(PAIRINGS.names()),
+    contrastive=st.sampled_from(CONTRASTIVES.names()),
     beta=st.floats(0.0, 1.0),
     tau=st.floats(1e-3, 10.0),
     scale=SCALES,
     roi=st.booleans(),
 )
-def test_finite_terms_and_gradients(batch, target, divergence, pairing, beta, tau, scale, roi):
-    u, v, a, b, (ma, mb) = batch
+def test_finite_terms_and_gradients(batch, target_pairing, divergence, contrastive, beta, tau, scale, roi):
+    (target, pairing), u, v, a, b, (ma, mb) = target_pairing, *batch
     u, v, a = u.requires_grad_(), v.requires_grad_(), a.requires_grad_(roi)
     s = torch.tensor(scale, dtype=u.dtype, requires_grad=True)
     obj = SoftCLIPObjective(
-        target, beta, tau, divergence, pairing, re_weight=0.5, roi_weight=0.5 if roi else 0.0
-    )
-    out = obj(u, v, s, a, b, ma, mb, **scene_kwargs(target, len(u)))
+        target, beta, tau, divergence, pairing, re_weight=0.0 if contrastive == "sigmoid" else 0.5,
+        roi_weight=0.5 if roi else 0.0, contrastive=contrastive,
+    )  # fmt: skip
+    out = obj(u, v, s, a, b, ma, mb, **scene_kwargs(target, len(u)), **bias_kwargs(contrastive, u.dtype))
     for key, value in out.items():
         assert torch.isfinite(value).all(), (key, value)
     inputs = (u, v, s, a) if roi else (u, v, s)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from softclip.objective import PAIRINGS, TARGETS, SideView, build_targets, list_pairings, list_targets
 from softclip.objective.targets import compose_target, off_diagonal_mass
 from softclip.registry import RegistryError
-from tests.unit.objective.scenes import relevant
+from tests.unit.objective.scenes import relevant, teacher
 
 N, A, B = 7, 5, 3
 IMAGE_MASK = torch.tensor([1, 0, 1, 1, 0, 1, 1], dtype=torch.bool)
@@ -25,7 +25,15 @@ def _sides(masked: bool, seed: int = 0) -> tuple[SideView, SideView]:
     b = F.normalize(torch.randn(N, B, generator=g, dtype=torch.float64), dim=1)
     ma, mb = (IMAGE_MASK, TEXT_MASK) if masked else (None, None)
     ra, rb = relevant(N, seed)  # for the oracle; the other targets ignore it
-    return SideView(a, a, ma, ma, ra), SideView(b, b, mb, mb, rb)
+    ta, tb = _teacher_logits(seed)  # for the momentum target
+    return SideView(a, a, ma, ma, ra, teacher_logits=ta), SideView(b, b, mb, mb, rb, teacher_logits=tb)
+
+
+def _teacher_logits(seed: int = 0, scale: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(i2t, t2i) logits s·U_m V_mᵀ, s·V_m U_mᵀ of the stand-in teacher embeddings."""
+    t = teacher(N, dim=4, seed=seed)
+    u_m, v_m = t["image_teacher"], t["text_teacher"]
+    return scale * u_m @ v_m.T, scale * v_m @ u_m.T
 
 
 def _dense(log_y: torch.Tensor | None) -> torch.Tensor:
@@ -38,7 +46,7 @@ def _probs(log_ys):
 
 
 def test_registries_list_the_documented_choices():
-    assert list_targets() == ["hard", "label_smoothing", "oracle", "selfsim"]
+    assert list_targets() == ["hard", "label_smoothing", "momentum", "oracle", "selfsim"]
     assert list_pairings() == ["cross", "mean", "same"]
     with pytest.raises(RegistryError, match="selfsim"):
         TARGETS.get("selfsimm")
@@ -133,7 +141,8 @@ def test_local_rows_against_global_columns_match_the_full_block(target, pairing)
     rows = slice(3, 6)
 
     def local(s: SideView) -> SideView:
-        return SideView(s.rows[rows], s.cols, s.row_valid[rows], s.col_valid, s.relevant[rows])
+        return SideView(s.rows[rows], s.cols, s.row_valid[rows], s.col_valid, s.relevant[rows],
+                        teacher_logits=s.teacher_logits[rows])  # fmt: skip
 
     part = build_targets(local(a), local(b), target, pairing, beta=0.4, tau=0.2, offset=3)
     for y_full, y_part in zip(full, part, strict=True):

@@ -1,0 +1,57 @@
+"""The objective's small registries: how a block of logits is scored and by which implementation
+(``loss.contrastive``, ``loss.impl``), and the ROI<->tag term's scale (``loss.roi_logit_scale``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from softclip.objective import losses, reference, sigmoid
+from softclip.registry import Registry
+
+# loss.impl: who computes the per-direction terms (same contract: reference.direction_terms)
+IMPLS: Registry = Registry("loss.impl")
+IMPLS.register("reference")(reference.direction_terms)
+IMPLS.register("fused")(losses.direction_terms)
+
+# loss.contrastive: how a block of logits is scored; each entry maps loss.impl to the per-direction terms
+CONTRASTIVES: Registry = Registry("loss.contrastive")
+
+
+@CONTRASTIVES.register("infonce")
+def _infonce_terms(impl: str) -> Callable:
+    """Softmax over the batch (CLIP): the ``loss.impl`` implementation."""
+    return IMPLS.get(impl)
+
+
+@CONTRASTIVES.register("sigmoid")
+def _sigmoid_terms(impl: str) -> Callable:
+    """Pairwise sigmoid (SigLIP): one implementation, plain autograd, whatever ``loss.impl``."""
+    IMPLS.get(impl)
+    return sigmoid.direction_terms
+
+
+# targets that read the other modality (truth, teacher similarities): row i of i2t is image i's, so the two
+# directions cannot swap or share sides
+CROSS_MODAL_TARGETS = ("oracle", "momentum")
+
+# loss.roi_logit_scale: the multiplier of the ROI<->tag InfoNCE, from CLIP's s
+ROI_SCALES: Registry = Registry("loss.roi_logit_scale")
+
+
+@ROI_SCALES.register("shared")
+def _shared_scale(s: torch.Tensor) -> torch.Tensor:
+    """s itself: the ROI term trains CLIP's logit scale too."""
+    return s
+
+
+@ROI_SCALES.register("detached")
+def _detached_scale(s: torch.Tensor) -> torch.Tensor:
+    """s's value without its gradient: only the CLIP terms train s."""
+    return s.detach()
+
+
+def list_contrastives() -> list[str]:
+    """Registered ``loss.contrastive`` names."""
+    return CONTRASTIVES.names()
