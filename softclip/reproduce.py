@@ -34,7 +34,9 @@ from softclip.config import ConfigError
 log = logging.getLogger("softclip.reproduce")
 
 ROOT = Path(__file__).resolve().parents[1]
-ABLATIONS = ("main", "targets", "disentangle", "divergence", "aggregation", "noise", "detector", "one_hot_rows")
+ABLATIONS = (
+    "main", "targets", "disentangle", "divergence", "aggregation", "noise", "detector", "one_hot_rows", "zoo",
+)
 # name -> (kind, file relative to the repository root), in the order the report lists them
 PARTS: dict[str, tuple[str, str]] = {name: ("ablation", f"ablations/{name}.yaml") for name in ABLATIONS}
 PARTS["beta_tau"] = ("sweep", "sweeps/beta_tau.yaml")
