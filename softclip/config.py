@@ -287,7 +287,12 @@ def format_validation_error(err: ValidationError, data: dict[str, Any], source: 
             lines.append(f"{source}: {key}={value!r} is not allowed; allowed: {allowed}")
         elif kind == "value_error":
             msg = str(item.get("ctx", {}).get("error", item["msg"]))
-            lines.append(f"{source}: {key}={value!r} {msg}" if loc else f"{source}: {msg}")  # () = cross-key
+            if not loc:  # () = a cross-key rule of the whole config
+                lines.append(f"{source}: {msg}")
+            elif isinstance(value, dict):  # a cross-key rule of one section: the message names its keys
+                lines.append(f"{source}: {key}: {msg}")
+            else:
+                lines.append(f"{source}: {key}={value!r} {msg}")
         else:
             bounds = _range_text(_field_range(loc))
             allowed = f"; allowed: {bounds}" if bounds else ""

@@ -114,3 +114,18 @@ def test_sweep_copy_of_a_sqlite_sweep_is_unchanged(tmp_path):
     copy = next((tmp_path / "runs").rglob("sweep.yaml"))
     assert yaml.safe_load(copy.read_text())["storage"] is None
     assert json.dumps(yaml.safe_load(copy.read_text()))  # plain data
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (["loss.contrastive=sigmod"], "loss.contrastive='sigmod' must be one of: infonce, sigmoid (did you mean 'sigmoid'?)"),
+        (["loss.momentum=1.5"], "loss.momentum=1.5 is out of range; allowed: >= 0.0 and < 1.0"),
+        (["loss.contrastive=sigmoid"], "loss: loss.re_weight=0.5 with loss.contrastive=sigmoid"),
+        (["loss.target=momentum", "loss.pairing=mean"], "loss: loss.pairing=mean with loss.target=momentum"),
+    ],
+)  # fmt: skip
+def test_the_new_loss_keys_fail_in_one_line_naming_the_key(overrides, expected, capsys):
+    assert main(["config", str(ROOT / "ablations" / "base.yaml"), *overrides]) == 2
+    err = one_line(capsys)
+    assert expected in err and "{" not in err, err  # the section's values are not dumped
