@@ -196,7 +196,10 @@ class TrainConfig(_Section):
     steps: PosInt = 2000
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    compile: bool = False
+    compile: bool | Literal["auto"] = Field(
+        False, description="torch.compile the two towers: true, false, or auto (when the run is long enough to "
+        "repay the warm-up; softclip/train/compiling.py)"
+    )
     log_every: PosInt = 10
     ckpt_every: PosInt = 200
     keep_checkpoints: PosInt = 2

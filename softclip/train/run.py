@@ -21,6 +21,7 @@ from softclip import checkpoint as ckpt
 from softclip import runfiles
 from softclip.config import Config, ConfigError
 from softclip.train import dist, rundir
+from softclip.train.compiling import compile_towers, share_inductor_cache, should_compile
 from softclip.train.errors import TrainingError, TrainingInterrupted
 from softclip.train.lock import RunLock
 from softclip.train.loop import Evaluate, Trainer
@@ -143,8 +144,9 @@ def setup_model(cfg: Config, env: dist.DistEnv, precision: str) -> tuple[StepMod
             find_unused_parameters=learns,
         )
         forward, no_sync = ddp, ddp.no_sync
-    if cfg.train.compile:
-        forward = torch.compile(forward)
+    if should_compile(cfg.train.compile, cfg.train.steps, env.device):
+        share_inductor_cache(cfg.output_dir)
+        log.info("compiling %s (train.compile=%s)", ", ".join(compile_towers(model.clip)), cfg.train.compile)
     objective = SoftCLIPObjective.from_config(cfg.loss).to(env.device)
     sm = StepModel(
         forward, model, objective, cfg.loss.image_source, cfg.loss.text_source, env.device, precision, no_sync
