@@ -74,7 +74,11 @@ def test_forward_shapes_normalised_and_finite(built: tuple) -> None:
         "text_side_mask",
         "image_scene",
         "text_scene",
+        "logit_bias",
+        "image_teacher",
+        "text_teacher",
     }
+    assert out["logit_bias"] is None and out["image_teacher"] is None and out["text_teacher"] is None
     assert out["image_scene"] is None and out["text_scene"] is None  # no scene codes in the batch
     for key in ("image_features", "text_features"):
         assert out[key].shape == (B, model.embed_dim) == (B, 128)
