@@ -115,10 +115,14 @@ def selfsim_target(side: SideView, tau: float, out: torch.Tensor | None = None) 
     Returns:
         [N_l, N_g]; rows of invalid samples hold anything (they become one-hot in :func:`compose_target`).
     """
-    q = torch.matmul(side.rows / tau, side.cols.T, out=out)
-    if side.col_valid is None:
-        return torch.log_softmax(q, dim=1, out=q)  # in place: one [N_l, N_g] block for the whole target
-    q.masked_fill_(~side.col_valid.unsqueeze(0), NEG_INF)
+    return _masked_log_softmax_(torch.matmul(side.rows / tau, side.cols.T, out=out), side.col_valid)
+
+
+def _masked_log_softmax_(q: torch.Tensor, col_valid: torch.Tensor | None) -> torch.Tensor:
+    """log_softmax of logits q [N_l, N_g] over the valid columns, in place (one block for the whole target)."""
+    if col_valid is None:
+        return torch.log_softmax(q, dim=1, out=q)
+    q.masked_fill_(~col_valid.unsqueeze(0), NEG_INF)
     # a batch without any valid column gives all −inf rows, whose log_softmax is NaN: keep them −inf
     return torch.log_softmax(q, dim=1, out=q).nan_to_num_(nan=NEG_INF, neginf=NEG_INF)
 
@@ -136,10 +140,7 @@ def momentum_target(side: SideView, tau: float, out: torch.Tensor | None = None)
         raise ValueError("loss.target=momentum needs the EMA teacher's embeddings (image_teacher / text_teacher), "
                          "which a model built with loss.target=momentum computes")  # fmt: skip
     q = side.teacher_logits.clone() if out is None else out.copy_(side.teacher_logits)
-    if side.col_valid is None:
-        return torch.log_softmax(q, dim=1, out=q)
-    q.masked_fill_(~side.col_valid.unsqueeze(0), NEG_INF)
-    return torch.log_softmax(q, dim=1, out=q).nan_to_num_(nan=NEG_INF, neginf=NEG_INF)
+    return _masked_log_softmax_(q, side.col_valid)
 
 
 @TARGETS.register("oracle")
