@@ -8,6 +8,7 @@ registered with open_clip when this module is imported, so ``open_clip.create_mo
 - ``tiny-vit-32``: the same at 32 px with patch 4 (the smoke profile).
 - ``tiny-vit-32-p8``: 32 px with patch 8 (16 patches, ~4x cheaper vision tower; the quick profile).
 - ``tiny-rn``: open_clip's ModifiedResNet with layers [1, 1, 1, 1], width 32, 64 px; same text tower.
+- ``tiny-rn-32``: the same at 32 px (the power study's conv candidate, benchmarks/power.py).
 
 Any other open_clip config name (``RN50``, ``ViT-B-32``, ...) builds the same way. Weights are never loaded:
 everything is initialised randomly (``pretrained=None``; schema names such as ``hf-hub:`` are refused).

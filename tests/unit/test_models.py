@@ -52,7 +52,7 @@ def _batch(model: SoftCLIPModel, tokenizer) -> dict:
 
 
 def test_presets_are_registered_with_open_clip() -> None:
-    assert set(MODEL_PRESETS) == {"tiny-vit", "tiny-vit-32", "tiny-vit-32-p8", "tiny-rn"}
+    assert set(MODEL_PRESETS) == {"tiny-vit", "tiny-vit-32", "tiny-vit-32-p8", "tiny-rn", "tiny-rn-32"}
     assert set(MODEL_PRESETS) <= set(open_clip.list_models())
     cfg = open_clip.get_model_config("tiny-vit")
     assert cfg["embed_dim"] == 128 and cfg["vision_cfg"]["image_size"] == 64
