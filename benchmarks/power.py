@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from softclip.atomic import atomic_write  # noqa: E402
-from softclip.report.stats import mde_paired, mean_std, t_interval  # noqa: E402
+from softclip.report.stats import mde_paired, mean_std, t_half_width, t_interval  # noqa: E402
+from softclip.runfiles import eval_dir  # noqa: E402
 
 #: Candidate designs: overrides on ``ablations/base.yaml --profile quick``.
 CANDIDATES: dict[str, dict[str, str]] = {
@@ -88,7 +89,7 @@ def read_metrics(run_dir: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     eval_s = 0.0
     for bench in {b for b, _ in METRICS.values()} | {"copydays"}:
-        doc = json.loads((run_dir / "eval" / f"{bench}.json").read_text())
+        doc = json.loads((eval_dir(run_dir) / f"{bench}.json").read_text())
         eval_s += float(doc.get("time_s", 0.0))
         for label, (b, key) in METRICS.items():
             if b == bench:
@@ -146,7 +147,7 @@ def summarize(records: list[dict], candidates: list[str]) -> dict[str, dict]:
             low, high = t_interval(diff) if n >= 2 else (float("nan"), float("nan"))
             rows[label] = {"clip_mean": mean_c, "clip_sd": sd_c, "oracle_mean": float(oracle.mean()),
                            "diff_mean": mean_d, "diff_sd": sd_d, "diff_low": low, "diff_high": high,
-                           "half_width_5": mde_half_width(sd_d, 5), "mde_5": mde_paired(sd_d, 5),
+                           "half_width_5": t_half_width(sd_d, 5), "mde_5": mde_paired(sd_d, 5),
                            "mde_10": mde_paired(sd_d, 10)}
         runs = [r for r in records if r["candidate"] == cand]
         summary[cand] = {"seeds": seeds, "overrides": CANDIDATES[cand], "metrics": rows,
@@ -154,13 +155,6 @@ def summarize(records: list[dict], candidates: list[str]) -> dict[str, dict]:
                          "wall_s": float(np.median([r["wall_s"] for r in runs])),
                          "eval_s": float(np.median([r["metrics"]["eval_s"] for r in runs]))}
     return summary
-
-
-def mde_half_width(sd: float, n: int) -> float:
-    """Half-width of the paired 95% t-interval at ``n`` seeds for a difference std ``sd``."""
-    from scipy import stats
-
-    return float(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n))
 
 
 def fmt(x: float, digits: int = 1) -> str:

@@ -77,12 +77,17 @@ def mean_std(values: Sequence[float] | np.ndarray) -> tuple[int, float, float]:
 # ---------------------------------------------------------------------------------------------- intervals
 
 
+def t_half_width(sd: float, n: int, level: float = 0.95) -> float:
+    """Half-width t((1+level)/2, n−1)·sd/√n of the Student-t interval of a mean of ``n`` values with std ``sd``."""
+    return float(sps.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+
+
 def t_interval(diffs: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Student-t interval of the mean of ``diffs`` [n]: mean ± t((1+level)/2, n−1)·sd/√n; NaNs below 2 values."""
+    """Student-t interval of the mean of ``diffs`` [n]: mean ± :func:`t_half_width`; NaNs below 2 values."""
     d = np.asarray(diffs, dtype=float)
     if d.size < MIN_PAIRS:
         return math.nan, math.nan
-    half = float(sps.t.ppf(0.5 + level / 2, d.size - 1)) * float(d.std(ddof=1)) / math.sqrt(d.size)
+    half = t_half_width(float(d.std(ddof=1)), d.size, level)
     return float(d.mean()) - half, float(d.mean()) + half
 
 
