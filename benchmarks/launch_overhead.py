@@ -5,7 +5,7 @@ connection, heartbeats, tell — without training) runs with one worker; the ove
 wall time divided by the number of trials. The smoke trial's time is measured once in-process (train + eval of
 ``ablations/base.yaml --profile smoke``), or given with ``--smoke-seconds``.
 
-Run:     .venv/bin/python benchmarks/launch_overhead.py [--launchers processes,slurm,slurm-pool] [--n 6]
+Run:     .venv/bin/python benchmarks/launch_overhead.py [--launchers processes,slurm] [--n 12]
                  [--smoke-seconds S]
 Writes:  reports/perf/launch.json and reports/perf/launch.md
 Runtime: ~1–2 min per launcher on a 2-core CPU, plus one smoke trial (~1 min); slurm needs .ci/slurm/up.sh.
@@ -73,7 +73,7 @@ def slurm_up() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--launchers", default="processes,slurm,slurm-pool")
+    parser.add_argument("--launchers", default="processes,slurm")
     parser.add_argument("--n", type=int, default=4, help="no-op trials per launcher")
     parser.add_argument("--smoke-seconds", type=float, default=None, help="skip measuring the smoke trial")
     parser.add_argument("--out", default=str(ROOT / "reports" / "perf"))

@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,10 @@ from pydantic import ValidationError
 
 from softclip.ablation_spec import AblationSpec
 from softclip.atomic import write_json
-from softclip.config import Config, ConfigError, apply_profile, read_yaml
-from softclip.launch import Outcome, distributed_rank, load_cluster, make_launcher, run_jobs, uses_cluster
+from softclip.config import Config, ConfigError, apply_profile, format_validation_error, read_yaml
+from softclip.launch import Launcher, Outcome, distributed_rank, launcher_for, run_jobs
 from softclip.runfiles import ABLATION, CHECKPOINTS, CONFIG, DONE, EVAL, META, METRICS
-from softclip.sweep.spec import SweepSpec, build_run_config
-from softclip.sweep.spec import base_data as _base_data
+from softclip.sweep.spec import base_data, build_run_config
 
 log = logging.getLogger("softclip.ablate")
 
@@ -72,25 +72,14 @@ def load_ablation(path: str | Path, profile: str | None = None, seeds: list[int]
     try:
         spec = AblationSpec.model_validate(data)
     except ValidationError as err:
-        lines = []
-        for item in err.errors():
-            key = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
-            msg = "unknown key" if item["type"] == "extra_forbidden" else str(item.get("ctx", {}).get("error", item["msg"]))
-            lines.append(f"{path}: {key}: {msg}" if key else f"{path}: {msg}")
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(format_validation_error(err, data, str(path), AblationSpec)) from None
     plan_jobs(spec)  # every variant must resolve to a valid run config
     return spec
 
 
-def _as_sweep_like(spec: AblationSpec) -> SweepSpec:
-    """Reuse the sweep's base-config resolution (profile + fixed overrides) for the ablation."""
-    return SweepSpec(name=spec.name, base=spec.base, overrides=spec.overrides, space={},
-                     objective=[{"metric": "-"}], source=spec.source, profile=spec.profile)  # fmt: skip
-
-
 def plan_jobs(spec: AblationSpec) -> list[AblationJob]:
     """Every (variant, seed) as a job with its resolved config; config errors name the variant."""
-    base = _base_data(_as_sweep_like(spec))
+    base = base_data(spec)
     base_cfg = build_run_config(base, {}, spec.source, profile=spec.profile)
     root = ablation_root(spec)
     jobs = []
@@ -260,18 +249,11 @@ class AblationResult:
         return [o for o in self.outcomes if not o.ok]
 
 
-def ablation_launcher(spec: AblationSpec, launcher: str | None = None, workers: int | None = None) -> Any:
+def ablation_launcher(spec: AblationSpec, launcher: str | None = None, workers: int | None = None) -> Launcher:
     """The launcher named by the argument, else the ablation file, else the base config's ``launcher``."""
-    cfg_launcher = build_run_config(_base_data(_as_sweep_like(spec)), {}, spec.source).launcher
-    ls = spec.launcher
-    name = launcher or ls.name or cfg_launcher.name
-    cluster = load_cluster(ls.cluster or cfg_launcher.cluster) if uses_cluster(name) else None
-    folder = Path(cluster.folder) / spec.name if cluster else ablation_root(spec) / "jobs"
-    return make_launcher(
-        name, workers=workers or ls.workers or cfg_launcher.workers,
-        cpus_per_job=ls.cpus_per_job or cfg_launcher.cpus_per_job,
-        cpu_budget=ls.cpu_budget or cfg_launcher.cpu_budget, cluster=cluster, folder=folder, job_name=spec.name,
-    )  # fmt: skip
+    cfg_launcher = build_run_config(base_data(spec), {}, spec.source).launcher
+    return launcher_for(cfg_launcher, spec.launcher.model_dump(), {"name": launcher, "workers": workers},
+                        folder=ablation_root(spec) / "jobs", job_name=spec.name)  # fmt: skip
 
 
 def _log_outcome(outcome: Outcome) -> None:
@@ -280,23 +262,54 @@ def _log_outcome(outcome: Outcome) -> None:
     log.info("%s %s seed %d %s", job.meta.get("ablation", ""), job.variant, job.seed, status)
 
 
-def run_planned(chosen: Any, jobs: list[AblationJob], job_fn: Any = run_ablation_job) -> AblationResult:
+def run_chunk(jobs: list[AblationJob]) -> list[dict[str, Any]]:
+    """Body of one launcher job: train and evaluate ``jobs`` in turn, each as ``{"value": ...}`` or
+    ``{"error": ...}`` (one failed run does not stop the others). A requeued job skips the runs that finished
+    and resumes the interrupted one from its checkpoint."""
+    out: list[dict[str, Any]] = []
+    for job in jobs:
+        if is_finished(job.run_dir, job.suite, job.config):
+            out.append({"value": {"variant": job.variant, "seed": job.seed, "run_dir": job.run_dir, "skipped": True}})
+            continue
+        try:
+            out.append({"value": run_ablation_job(job)})
+        except Exception as err:  # noqa: BLE001 - a failed run is reported with the others
+            out.append({"error": f"{type(err).__name__}: {err}\n{traceback.format_exc()}"})
+    return out
+
+
+def chunks(jobs: list[AblationJob], launcher: Launcher) -> list[list[AblationJob]]:
+    """One run per job on local launchers (they reuse warm processes); on submitit launchers (SLURM) one
+    array task per ``max_parallel`` share of the runs, dealt round-robin, so each task pays the job start and the
+    imports once."""
+    n = min(launcher.max_parallel, len(jobs)) if launcher.uses_cluster else len(jobs)
+    return [jobs[i::n] for i in range(n)]
+
+
+def run_planned(chosen: Launcher, jobs: list[AblationJob]) -> AblationResult:
     """Run the unfinished ``jobs`` through an open launcher (data generated first); finished ones are skipped."""
     todo = [j for j in jobs if not is_finished(j.run_dir, j.suite, j.config)]
     skipped = [j for j in jobs if j not in todo]
     for job in skipped:
         log.info("skip %s seed %d: finished (%s)", job.variant, job.seed, job.run_dir)
-        if job.meta and job_fn is run_ablation_job:  # labels or factors may have been edited since
+        if job.meta:  # labels or factors may have been edited since
             write_ablation_json(job)
-    if job_fn is run_ablation_job and distributed_rank() == 0:
+    if distributed_rank() == 0:
         prepare_data(todo)
-    outcomes = run_jobs(chosen, job_fn, [(j,) for j in todo], on_done=_log_outcome)
+    outcomes: list[Outcome] = []
+
+    def expand(chunk: list[AblationJob], outcome: Outcome) -> None:
+        results = outcome.value if outcome.ok else [{"error": outcome.error}] * len(chunk)
+        for job, result in zip(chunk, results, strict=True):
+            outcomes.append(Outcome((job,), outcome.job_id, result.get("value"), result.get("error")))
+            _log_outcome(outcomes[-1])
+
+    parts = chunks(todo, chosen) if todo else []
+    run_jobs(chosen, run_chunk, [(part,) for part in parts], on_done=lambda o: expand(o.args[0], o))
     return AblationResult(jobs, skipped, outcomes)
 
 
-def run_ablation(
-    spec: AblationSpec, launcher: str | None = None, workers: int | None = None, job_fn: Any = run_ablation_job
-) -> AblationResult:
+def run_ablation(spec: AblationSpec, launcher: str | None = None, workers: int | None = None) -> AblationResult:
     """Run every unfinished (variant, seed) through the launcher; finished runs are skipped."""
     with ablation_launcher(spec, launcher, workers) as chosen:
-        return run_planned(chosen, plan_jobs(spec), job_fn)
+        return run_planned(chosen, plan_jobs(spec))

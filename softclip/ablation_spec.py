@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from softclip.config import parse_override
-from softclip.sweep.spec import LauncherSpec
+from softclip.schema import LauncherOverrides
 
 
 class AblationSpec(BaseModel):
@@ -33,7 +33,7 @@ class AblationSpec(BaseModel):
     factors: dict[str, dict[str, Any]] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [0])
     output_dir: str = "runs/ablations"
-    launcher: LauncherSpec = Field(default_factory=LauncherSpec)
+    launcher: LauncherOverrides = Field(default_factory=LauncherOverrides)  # type: ignore[valid-type]
     source: str = "<ablation>"
     profile: str | None = None
 

@@ -21,8 +21,7 @@ from softclip.config import ConfigError, check_no_repeats, load_config
 
 DEFAULT_CONFIG = "ablations/base.yaml"
 LAUNCHER_HELP = (
-    "inprocess | processes | slurm (an array task per job) | slurm-pool (long-lived SLURM workers pulling jobs) | "
-    "submitit-local | submitit-local-pool"
+    "inprocess | processes | slurm (a job array: sweep workers, or chunks of ablation runs) | submitit-local"
 )
 
 
@@ -193,7 +192,7 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="sweep YAML, e.g. sweeps/beta_tau.yaml")
     p.add_argument("--profile", default=None, help="profile of the sweep and its base config: smoke, quick, paper")
     p.add_argument("--launcher", default=None, help=LAUNCHER_HELP)
-    p.add_argument("--cluster", default=None, help="cluster YAML for slurm/slurm-pool (overrides launcher.cluster)")
+    p.add_argument("--cluster", default=None, help="cluster YAML for slurm (overrides launcher.cluster)")
     p.add_argument("--n-trials", type=int, default=None, help="complete + pruned trials to reach")
     p.add_argument("--workers", type=int, default=None, help="trials in flight at once")
     p.add_argument("--status", action="store_true", help="print the trials table, the best so far and failures")
@@ -230,7 +229,7 @@ def _add_ablate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--launcher", default=None, help=LAUNCHER_HELP)
     p.add_argument("--seeds", type=_seed_list, default=None, help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--workers", type=int, default=None, help="runs in flight at once")
-    p.add_argument("--cluster", default=None, help="cluster YAML for slurm/slurm-pool (overrides launcher.cluster)")
+    p.add_argument("--cluster", default=None, help="cluster YAML for slurm (overrides launcher.cluster)")
 
 
 @command("ablate", "run an ablation grid (variants x seeds); finished runs are skipped", _add_ablate)
@@ -276,7 +275,7 @@ def _add_reproduce(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")
     p.add_argument("--launcher", default=None, help=LAUNCHER_HELP)
     p.add_argument("--workers", type=int, default=None, help="runs in flight at once")
-    p.add_argument("--cluster", default=None, help="cluster YAML for slurm/slurm-pool (overrides launcher.cluster)")
+    p.add_argument("--cluster", default=None, help="cluster YAML for slurm (overrides launcher.cluster)")
     p.add_argument("--only", type=_part_list, default=None, help=f"comma-separated parts of: {', '.join(PARTS)}")
     p.add_argument("--seeds", type=_seed_list, default=None, help="override every ablation's seeds, e.g. 0,1")
     p.add_argument("--out", default=None, help="report folder (default reports/<profile>)")

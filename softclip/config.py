@@ -18,6 +18,7 @@ import copy
 import difflib
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -214,19 +215,26 @@ def load_config(
 # ---------------------------------------------------------------------------------------------- errors
 
 
-def _model_at(parts: list[str] | tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model class holding the fields at ``parts`` (a path of section names)."""
-    model: type[BaseModel] = Config
+def _model_at(parts: list[str] | tuple[Any, ...], root: type[BaseModel] = Config) -> type[BaseModel] | None:
+    """The pydantic model class holding the fields at ``parts`` (a path of section names; in a
+    ``dict[str, Model]`` field the next part is a key and is skipped)."""
+    model: type[BaseModel] = root
+    keyed = False
     for part in parts:
+        if keyed:
+            keyed = False
+            continue
         field = model.model_fields.get(str(part))
         if field is None:
             return None
         ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        else:
+        args = typing.get_args(ann)
+        if typing.get_origin(ann) is dict and len(args) == 2 and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+            ann, keyed = args[1], True
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return None
-    return model
+        model = ann
+    return None if keyed else model
 
 
 def check_key(parts: list[str], source: str) -> None:
@@ -243,7 +251,7 @@ def check_key(parts: list[str], source: str) -> None:
 def _unknown_key_message(parts: list[str] | tuple[Any, ...], model: type[BaseModel], source: str) -> str:
     key = ".".join(str(p) for p in parts)
     names = list(model.model_fields)
-    if not parts[:-1]:
+    if model is Config:
         names = names + list(RESERVED_KEYS)
     hint = difflib.get_close_matches(str(parts[-1]), names, n=1, cutoff=0.5)
     prefix = ".".join(str(p) for p in parts[:-1])
@@ -268,8 +276,11 @@ def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
     return data
 
 
-def format_validation_error(err: ValidationError, data: dict[str, Any], source: str) -> str:
-    """One line per problem: key, offending value and what is allowed."""
+def format_validation_error(
+    err: ValidationError, data: dict[str, Any], source: str, root: type[BaseModel] = Config
+) -> str:
+    """One line per problem: key, offending value and what is allowed (``root``: the model ``data`` was
+    validated against — a run config, a sweep or an ablation file)."""
     lines = []
     for item in err.errors():
         loc = tuple(p for p in item["loc"] if not str(p).startswith("function-"))
@@ -277,10 +288,12 @@ def format_validation_error(err: ValidationError, data: dict[str, Any], source: 
         kind = item["type"]
         value = _lookup(data, loc)
         if kind == "extra_forbidden":
-            model = _model_at(loc[:-1]) or Config
+            model = _model_at(loc[:-1], root) or root
             lines.append(_unknown_key_message(loc, model, source))
+        elif kind == "missing":
+            lines.append(f"{source}: {key}: required key is missing")
         elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-            field_ctx = _field_range(loc) or item.get("ctx", {})
+            field_ctx = _field_range(loc, root) or item.get("ctx", {})
             lines.append(f"{source}: {key}={value!r} is out of range; allowed: {_range_text(field_ctx)}")
         elif kind == "literal_error":
             allowed = item.get("ctx", {}).get("expected", "")
@@ -294,15 +307,15 @@ def format_validation_error(err: ValidationError, data: dict[str, Any], source: 
             else:
                 lines.append(f"{source}: {key}={value!r} {msg}")
         else:
-            bounds = _range_text(_field_range(loc))
+            bounds = _range_text(_field_range(loc, root))
             allowed = f"; allowed: {bounds}" if bounds else ""
             lines.append(f"{source}: {key}={value!r}: {item['msg'].lower()}{allowed}")
     return "\n".join(lines)
 
 
-def _field_range(loc: tuple[Any, ...]) -> dict[str, Any]:
+def _field_range(loc: tuple[Any, ...], root: type[BaseModel] = Config) -> dict[str, Any]:
     """The full (lower and upper) bounds declared on a field, for messages."""
-    model = _model_at(loc[:-1])
+    model = _model_at(loc[:-1], root)
     if model is None or str(loc[-1]) not in model.model_fields:
         return {}
     bounds: dict[str, Any] = {}

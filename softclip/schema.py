@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from softclip.data.synth.spec import SynthConfig
 
@@ -226,13 +226,28 @@ class EvalConfig(_Section):
 class LauncherConfig(_Section):
     """Where jobs run (ablations and sweeps)."""
 
-    name: str = Field("inprocess", description="inprocess | processes | slurm | slurm-pool | submitit-local | submitit-local-pool")
+    name: str = Field("inprocess", description="inprocess | processes | slurm | submitit-local")
     cluster: str | None = Field(None, description="cluster YAML (partition, account, GPUs, time, ...)")
     workers: PosInt = Field(1, description="jobs (trials, ablation runs) in flight at once")
     cpus_per_job: PosInt = Field(1, description="CPU threads per job (OMP/MKL/torch threads are set to this)")
     cpu_budget: PosInt | None = Field(
         None, description="CPUs the local launchers may use in all (None: every CPU of this machine)"
     )
+
+
+def overrides_of(section: type[BaseModel]) -> type[BaseModel]:
+    """A model with ``section``'s fields (same constraints), each optional: None keeps the overridden value."""
+    fields: dict[str, Any] = {}
+    for name, info in section.model_fields.items():
+        kind = info.annotation | None  # type: ignore[operator]
+        if info.metadata:
+            kind = Annotated[(kind, *info.metadata)]
+        fields[name] = (kind, Field(None, description=info.description))
+    return create_model(f"{section.__name__}Overrides", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+#: a sweep's or an ablation's ``launcher:`` section: overrides of its base config's ``launcher``
+LauncherOverrides = overrides_of(LauncherConfig)
 
 
 class Config(_Section):

@@ -1,8 +1,7 @@
 """Launchers: where jobs run. ``inprocess``, ``processes`` (local, within a CPU budget), ``slurm`` (submitit,
-job arrays, requeue), ``slurm-pool`` (long-lived SLURM workers pulling jobs from a queue) and their submitit-local
-twins. See :func:`make_launcher` and clusters/example.yaml."""
+job arrays, requeue) and its ``submitit-local`` twin. See :func:`make_launcher` and clusters/example.yaml."""
 
-from softclip.launch import pool, processes, submitit_launch  # noqa: F401  - register the launchers
+from softclip.launch import processes, submitit_launch  # noqa: F401  - register the launchers
 from softclip.launch.base import (
     LAUNCHERS,
     THREAD_ENV_VARS,
@@ -13,6 +12,7 @@ from softclip.launch.base import (
     Launcher,
     Outcome,
     available_cpus,
+    launcher_for,
     list_launchers,
     make_launcher,
     run_jobs,
@@ -34,6 +34,7 @@ __all__ = [
     "Outcome",
     "ResumableCall",
     "available_cpus",
+    "launcher_for",
     "distributed_rank",
     "list_launchers",
     "load_cluster",

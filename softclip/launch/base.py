@@ -1,8 +1,9 @@
 """Launcher interface: submit ``fn(*args)`` somewhere, get a :class:`Job` handle back.
 
 Launchers are registered by name in :data:`LAUNCHERS` (``inprocess``, ``processes``, ``slurm``,
-``slurm-pool``, ``submitit-local``, ``submitit-local-pool``) and built from plain keyword arguments with :func:`make_launcher`. Sweeps keep a pool of
-jobs in flight through :meth:`Launcher.submit_many` and :meth:`Launcher.wait`; ablations use :func:`run_jobs`.
+``submitit-local``) and built from plain keyword arguments with :func:`make_launcher`. Sweeps start their Optuna
+workers through :meth:`Launcher.submit_many` and watch them with :meth:`Launcher.wait`; ablations use
+:func:`run_jobs`.
 """
 
 from __future__ import annotations
@@ -122,11 +123,7 @@ class Launcher(abc.ABC):
             finished = [job for job in jobs if job.done()]
             if finished or time.monotonic() >= deadline:
                 return finished
-            self.tick()
             time.sleep(min(self.poll_interval, max(0.0, deadline - time.monotonic())))
-
-    def tick(self) -> None:  # noqa: B027 - optional hook
-        """Housekeeping between checks in :meth:`wait` (the worker pool reaps and starts workers here)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most launchers hold nothing
         """Release resources (jobs already submitted keep running unless cancelled)."""
@@ -157,6 +154,24 @@ def make_launcher(name: str, **kwargs: Any) -> Launcher:
     The built-in launchers register when ``softclip.launch`` is imported, which importing this module already did.
     """
     return LAUNCHERS.get(name)(**kwargs)
+
+
+def launcher_for(config: Any, *layers: dict[str, Any], folder: str | Path, job_name: str) -> Launcher:
+    """The launcher a ``launcher:`` config section describes (``schema.LauncherConfig``), each of ``layers`` (a
+    sweep's or ablation's own section, then the CLI flags) overriding it in turn with its not-None values.
+
+    Submitit launchers read ``cluster`` and put their job files under its ``folder``/``job_name``; the local
+    ones under ``folder``.
+    """
+    from softclip.launch.cluster import load_cluster
+
+    for layer in layers:
+        config = config.model_copy(update={k: v for k, v in layer.items() if v is not None})
+    cluster = load_cluster(config.cluster) if uses_cluster(config.name) else None
+    return make_launcher(
+        config.name, workers=config.workers, cpus_per_job=config.cpus_per_job, cpu_budget=config.cpu_budget,
+        cluster=cluster, folder=Path(cluster.folder) / job_name if cluster else folder, job_name=job_name,
+    )  # fmt: skip
 
 
 def list_launchers() -> list[str]:

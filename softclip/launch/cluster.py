@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from softclip.config import ConfigError, read_yaml
+from softclip.config import ConfigError, format_validation_error, read_yaml
 
 PosInt = Annotated[int, Field(ge=1)]
 
@@ -42,13 +42,6 @@ class ClusterConfig(BaseModel):
     use_srun: bool = Field(True, description="run the job through srun (required for multi-task jobs)")
     setup: list[str] = Field(default_factory=list, description="shell lines run before the job (module load ...)")
     python: str | None = Field(None, description="python executable on the nodes (None: this interpreter)")
-    pool_idle_s: Annotated[float, Field(gt=0)] = Field(
-        60, description="slurm-pool: a worker with no job for this long exits (the driver starts new ones)"
-    )
-    pool_poll_s: Annotated[float, Field(gt=0)] = Field(1.0, description="slurm-pool: longest wait between queue checks")
-    pool_lifetime_min: PosInt | None = Field(
-        None, description="slurm-pool: a worker takes no new job after this long (None: half of timeout_min)"
-    )
     folder: str = Field("runs/submitit", description="submitit logs and pickles; a subfolder per sweep/ablation")
     additional: dict[str, Any] = Field(default_factory=dict, description="extra sbatch options, key -> value")
 
@@ -96,15 +89,7 @@ def load_cluster(path: str | Path | None) -> ClusterConfig:
     try:
         return ClusterConfig.model_validate(data)
     except ValidationError as err:
-        lines = []
-        for item in err.errors():
-            key = ".".join(str(p) for p in item["loc"])
-            if item["type"] == "extra_forbidden":
-                valid = ", ".join(ClusterConfig.model_fields)
-                lines.append(f"{path}: unknown key {key!r}; valid keys: {valid}")
-            else:
-                lines.append(f"{path}: {key}: {item['msg'].lower()} (got {item.get('input')!r})")
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(format_validation_error(err, data, str(path), ClusterConfig)) from None
 
 
 def _mem(mem_gb: float) -> str:

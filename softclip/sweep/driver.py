@@ -1,9 +1,13 @@
-"""The sweep driver: an ask/tell loop keeping ``workers`` trials in flight through a launcher.
+"""The sweep driver: keeps ``workers`` Optuna workers (:mod:`softclip.sweep.worker`) on the study until it is done.
 
-A new trial starts as soon as one finishes (no batch waits for its slowest). Progress is counted from the
-storage: the sweep ends when COMPLETE + PRUNED trials reach ``n_trials``; a stale RUNNING trial (its worker
-lost: killed sweep, node failure) is failed and re-enqueued with the same parameters, and the retry resumes from
-the same run folder. So a killed sweep that is restarted ends with exactly ``n_trials`` finished trials.
+The driver creates the study, starts the workers through a launcher (one SLURM job array, local processes, or
+in this process), and watches the storage: the sweep ends when COMPLETE + PRUNED trials reach ``n_trials``. A
+worker that ends while trials are still to run (it was lost, or it stopped because running trials covered the
+target) is replaced, up to ``workers`` at once and never more than the trials left. A stale RUNNING trial (no
+heartbeat for ``grace_period``: killed sweep, lost node) is failed and re-enqueued with the same parameters by
+Optuna's retry callback, and the retry resumes from the same run folder; meanwhile the driver keeps beating for
+the trials of worker jobs that are still alive (a requeued SLURM job resumes its own trial). So a killed sweep
+that is restarted ends with exactly ``n_trials`` finished trials.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from optuna.trial import TrialState
 from softclip.atomic import write_text
 from softclip.config import ConfigError
 from softclip.errors import SoftclipError
-from softclip.launch import JobFailed, Launcher, load_cluster, make_launcher, uses_cluster
-from softclip.sweep.space import grid_size, suggest
+from softclip.launch import Job, JobFailed, Launcher, launcher_for
+from softclip.sweep.space import grid_size
 from softclip.sweep.spec import SweepSpec, base_data, build_run_config
 from softclip.sweep.study import (
     Heartbeat,
@@ -34,13 +38,12 @@ from softclip.sweep.study import (
     quiet_optuna,
     redact_url,
     resolve_storage_url,
-    run_key,
     storage_for,
 )
-from softclip.sweep.trial import ERROR_ATTR, TrialTask, run_trial
+from softclip.sweep.trial import ERROR_ATTR
+from softclip.sweep.worker import JOB_ATTR, SURPLUS_ATTR, WorkerTask, run_worker
 
 log = logging.getLogger("softclip.sweep")
-JOB_ATTR = "softclip:job_id"
 
 
 class SweepError(SoftclipError, RuntimeError):
@@ -102,104 +105,49 @@ def open_study(spec: SweepSpec, storage_url: str | None = None, create: bool = T
 
 
 def count_states(study: optuna.Study) -> Counter[str]:
-    return Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    """Trials per state; FAIL trials a worker declined as surplus are counted as ``SURPLUS``."""
+    return Counter("SURPLUS" if SURPLUS_ATTR in t.user_attrs else t.state.name for t in study.get_trials(deepcopy=False))
 
 
 class SweepDriver:
-    """Holds the study, the launcher and the jobs in flight for one :func:`run_sweep` call."""
+    """Holds the study, the launcher and the worker jobs for one :func:`run_sweep` call."""
 
     def __init__(self, spec: SweepSpec, launcher: Launcher, target: int, storage_url: str) -> None:
         self.spec, self.launcher, self.target, self.url = spec, launcher, target, storage_url
         self.study = open_study(spec, storage_url)
         self.storage = self.study._storage
-        self.base = base_data(spec)
-        self.in_flight: dict[int, tuple[int, Any]] = {}  # trial number -> (trial id, job)
+        self.workers: list[Job] = []
+        self.started = 0
         self.heartbeat = Heartbeat(self.storage, spec.heartbeat_interval)
         self.max_failures = spec.max_failures or max(target, 3)
         self._last_stale_check = 0.0
 
-    def task_for(self, trial: optuna.Trial, params: dict[str, Any]) -> TrialTask:
-        frozen = self.storage.get_trial(trial._trial_id)
-        key = run_key(frozen)
-        root = sweep_dir(self.spec).resolve() / "trials"
-        configs, run_dirs = [], []
-        for seed in self.spec.seeds:
-            name = f"{self.spec.name}-t{key:04d}-s{seed}"
-            cfg = build_run_config(self.base, params, self.spec.source, seed=seed, name=name,
-                                   output_dir=str(root), profile=self.spec.profile)  # fmt: skip
-            configs.append(cfg.to_dict())
-            run_dirs.append(str(root / name))
-        trial.set_user_attr("run_dirs", run_dirs)
-        return TrialTask(
-            storage_url=self.url, study_name=self.study.study_name, trial_id=trial._trial_id, number=trial.number,
-            run_key=key, params=params, configs=configs, run_dirs=run_dirs,
-            objectives=[o.metric for o in self.spec.objective], prune_metric=self.spec.prune_metric,
-            pruner=self.spec.pruner.name, pruner_options=dict(self.spec.pruner.options), trial_fn=self.spec.trial,
-            heartbeat_interval=self.spec.heartbeat_interval, grace_period=self.spec.effective_grace,
-            max_retry=self.spec.max_retry,
-        )  # fmt: skip
-
-    def _ask(self) -> TrialTask | None:
-        with quiet_optuna():
-            trial = self.study.ask()
-        self.heartbeat.add(trial._trial_id)
-        try:
-            return self.task_for(trial, suggest(trial, self.spec.space))
-        except Exception as err:  # noqa: BLE001 - a bad sample is a failed trial, not a dead sweep
-            trial.set_user_attr(ERROR_ATTR, f"{type(err).__name__}: {err}"[:2000])
-            self.heartbeat.discard(trial._trial_id)
-            self.study.tell(trial, state=TrialState.FAIL)
-            return None
-
-    def slots(self, counts: Counter[str]) -> int:
-        """Trials to start now: free launcher slots, bounded so that finished + active never pass the target."""
-        free = self.launcher.max_parallel - len(self.in_flight)
-        if self.launcher.queues_itself:
-            free = min(free, self.launcher.max_parallel)
-        done = counts["COMPLETE"] + counts["PRUNED"]
-        fresh = max(0, self.target - done - counts["RUNNING"] - counts["WAITING"])
-        return max(0, min(free, counts["WAITING"] + fresh))
-
-    def fill(self, counts: Counter[str]) -> None:
-        tasks = [t for t in (self._ask() for _ in range(self.slots(counts))) if t is not None]
-        if not tasks:
+    def start_workers(self, counts: Counter[str]) -> None:
+        """Start workers (one array) up to ``max_parallel`` alive and the trials nobody runs yet."""
+        left = self.target - counts["COMPLETE"] - counts["PRUNED"] - counts["RUNNING"]
+        n = min(self.launcher.max_parallel - len(self.workers), left)
+        if n <= 0:
             return
-        jobs = self.launcher.submit_many(run_trial, [(t,) for t in tasks])
-        for task, job in zip(tasks, jobs, strict=True):
-            try:
-                self.storage.set_trial_system_attr(task.trial_id, JOB_ATTR, job.job_id)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # an in-process job has already finished
-            self.in_flight[task.number] = (task.trial_id, job)
-            log.info("trial %d started (job %s): %s", task.number, job.job_id, json.dumps(task.params))
+        dump = self.spec.model_dump(mode="json")
+        tasks = [(WorkerTask(dump, self.url, self.target, self.started + i, self.max_failures),) for i in range(n)]
+        self.started += n
+        jobs = self.launcher.submit_many(run_worker, tasks)
+        self.workers += jobs
+        log.info("started %d worker(s): %s", n, ", ".join(job.job_id for job in jobs))
 
     def collect(self, timeout: float) -> None:
-        jobs = {id(job): number for number, (_, job) in self.in_flight.items()}
-        for job in self.launcher.wait([job for _, job in self.in_flight.values()], timeout):
-            number = jobs[id(job)]
-            trial_id, _ = self.in_flight.pop(number)
-            self.heartbeat.discard(trial_id)
+        for job in self.launcher.wait(self.workers, timeout):
+            self.workers.remove(job)
             try:
-                outcome = job.result()
-                log.info("trial %d %s %s", number, outcome.get("state"), outcome.get("values", outcome.get("error", "")))
-            except JobFailed as err:
-                self._lost(trial_id, number, str(err))
+                log.info("worker %s ended: %s", job.job_id, json.dumps(job.result()))
+            except JobFailed as err:  # its trials go stale and are retried
+                log.warning("worker %s was lost: %s", job.job_id, str(err).splitlines()[0])
 
-    def _lost(self, trial_id: int, number: int, error: str) -> None:
-        """The job died without telling the study (killed, out of memory): fail it and retry its params."""
-        frozen = self.storage.get_trial(trial_id)
-        if frozen.state != TrialState.RUNNING:
-            return
-        log.warning("trial %d lost its job: %s", number, error.splitlines()[0] if error else "")
-        self.storage.set_trial_user_attr(trial_id, ERROR_ATTR, f"job lost: {error}"[:2000])
-        if self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-            callback = getattr(self.storage, "get_heartbeat_stale_trial_callback", lambda: None)()
-            if callback is None:
-                from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-                with quiet_optuna():
-                    callback = RetryHeartbeatStaleTrialCallback(max_retry=self.spec.max_retry)
-            callback(self.study, self.storage.get_trial(trial_id))
+    def keep_alive(self) -> None:
+        """Beat for the RUNNING trials of worker jobs that are still alive (a requeued job resumes them)."""
+        alive = {job.job_id for job in self.workers}
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        self.heartbeat.replace({t._trial_id for t in running if t.system_attrs.get(JOB_ATTR) in alive})
 
     def check_stale(self) -> None:
         now = time.monotonic()
@@ -211,47 +159,44 @@ class SweepDriver:
                         self.spec.effective_grace)  # fmt: skip
 
     def failures(self) -> int:
-        return sum(1 for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                   if ERROR_ATTR in t.user_attrs and not t.user_attrs[ERROR_ATTR].startswith("job lost"))  # fmt: skip
+        return sum(1 for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if ERROR_ATTR in t.user_attrs)
+
+    def stop_workers(self) -> None:
+        for job in self.workers:
+            job.cancel()
+        self.workers.clear()
 
     def run(self, poll: float) -> Counter[str]:
         with self.heartbeat:
-            while True:
-                self.check_stale()
-                counts = count_states(self.study)
-                if counts["COMPLETE"] + counts["PRUNED"] >= self.target and not self.in_flight:
-                    return counts
-                if self.failures() >= self.max_failures:
-                    raise SweepError(f"{self.failures()} trials failed (max_failures={self.max_failures}); "
-                                     f"see `softclip sweep {self.spec.source} --status`")  # fmt: skip
-                self.fill(counts)
-                if self.in_flight:
-                    self.collect(poll)
-                else:
-                    time.sleep(poll)  # waiting on trials run by others (e.g. a previous driver's jobs)
+            try:
+                while True:
+                    self.check_stale()
+                    counts = count_states(self.study)
+                    if counts["COMPLETE"] + counts["PRUNED"] >= self.target:
+                        return counts  # workers still alive have nothing left to run
+                    if self.failures() >= self.max_failures:
+                        raise SweepError(f"{self.failures()} trials failed (max_failures={self.max_failures}); "
+                                         f"see `softclip sweep {self.spec.source} --status`")  # fmt: skip
+                    self.start_workers(counts)
+                    self.keep_alive()
+                    if self.workers:
+                        self.collect(poll)
+                    else:
+                        time.sleep(poll)  # trials still RUNNING for lost workers: wait until they go stale
+            finally:
+                self.stop_workers()
 
 
 def make_sweep_launcher(spec: SweepSpec, name: str | None, workers: int | None, cfg_launcher: Any) -> Launcher:
     """The launcher from CLI flags > the sweep file's ``launcher`` > the base config's ``launcher``."""
-    pick = lambda *values: next((v for v in values if v is not None), None)  # noqa: E731
-    ls = spec.launcher
-    chosen = pick(name, ls.name, cfg_launcher.name)
-    cluster_path = pick(ls.cluster, cfg_launcher.cluster)
-    cluster = load_cluster(cluster_path) if uses_cluster(chosen) else None
+    chosen = launcher_for(cfg_launcher, spec.launcher.model_dump(), {"name": name, "workers": workers},
+                          folder=sweep_dir(spec) / "jobs", job_name=spec.name)  # fmt: skip
+    cluster = chosen.cluster
     if cluster is not None and cluster.nodes * cluster.tasks_per_node > 1 and spec.pruner.name != "none":
         # a pruned rank 0 would leave the other ranks waiting at the trainer's evaluation barrier
         raise ConfigError(f"{spec.source}: pruner.name={spec.pruner.name!r} needs single-task jobs; the cluster "
                           f"runs {cluster.nodes}x{cluster.tasks_per_node} tasks per job (use pruner.name: none)")
-    folder = Path(cluster.folder) / spec.name if cluster is not None else sweep_dir(spec) / "jobs"
-    return make_launcher(
-        chosen,
-        workers=pick(workers, ls.workers, cfg_launcher.workers),
-        cpus_per_job=pick(ls.cpus_per_job, cfg_launcher.cpus_per_job),
-        cpu_budget=pick(ls.cpu_budget, getattr(cfg_launcher, "cpu_budget", None)),
-        cluster=cluster,
-        folder=folder,
-        job_name=spec.name,
-    )
+    return chosen
 
 
 def run_sweep(

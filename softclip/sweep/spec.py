@@ -8,7 +8,6 @@ naming the file and the key.
 
 from __future__ import annotations
 
-import difflib
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,10 +22,12 @@ from softclip.config import (
     check_key,
     deep_merge,
     expand_env,
+    format_validation_error,
     load_raw,
     read_yaml,
     set_dotted,
 )
+from softclip.schema import LauncherOverrides
 
 PosInt = Annotated[int, Field(ge=1)]
 
@@ -96,16 +97,6 @@ class PrunerSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the optuna pruner")
 
 
-class LauncherSpec(_Strict):
-    """Overrides of the run config's ``launcher`` section for this sweep (CLI flags override these)."""
-
-    name: str | None = None
-    cluster: str | None = None
-    workers: PosInt | None = None
-    cpus_per_job: PosInt | None = None
-    cpu_budget: PosInt | None = None
-
-
 def with_cluster(spec: Any, cluster: str | Path | None) -> Any:
     """``spec`` (a sweep or ablation spec) with ``launcher.cluster`` set to ``cluster`` (checked now: a missing
     or invalid file is a ConfigError naming it); ``None`` returns ``spec`` unchanged."""
@@ -137,7 +128,7 @@ class SweepSpec(_Strict):
     heartbeat_interval: PosInt = Field(30, description="seconds between trial heartbeats")
     grace_period: PosInt | None = Field(None, description="seconds without heartbeat before a trial is stale")
     max_retry: Annotated[int, Field(ge=0)] = Field(3, description="re-runs of a stale (lost) trial")
-    launcher: LauncherSpec = Field(default_factory=LauncherSpec)
+    launcher: LauncherOverrides = Field(default_factory=LauncherOverrides)  # type: ignore[valid-type]
     source: str = Field("<sweep>", description="the file this came from (set by the loader)")
     profile: str | None = None
 
@@ -177,9 +168,6 @@ class SweepSpec(_Strict):
     def effective_grace(self) -> int:
         return self.grace_period or 3 * self.heartbeat_interval
 
-    def base_path(self) -> Path:
-        return (Path(self.source).parent / self.base).resolve()
-
 
 # ---------------------------------------------------------------------------------------------- loading
 
@@ -194,43 +182,15 @@ def load_sweep(path: str | Path, profile: str | None = None) -> SweepSpec:
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, path)) from None
+        raise ConfigError(format_validation_error(err, data, str(path), SweepSpec)) from None
     validate_against_config(spec)
     return spec
 
 
-def _format_errors(err: ValidationError, path: Path) -> str:
-    lines = []
-    for item in err.errors():
-        loc = [str(p) for p in item["loc"] if not str(p).startswith("function-")]
-        key = ".".join(loc)
-        if item["type"] == "extra_forbidden":
-            lines.append(f"{path}: unknown key {key!r}{_hint(loc)}")
-        elif item["type"] == "missing":
-            lines.append(f"{path}: {key}: required key is missing")
-        else:
-            msg = str(item.get("ctx", {}).get("error", item["msg"]))
-            lines.append(f"{path}: {key or '<top>'}: {msg}")
-    return "\n".join(lines)
-
-
-def _hint(loc: list[str]) -> str:
-    model: type[BaseModel] = SweepSpec
-    for part in loc[:-1]:
-        field = model.model_fields.get(part)
-        ann = getattr(field, "annotation", None)
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        elif part not in model.model_fields:  # a dict key (e.g. a space entry)
-            model = ParamSpec if model is SweepSpec else model
-    names = list(model.model_fields)
-    close = difflib.get_close_matches(loc[-1], names, n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else f"; valid keys here: {', '.join(names)}"
-
-
-def base_data(spec: SweepSpec) -> dict[str, Any]:
-    """The base config with the profile (if the base config has it) and the sweep's fixed overrides applied."""
-    base = spec.base_path()
+def base_data(spec: Any) -> dict[str, Any]:
+    """The base config of a sweep or ablation spec (its ``source``, ``base``, ``overrides`` and ``profile``) with
+    the profile (if the base config has it) and the spec's fixed overrides applied."""
+    base = (Path(spec.source).parent / spec.base).resolve()
     data = load_raw(base)
     profiles = data.get("profiles") or {}
     if spec.profile is not None and spec.profile not in profiles and profiles:

@@ -257,7 +257,7 @@ def storage_for(spec: SweepSpec, url: str) -> optuna.storages.BaseStorage:
 def record_heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
     """One heartbeat: optuna's own for RDB storages, a timestamp system attribute for the journal."""
     try:
-        if isinstance(_unwrap(storage), optuna.storages.RDBStorage):
+        if isinstance(unwrap_storage(storage), optuna.storages.RDBStorage):
             storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
         else:
             storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
@@ -276,14 +276,10 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="softclip-heartbeat", daemon=True)
 
-    def add(self, trial_id: int) -> None:
+    def replace(self, trial_ids: Iterable[int]) -> None:
+        """Beat for exactly ``trial_ids`` from now on."""
         with self._lock:
-            self.trial_ids.add(trial_id)
-        record_heartbeat(self.storage, trial_id)
-
-    def discard(self, trial_id: int) -> None:
-        with self._lock:
-            self.trial_ids.discard(trial_id)
+            self.trial_ids = set(trial_ids)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -313,7 +309,7 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, max_retry: int) 
     """
     storage = study._storage
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    if not isinstance(_unwrap(storage), optuna.storages.JournalStorage):
+    if not isinstance(unwrap_storage(storage), optuna.storages.JournalStorage):
         with quiet_optuna():
             optuna.storages.fail_stale_trials(study)
         after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
@@ -322,12 +318,11 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, max_retry: int) 
         retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
     now, failed = time.time(), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        beat = trial.system_attrs.get(HEARTBEAT_ATTR)
-        if beat is None:
-            continue  # never beaten: not submitted yet
-        # a retried trial inherits its original's (old) beat: the start time counts as a beat too
-        started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
-        if now - max(float(beat), started) <= grace_period:
+        # a retried trial inherits its original's (old) beat, and a worker may die before its first beat:
+        # the start time counts as a beat too
+        beat = float(trial.system_attrs.get(HEARTBEAT_ATTR, 0.0))
+        started = trial.datetime_start.timestamp() if trial.datetime_start else now
+        if now - max(beat, started) <= grace_period:
             continue
         try:
             if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
@@ -338,7 +333,8 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, max_retry: int) 
     return failed
 
 
-def _unwrap(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+def unwrap_storage(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    """The storage behind optuna's cache wrapper (RDB storages are wrapped in ``_CachedStorage``)."""
     return getattr(storage, "_backend", storage)
 
 

@@ -1,12 +1,8 @@
-"""One trial as a job: the worker side of a sweep (runs wherever the launcher puts it).
+"""Trial functions and what a worker needs around them: the reporter, the objective values, flat results.
 
-:func:`run_trial` connects to the study's storage, keeps the trial's heartbeat, runs the trial function once
-per training seed, reports intermediate values to the pruner (``trial.report`` / ``should_prune``), and tells
-the study the outcome itself, so that results land even when the sweep driver was killed meanwhile. A trial
-function that raises is recorded as FAIL with its error in the trial's user attributes; the sweep goes on.
-
-Trial functions live in :data:`TRIALS` (``train``: the real train + eval) or are named ``module:function``.
-Signature: ``fn(cfg: Config, run_dir: Path, report: Report) -> {metric: value}``.
+Trial functions live in :data:`TRIALS` (``train``: the real train + eval; ``noop``: the plumbing only) or are
+named ``module:function``. Signature: ``fn(cfg: Config, run_dir: Path, report: Report) -> {metric: value}``;
+``report(step, metrics)`` feeds the pruner. The loop that runs them is :mod:`softclip.sweep.worker`.
 """
 
 from __future__ import annotations
@@ -14,9 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +21,6 @@ from softclip import runfiles
 from softclip.config import Config
 from softclip.launch.submitit_launch import distributed_rank
 from softclip.registry import Registry
-from softclip.sweep.study import Heartbeat, make_pruner, make_storage, quiet_optuna
 
 log = logging.getLogger("softclip.sweep")
 
@@ -40,28 +33,6 @@ TRACEBACK_ATTR = "traceback"
 
 class TrialAbandoned(RuntimeError):
     """The trial was declared stale (and re-enqueued) while this worker ran it: stop, the retry takes over."""
-
-
-@dataclass(frozen=True)
-class TrialTask:
-    """Everything a worker needs, as plain data (pickled to SLURM jobs)."""
-
-    storage_url: str
-    study_name: str
-    trial_id: int
-    number: int
-    run_key: int
-    params: dict[str, Any]
-    configs: list[dict[str, Any]]  # one resolved run config per training seed
-    run_dirs: list[str]
-    objectives: list[str]
-    prune_metric: str
-    pruner: str = "none"
-    pruner_options: dict[str, Any] = field(default_factory=dict)
-    trial_fn: str = "train"
-    heartbeat_interval: int = 30
-    grace_period: int = 90
-    max_retry: int = 3
 
 
 def resolve_trial_fn(name: str) -> TrialFn:
@@ -82,7 +53,7 @@ def flatten_results(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     return flat
 
 
-class _Reporter:
+class Reporter:
     """``report(step, metrics)`` for the first seed: intermediate value, prune check, stale check."""
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial, metric: str, active: bool, pruning: bool) -> None:
@@ -106,7 +77,7 @@ class _Reporter:
             raise optuna.TrialPruned(f"pruned at step {step} ({self.metric}={value:.4g})")
 
 
-class _SilentReporter:
+class SilentReporter:
     """Non-zero ranks: same attributes as the real reporter (so every rank builds the same evaluation hook and
     meets the trainer's barriers), reports nothing."""
 
@@ -117,7 +88,7 @@ class _SilentReporter:
         return None
 
 
-def _objective_values(per_seed: list[dict[str, float]], objectives: list[str]) -> list[float]:
+def objective_values(per_seed: list[dict[str, float]], objectives: list[str]) -> list[float]:
     values = []
     for metric in objectives:
         missing = [i for i, m in enumerate(per_seed) if metric not in m]
@@ -126,60 +97,6 @@ def _objective_values(per_seed: list[dict[str, float]], objectives: list[str]) -
             raise KeyError(f"objective metric {metric!r} not in the trial's results (got: {known})")
         values.append(sum(m[metric] for m in per_seed) / len(per_seed))
     return values
-
-
-def run_trial(task: TrialTask) -> dict[str, Any]:
-    """Run one trial (worker side); returns ``{"number", "state", "values"|"error"}`` and never raises for a
-    failure of the trial itself (it is recorded in the study)."""
-    fn = resolve_trial_fn(task.trial_fn)
-    if distributed_rank() != 0:  # other ranks of a multi-task job train; rank 0 talks to the study
-        for cfg, run_dir in zip(task.configs, task.run_dirs, strict=True):
-            fn(Config.model_validate(cfg), Path(run_dir), _SilentReporter(task.prune_metric, task.pruner != "none"))
-        return {"number": task.number, "state": "RANK"}
-    storage = make_storage(task.storage_url, task.heartbeat_interval, task.grace_period, task.max_retry, worker=True)
-    study = optuna.load_study(
-        study_name=task.study_name,
-        storage=storage,
-        sampler=optuna.samplers.RandomSampler(),
-        pruner=make_pruner(task.pruner, task.pruner_options),
-    )
-    trial = optuna.trial.Trial(study, task.trial_id)
-    if storage.get_trial(task.trial_id).state != TrialState.RUNNING:
-        return {"number": task.number, "state": "ABANDONED"}
-    with Heartbeat(storage, task.heartbeat_interval, [task.trial_id]), quiet_optuna():
-        return _execute(task, fn, study, trial)
-
-
-def _execute(task: TrialTask, fn: TrialFn, study: optuna.Study, trial: optuna.Trial) -> dict[str, Any]:
-    out: dict[str, Any] = {"number": task.number}
-    try:
-        per_seed = []
-        for i, (cfg, run_dir) in enumerate(zip(task.configs, task.run_dirs, strict=True)):
-            reporter = _Reporter(study, trial, task.prune_metric, active=i == 0, pruning=task.pruner != "none")
-            per_seed.append(fn(Config.model_validate(cfg), Path(run_dir), reporter))
-        values = _objective_values(per_seed, task.objectives)
-        trial.set_user_attr("metrics", {k: v for k, v in per_seed[0].items() if isinstance(v, float)})
-        study.tell(trial, values)
-        out.update(state="COMPLETE", values=values)
-    except optuna.TrialPruned as err:
-        try:
-            study.tell(trial, state=TrialState.PRUNED)
-            out.update(state="PRUNED", message=str(err))
-        except optuna.exceptions.UpdateFinishedTrialError:
-            out.update(state="ABANDONED", message="pruned after the study had failed the trial as stale")
-    except (TrialAbandoned, optuna.exceptions.UpdateFinishedTrialError) as err:
-        out.update(state="ABANDONED", message=str(err))
-    except Exception as err:  # noqa: BLE001 - the failure is data: recorded, and the sweep goes on
-        message = f"{type(err).__name__}: {err}"
-        log.error("trial %d failed: %s", task.number, message)
-        try:
-            trial.set_user_attr(ERROR_ATTR, message[:2000])
-            trial.set_user_attr(TRACEBACK_ATTR, traceback.format_exc()[-4000:])
-            study.tell(trial, state=TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass
-        out.update(state="FAIL", error=message)
-    return out
 
 
 # ------------------------------------------------------------------------------------------ the real trial

@@ -167,7 +167,7 @@ def test_environment_variables_expand_with_defaults(tmp_path: Path, monkeypatch:
 def test_list_prints_every_registry_and_rejects_unknown_tables(capsys):
     assert main(["list", "launchers"]) == 0
     assert capsys.readouterr().out.strip() == (
-        "launchers: inprocess, processes, slurm, slurm-pool, submitit-local, submitit-local-pool")
+        "launchers: inprocess, processes, slurm, submitit-local")
     assert main(["list"]) == 0
     heads = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
     assert heads == ["targets", "contrastives", "divergences", "pairings", "impls", "one_hot_rows", "roi_logit_scales", "aggregations",

@@ -86,14 +86,14 @@ def test_variants_changing_synth_data_get_their_own_root(tmp_path):
         check_data_roots(clash)
 
 
-def test_shared_runs_become_alias_folders_with_their_own_identity(tmp_path):
+def test_shared_runs_become_alias_folders_with_their_own_identity(tmp_path, fake_runs):
     a = load_ablation(write(tmp_path, "a", {"clip": CLIP, "soft": {}}, baseline="clip"), "smoke")
     b = load_ablation(write(tmp_path, "b", {"hard": CLIP, "ls": {"loss.target": "label_smoothing"}},
                             baseline="hard", labels={"hard": "hard (CLIP)"}), "smoke")  # fmt: skip
     unique, aliases = dedupe(plan_jobs(a) + plan_jobs(b))
     assert len(unique) == 6 and len(aliases) == 2
     with ablation_launcher(a, "inprocess") as launcher:
-        result = run_planned(launcher, unique, job_fn=fakes.ablation_job)
+        result = run_planned(launcher, unique)
     assert len(result.outcomes) == 6 and not result.failed
     for alias, canonical in aliases:
         link_alias(alias, canonical)

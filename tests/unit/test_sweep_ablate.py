@@ -53,8 +53,8 @@ def test_variant_lists_and_profiles(tmp_path):
         ({"variants": {"bad": {"loss.bta": 1}}}, r"variant bad.*unknown key 'loss.bta'; did you mean 'loss.beta'"),
         ({"variants": {"bad": {"loss.beta": 2.0}}}, r"variant bad.*loss.beta=2.0 is out of range"),
         ({"variants": {}}, r"variants: needs at least one variant"),
-        ({"seeds": [1, 1]}, r"seeds: needs at least one seed, without repeats"),
-        ({"varients": {}}, r"varients: unknown key"),
+        ({"seeds": [1, 1]}, r"seeds=\[1, 1\] needs at least one seed, without repeats"),
+        ({"varients": {}}, r"unknown key 'varients'; did you mean 'variants'"),
     ],
 )
 def test_errors_name_the_variant_and_key(tmp_path, fields, message):
@@ -78,27 +78,50 @@ def test_finished_needs_done_and_every_benchmark(tmp_path):
     assert not is_finished(run, suite)  # one benchmark missing
 
 
-def test_finished_runs_are_skipped_on_rerun(tmp_path):
+def test_finished_runs_are_skipped_on_rerun(tmp_path, fake_runs):
     spec = load_ablation(write(tmp_path, overrides={"eval.suite": str(ROOT / "eval" / "synthetic.yaml")}))
-    first = run_ablation(spec, launcher="inprocess", job_fn=fakes.ablation_job)
+    first = run_ablation(spec, launcher="inprocess")
     assert len(first.outcomes) == 4 and not first.failed and not first.skipped
     Path(first.jobs[0].run_dir, "done.json").unlink()  # one run interrupted
-    second = run_ablation(spec, launcher="inprocess", job_fn=fakes.ablation_job)
+    second = run_ablation(spec, launcher="inprocess")
     assert len(second.skipped) == 3
     assert [o.args[0].run_dir for o in second.outcomes] == [first.jobs[0].run_dir]
 
 
-def test_ablation_runs_through_the_worker_pool(tmp_path):
-    """AblationJob dataclasses cross the pool's JSON queue; two warm workers run the four jobs."""
-    cluster = tmp_path / "cluster.yaml"
-    cluster.write_text(yaml.safe_dump({"executor": "local", "folder": str(tmp_path / "submitit"), "pool_idle_s": 20}))
-    spec = load_ablation(write(tmp_path, overrides={"eval.suite": str(ROOT / "eval" / "synthetic.yaml")},
-                               launcher={"cluster": str(cluster)}))  # fmt: skip
-    result = run_ablation(spec, launcher="submitit-local-pool", workers=2, job_fn=fakes.ablation_job)
-    assert not result.failed and len(result.outcomes) == 4
-    assert sorted((o.value["variant"], o.value["seed"]) for o in result.outcomes) == [
-        ("clip", 0), ("clip", 1), ("soft", 0), ("soft", 1)]  # fmt: skip
-    results = [json.loads(p.read_text()) for p in tmp_path.glob("submitit/abl/pool-*/results/*.json")]
-    assert len(results) == 4 and all(r["worker"] for r in results)  # each job ran once, by a named worker
-    assert len({r["worker"] for r in results}) <= 2  # no more warm workers than asked for
-    assert all(is_finished(j.run_dir, j.suite, j.config) for j in result.jobs)
+class _Cluster:
+    """Stands in for a submitit launcher in :func:`chunks` (``uses_cluster``, ``max_parallel``)."""
+
+    uses_cluster = True
+
+    def __init__(self, max_parallel: int) -> None:
+        self.max_parallel = max_parallel
+
+
+def test_submitit_launchers_get_one_chunk_of_runs_per_array_task(tmp_path):
+    from softclip.ablate import chunks
+
+    jobs = plan_jobs(load_ablation(write(tmp_path, seeds=[0, 1, 2])))  # 2 variants x 3 seeds
+    parts = chunks(jobs, _Cluster(4))
+    assert len(parts) == 4 and sorted(len(p) for p in parts) == [1, 1, 2, 2]
+    assert sorted(j.run_dir for p in parts for j in p) == sorted(j.run_dir for j in jobs)  # each run once
+    assert [len(p) for p in chunks(jobs[:2], _Cluster(4))] == [1, 1]
+    local = type("Local", (), {"uses_cluster": False, "max_parallel": 2})()
+    assert [len(p) for p in chunks(jobs, local)] == [1] * 6  # local launchers: one run per job, warm workers
+
+
+def test_a_failed_run_fails_alone_and_the_chunk_goes_on(tmp_path, fake_runs, monkeypatch):
+    import softclip.ablate
+
+    def flaky(job):
+        if job.variant == "clip" and job.seed == 0:
+            raise RuntimeError("out of memory")
+        return fakes.ablation_job(job)
+
+    monkeypatch.setattr(softclip.ablate, "run_ablation_job", flaky)
+    spec = load_ablation(write(tmp_path, overrides={"eval.suite": str(ROOT / "eval" / "synthetic.yaml")}))
+    jobs = plan_jobs(spec)
+    results = softclip.ablate.run_chunk(jobs)
+    assert [("error" in r) for r in results] == [True, False, False, False]
+    assert "RuntimeError: out of memory" in results[0]["error"]
+    again = softclip.ablate.run_chunk(jobs)  # a requeued task: the finished runs are skipped, not redone
+    assert [r.get("value", {}).get("skipped") for r in again] == [None, True, True, True]

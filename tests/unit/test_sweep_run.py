@@ -14,7 +14,7 @@ import sqlalchemy
 import yaml
 
 from softclip.sweep import load_sweep, open_study, run_sweep, sweep_status
-from softclip.sweep.study import _unwrap, record_heartbeat, run_key
+from softclip.sweep.study import record_heartbeat, run_key, unwrap_storage
 from tests.unit.launch import fakes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def make_spec(tmp_path: Path, **fields):
 
 def backdate_heartbeats(storage, hours: float) -> None:
     """Move every recorded heartbeat of an RDB storage into the past (a lost worker, without waiting for it)."""
-    with _unwrap(storage).engine.begin() as conn:
+    with unwrap_storage(storage).engine.begin() as conn:
         conn.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = :t"),
                      {"t": datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(hours=hours)})  # fmt: skip
 

@@ -9,16 +9,11 @@ import pytest
 import yaml
 
 from softclip.config import ConfigError
-from softclip.sweep import (
-    SAMPLERS,
-    grid_space,
-    load_sweep,
-    make_sampler,
-    ordered_params,
-    suggest,
-    target_trials,
-)
+from softclip.sweep import SAMPLERS, load_sweep
+from softclip.sweep.driver import target_trials
+from softclip.sweep.space import grid_space, ordered_params, suggest
 from softclip.sweep.spec import ParamSpec
+from softclip.sweep.study import make_sampler
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = str(ROOT / "ablations" / "base.yaml")
@@ -49,7 +44,7 @@ def test_beta_tau_is_the_4x4_grid():
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"sampler": {"nmae": "tpe"}}, r"unknown key 'sampler.nmae'; did you mean 'name'"),
+        ({"sampler": {"nmae": "tpe"}}, r"unknown key 'sampler.nmae'; did you mean 'sampler.name'"),
         ({"objectiv": {"metric": "x"}}, r"unknown key 'objectiv'"),
         ({"space": {"loss.beta": {"type": "float", "low": 0.1}}}, r"space.loss.beta: .*needs both 'low' and 'high'"),
         ({"space": {"loss.tau": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}}, r"log scale needs low > 0"),
@@ -174,12 +169,12 @@ def test_cluster_flag_replaces_the_files_cluster(tmp_path, capsys):
     from softclip.sweep.spec import with_cluster
 
     cluster = tmp_path / "c.yaml"
-    cluster.write_text(f"executor: local\nfolder: {tmp_path / 'submitit'}\npool_idle_s: 5\n")
+    cluster.write_text(f"executor: local\nfolder: {tmp_path / 'submitit'}\ntimeout_min: 7\n")
     spec = load_sweep(write(tmp_path, launcher={"cluster": "clusters/example.yaml"}))
     chosen = with_cluster(spec, cluster)
     assert chosen.launcher.cluster == str(cluster) and spec.launcher.cluster == "clusters/example.yaml"
-    with make_sweep_launcher(chosen, "submitit-local-pool", None, LauncherConfig()) as launcher:
-        assert launcher.cluster.pool_idle_s == 5 and launcher.folder == tmp_path / "submitit" / chosen.name
+    with make_sweep_launcher(chosen, "submitit-local", None, LauncherConfig()) as launcher:
+        assert launcher.cluster.timeout_min == 7 and launcher.folder == tmp_path / "submitit" / chosen.name
     with pytest.raises(ConfigError, match="nope.yaml"):
         with_cluster(spec, tmp_path / "nope.yaml")
     assert main(["sweep", str(write(tmp_path)), "--cluster", str(tmp_path / "nope.yaml")]) == 2

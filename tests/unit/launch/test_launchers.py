@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_registry_lists_the_launchers():
     assert list_launchers() == [
-        "inprocess", "processes", "slurm", "slurm-pool", "submitit-local", "submitit-local-pool"]  # fmt: skip
+        "inprocess", "processes", "slurm", "submitit-local"]  # fmt: skip
 
 
 def test_unknown_launcher_names_the_closest():
@@ -120,6 +120,15 @@ def test_resumable_call_checkpoint_resubmits_the_same_call():
     delayed = call.checkpoint(5)
     assert isinstance(delayed, submitit.helpers.DelayedSubmission)
     assert delayed.function is call and delayed.args == (5,)
+
+
+def test_resumable_call_checkpoint_saves_the_running_trainer_first(monkeypatch):
+    import softclip.train
+
+    saved = []
+    monkeypatch.setattr(softclip.train, "save_now", lambda: saved.append(True))
+    ResumableCall(fakes.square).checkpoint(3)
+    assert saved == [True]
 
 
 def test_submitit_local_runs_a_job(tmp_path):

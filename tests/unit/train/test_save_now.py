@@ -1,5 +1,5 @@
-"""Preemption: save_now() in the middle of a step saves the last step boundary, and resuming from it is exact;
-TrainJob.checkpoint() returns a resubmission for submitit."""
+"""Preemption: save_now() in the middle of a step saves the last step boundary, and resuming from it is exact
+(submitit's checkpoint handler, ResumableCall.checkpoint, calls it; tests/unit/launch/test_launchers.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from softclip import checkpoint as ckpt
 from softclip.objective import SoftCLIPObjective
-from softclip.train import TrainJob, save_now, train
+from softclip.train import save_now, train
 from softclip.train.metrics import TIMING_KEYS, read_metrics
 
 from .conftest import smoke_config
@@ -55,14 +55,3 @@ def test_save_now_mid_step_resumes_exactly(
         ]
 
     assert untimed(tmp_path / "run") == untimed(straight)
-
-
-def test_train_job_checkpoint_resubmits_itself(smoke_data: Path, tmp_path: Path) -> None:
-    cfg = smoke_config(smoke_data)
-    job = TrainJob(cfg, tmp_path / "run")
-    again = job.checkpoint()
-    from submitit.helpers import DelayedSubmission
-
-    assert isinstance(again, DelayedSubmission)
-    assert isinstance(again.function, TrainJob)
-    assert again.function.config == cfg.to_dict() and again.function.run_dir == str(tmp_path / "run")
