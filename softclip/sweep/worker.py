@@ -245,9 +245,11 @@ class Worker:
         """Ranks > 0 of a multi-task job: train every trial rank 0 of this job starts, until it stops."""
         seen: set[int] = set()
         pruning = self.spec.pruner.name != "none"
-        while LEFT_ATTR + self.id not in self.storage.get_study_system_attrs(self.study._study_id):
+        while True:
             mine = [t for t in self._own_running() if t._trial_id not in seen]
             if not mine:
+                if LEFT_ATTR + self.id in self.storage.get_study_system_attrs(self.study._study_id):
+                    break
                 time.sleep(poll)
                 continue
             frozen = mine[0]

@@ -184,3 +184,45 @@ def test_cli_ablate_config_error_exits_2(tmp_path, capsys):
                                    "variants": {"v": {"loss.bta": 1}}}))  # fmt: skip
     assert main(["ablate", str(bad), "--seeds", "0,1"]) == 2
     assert "unknown key 'loss.bta'" in capsys.readouterr().err
+
+
+def _worker(spec, target: int):
+    """A worker on the spec's study, as a launcher would start it (the driver creates the study first)."""
+    from softclip.sweep import sweep_dir
+    from softclip.sweep.study import resolve_storage_url
+    from softclip.sweep.worker import Worker, WorkerTask
+
+    open_study(spec)
+    return Worker(WorkerTask(spec.model_dump(mode="json"), resolve_storage_url(spec.storage, sweep_dir(spec)), target))
+
+
+def test_a_trial_started_when_the_target_is_covered_is_failed_as_surplus(tmp_path):
+    from softclip.sweep.worker import SURPLUS_ATTR, TrialAbandoned
+
+    spec = make_spec(tmp_path, n_trials=1)
+    run_sweep(spec, launcher="inprocess", poll=0.01)
+    worker = _worker(spec, target=1)
+    assert worker.covered()
+    assert worker.run()["trials"] == 0  # a late worker starts nothing
+    # two workers asked at once, past the pre-check: the later trial gives way at its start
+    worker.study.optimize(worker.objective, n_trials=3, catch=(TrialAbandoned,))
+    trials = worker.study.trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"]  # and the worker stopped
+    assert "cover the target" in trials[1].user_attrs[SURPLUS_ATTR] and not trials[1].intermediate_values
+    assert run_sweep(spec, launcher="inprocess", poll=0.01).counts == {"COMPLETE": 1, "SURPLUS": 1}
+
+
+def test_other_ranks_of_a_multi_task_job_train_the_trials_rank_0_starts(tmp_path, monkeypatch):
+    from softclip.sweep.worker import JOB_ATTR, LEFT_ATTR
+
+    spec = make_spec(tmp_path, n_trials=2)
+    worker = _worker(spec, target=2)
+    trial = worker.study.ask({"loss.beta": optuna.distributions.FloatDistribution(0.0, 0.9),
+                              "loss.tau": optuna.distributions.FloatDistribution(0.02, 0.3, log=True)})  # fmt: skip
+    worker.storage.set_trial_system_attr(trial._trial_id, JOB_ATTR, worker.id)  # rank 0 started it
+    calls = []
+    monkeypatch.setattr(worker, "fn", lambda cfg, run_dir, report: calls.append((cfg.loss.beta, run_dir.name)))
+    worker.storage.set_study_system_attr(worker.study._study_id, LEFT_ATTR + worker.id, True)  # and then left
+    monkeypatch.setenv("RANK", "1")
+    assert worker.run() == {"worker": worker.id, "trials": 1, "rank": 1}
+    assert calls == [(trial.params["loss.beta"], f"fake-t{trial.number:04d}-s0")]
