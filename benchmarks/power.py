@@ -50,6 +50,10 @@ CANDIDATES: dict[str, dict[str, str]] = {
                  "optim.lr": "5.0e-4", "optim.warmup_steps": "30"},
     "rn32-900": {"model.name": "tiny-rn-32", "train.steps": "900", "data.batch_size": "64",
                  "optim.lr": "5.0e-4", "optim.warmup_steps": "45"},
+    "rn32-300-lr1e3": {"model.name": "tiny-rn-32", "train.steps": "300", "data.batch_size": "64",
+                       "optim.lr": "1.0e-3", "optim.warmup_steps": "15"},
+    "rn32-200-lr2e3": {"model.name": "tiny-rn-32", "train.steps": "200", "data.batch_size": "64",
+                       "optim.lr": "2.0e-3", "optim.warmup_steps": "10"},
 }
 #: The quick data design with evaluation sets large enough that test-set sampling is not the noise floor.
 EVAL_SETS = {"data.synth.n_zeroshot_per_class": "100", "data.synth.n_retrieval_images": "1000"}

@@ -106,19 +106,10 @@ class LossConfig(_Section):
         return data
 
     @model_validator(mode="after")
-    def _sigmoid_has_no_re_term(self) -> LossConfig:
-        from softclip.objective.scoring import CROSS_MODAL_TARGETS
+    def _keys_that_constrain_each_other(self) -> LossConfig:
+        from softclip.objective.scoring import check_combination
 
-        if self.contrastive == "sigmoid" and self.re_weight > 0:
-            raise ValueError(
-                f"loss.re_weight={self.re_weight} with loss.contrastive=sigmoid: the disentangled-negatives term "
-                "renormalises a softmax, which the sigmoid loss has not; set loss.re_weight=0"
-            )
-        if self.target in CROSS_MODAL_TARGETS and self.pairing != "same":
-            raise ValueError(
-                f"loss.pairing={self.pairing} with loss.target={self.target}: this target is built per direction "
-                "from the other modality, so it takes loss.pairing=same"
-            )
+        check_combination(self.contrastive, self.re_weight, self.target, self.pairing)
         return self
 
     @field_validator("target")

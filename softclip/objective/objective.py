@@ -43,7 +43,7 @@ from softclip.objective.losses import Workspace, roi_info_nce_sums
 from softclip.objective.momentum import teacher_logits
 from softclip.objective.oracle import relevance
 from softclip.objective.reference import ONE_HOT_RULES, DirectionSpec
-from softclip.objective.scoring import CONTRASTIVES, CROSS_MODAL_TARGETS, ROI_SCALES
+from softclip.objective.scoring import CONTRASTIVES, ROI_SCALES, check_combination
 from softclip.objective.targets import (
     PAIRINGS,
     TARGETS,
@@ -128,16 +128,7 @@ class SoftCLIPObjective(nn.Module):
         TARGETS.get(target), PAIRINGS.get(pairing)  # unknown names fail here, naming the choices
         self.terms_fn = CONTRASTIVES.get(contrastive)(impl)
         self.roi_scale_fn = ROI_SCALES.get(roi_logit_scale)
-        if contrastive == "sigmoid" and re_weight > 0:
-            raise ValueError(
-                f"loss.re_weight={re_weight} with loss.contrastive=sigmoid: the disentangled-negatives term "
-                "renormalises a softmax, which the sigmoid loss has not; set loss.re_weight=0"
-            )
-        if target in CROSS_MODAL_TARGETS and pairing != "same":
-            raise ValueError(
-                f"loss.pairing={pairing} with loss.target={target}: this target is built per direction from the "
-                "other modality (its i2t rows are the images'), so it takes loss.pairing=same"
-            )
+        check_combination(contrastive, re_weight, target, pairing)
         if one_hot_rows not in ONE_HOT_RULES:
             raise ValueError(f"loss.one_hot_rows={one_hot_rows!r} is not one of: {', '.join(ONE_HOT_RULES)}")
         if not 0.0 < reverse_floor < 1.0:

@@ -36,6 +36,20 @@ def _sigmoid_terms(impl: str) -> Callable:
 # directions cannot swap or share sides
 CROSS_MODAL_TARGETS = ("oracle", "momentum")
 
+
+def check_combination(contrastive: str, re_weight: float, target: str, pairing: str) -> None:
+    """The loss keys that constrain each other (the schema and the objective both call this); ValueError."""
+    if contrastive == "sigmoid" and re_weight > 0:
+        raise ValueError(
+            f"loss.re_weight={re_weight} with loss.contrastive=sigmoid: the disentangled-negatives term "
+            "renormalises a softmax, which the sigmoid loss has not; set loss.re_weight=0"
+        )
+    if target in CROSS_MODAL_TARGETS and pairing != "same":
+        raise ValueError(
+            f"loss.pairing={pairing} with loss.target={target}: this target is built per direction from the "
+            "other modality (its i2t rows are the images'), so it takes loss.pairing=same"
+        )
+
 # loss.roi_logit_scale: the multiplier of the ROI<->tag InfoNCE, from CLIP's s
 ROI_SCALES: Registry = Registry("loss.roi_logit_scale")
 
