@@ -3,8 +3,8 @@ detector), written in the real datasets' formats. Entry point: ``generate(out_di
 
 from softclip.data.synth.card import VERSION
 from softclip.data.synth.generate import cached_card, generate
-from softclip.data.synth.spec import COLOURS, PRESETS, SHAPES, SIZES, DetectorConfig, SynthConfig
+from softclip.data.synth.spec import COLOURS, SHAPES, SIZES, SYNTH_PRESETS, DetectorConfig, SynthConfig
 
 __all__ = [
-    "COLOURS", "PRESETS", "SHAPES", "SIZES", "VERSION", "DetectorConfig", "SynthConfig", "cached_card", "generate",
+    "COLOURS", "SHAPES", "SIZES", "SYNTH_PRESETS", "VERSION", "DetectorConfig", "SynthConfig", "cached_card", "generate",
 ]

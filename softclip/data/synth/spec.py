@@ -110,7 +110,7 @@ class SynthConfig(BaseModel):
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> SynthConfig:
         """Build a profile (``smoke``, ``quick``, ``long``, ``paper``) with optional overrides (``detector`` merges key-wise)."""
-        fields = dict(PRESETS.get(name))
+        fields = dict(SYNTH_PRESETS.get(name))
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(fields.get(key), dict):
                 value = {**fields[key], **value}
@@ -118,15 +118,15 @@ class SynthConfig(BaseModel):
         return cls.model_validate(fields)
 
 
-PRESETS: Registry[dict[str, Any]] = Registry("data.synth.profile")
+SYNTH_PRESETS: Registry[dict[str, Any]] = Registry("data.synth.profile")
 QUICK = dict(
     n_train=8000, image_size=32, n_shapes=4, n_colours=4, samples_per_shard=1000, n_zeroshot_per_class=20,
     n_retrieval_images=400, n_landmarks=20, n_instance_distractors=200, n_copydays_originals=30,
     n_copydays_distractors=200, n_whitening=200, detector=dict(roi_dim=64),
 )
-PRESETS.register("long")({})  # the defaults: 64 px, 32k pairs (ablations/base.yaml profile long)
-PRESETS.register("quick")(QUICK)  # 32 px, 16 object types: one run is ~1 min on a CPU core
-PRESETS.register("smoke")(
+SYNTH_PRESETS.register("long")({})  # the defaults: 64 px, 32k pairs (ablations/base.yaml profile long)
+SYNTH_PRESETS.register("quick")(QUICK)  # 32 px, 16 object types: one run is ~1 min on a CPU core
+SYNTH_PRESETS.register("smoke")(
     dict(
         n_train=512, image_size=32, n_shapes=4, n_colours=4, samples_per_shard=128,
         n_zeroshot_per_class=4, n_retrieval_images=40, n_landmarks=4, n_easy_views=2, n_hard_views=1,
@@ -135,7 +135,7 @@ PRESETS.register("smoke")(
         n_whitening=16, detector=dict(roi_dim=32),
     )
 )
-PRESETS.register("paper")(
+SYNTH_PRESETS.register("paper")(
     dict(
         n_train=200_000, image_size=96, n_shapes=8, n_colours=8, samples_per_shard=5000,
         n_zeroshot_per_class=50, n_retrieval_images=5000, n_landmarks=70, n_easy_views=4, n_hard_views=4,
