@@ -120,12 +120,12 @@ class SynthConfig(BaseModel):
 
 SYNTH_PRESETS: Registry[dict[str, Any]] = Registry("data.synth.profile")
 QUICK = dict(
-    n_train=8000, image_size=32, n_shapes=4, n_colours=4, samples_per_shard=1000, n_zeroshot_per_class=20,
-    n_retrieval_images=400, n_landmarks=20, n_instance_distractors=200, n_copydays_originals=30,
+    n_train=8000, image_size=32, n_shapes=4, n_colours=4, samples_per_shard=1000, n_zeroshot_per_class=100,
+    n_retrieval_images=1000, n_landmarks=20, n_instance_distractors=200, n_copydays_originals=30,
     n_copydays_distractors=200, n_whitening=200, detector=dict(roi_dim=64),
 )
 SYNTH_PRESETS.register("long")({})  # the defaults: 64 px, 32k pairs (ablations/base.yaml profile long)
-SYNTH_PRESETS.register("quick")(QUICK)  # 32 px, 16 object types: one run is ~1 min on a CPU core
+SYNTH_PRESETS.register("quick")(QUICK)  # 32 px, 16 object types: one run is ~2 min on a CPU core
 SYNTH_PRESETS.register("smoke")(
     dict(
         n_train=512, image_size=32, n_shapes=4, n_colours=4, samples_per_shard=128,
