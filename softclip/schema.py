@@ -188,8 +188,8 @@ class TrainConfig(_Section):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool | Literal["auto"] = Field(
-        False, description="torch.compile the two towers: true, false, or auto (when the run is long enough to "
-        "repay the warm-up; softclip/train/compiling.py)"
+        False, description="torch.compile the two towers: true, false, or auto (on CUDA once the run is long "
+        "enough to repay the warm-up; CPU runs stay eager: softclip/train/compiling.py)"
     )
     log_every: PosInt = 10
     ckpt_every: PosInt = 200

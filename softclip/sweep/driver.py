@@ -29,7 +29,7 @@ from softclip.config import ConfigError
 from softclip.errors import SoftclipError
 from softclip.launch import Job, JobFailed, Launcher, launcher_for
 from softclip.sweep.space import grid_size
-from softclip.sweep.spec import SweepSpec, base_data, build_run_config
+from softclip.sweep.spec import SweepSpec, base_data, build_run_config, sweep_dir
 from softclip.sweep.study import (
     Heartbeat,
     fail_stale_trials,
@@ -59,12 +59,6 @@ class SweepResult:
     sweep_dir: Path
     counts: dict[str, int]
     best: list[dict[str, Any]] = field(default_factory=list)
-
-
-def sweep_dir(spec: SweepSpec) -> Path:
-    """``<output_dir>/<profile>/<name>`` (``<output_dir>/<name>`` without a profile): one study per profile."""
-    parts = [spec.profile] if spec.profile else []
-    return Path(spec.output_dir, *parts, spec.name)
 
 
 def target_trials(spec: SweepSpec, n_trials: int | None = None) -> int:
@@ -128,7 +122,8 @@ class SweepDriver:
         n = min(self.launcher.max_parallel - len(self.workers), left)
         if n <= 0:
             return
-        dump = self.spec.model_dump(mode="json")
+        dump = self.spec.model_dump(mode="json")  # workers may start elsewhere: paths made absolute here
+        dump.update(source=str(Path(self.spec.source).resolve()), output_dir=str(Path(self.spec.output_dir).resolve()))
         tasks = [(WorkerTask(dump, self.url, self.target, self.started + i, self.max_failures),) for i in range(n)]
         self.started += n
         jobs = self.launcher.submit_many(run_worker, tasks)

@@ -187,6 +187,12 @@ def load_sweep(path: str | Path, profile: str | None = None) -> SweepSpec:
     return spec
 
 
+def sweep_dir(spec: SweepSpec) -> Path:
+    """``<output_dir>/<profile>/<name>`` (``<output_dir>/<name>`` without a profile): one study per profile."""
+    parts = [spec.profile] if spec.profile else []
+    return Path(spec.output_dir, *parts, spec.name)
+
+
 def base_data(spec: Any) -> dict[str, Any]:
     """The base config of a sweep or ablation spec (its ``source``, ``base``, ``overrides`` and ``profile``) with
     the profile (if the base config has it) and the spec's fixed overrides applied."""

@@ -35,7 +35,7 @@ from optuna.trial import TrialState
 from softclip.config import Config
 from softclip.launch import distributed_rank
 from softclip.sweep.space import suggest
-from softclip.sweep.spec import SweepSpec, base_data, build_run_config
+from softclip.sweep.spec import SweepSpec, base_data, build_run_config, sweep_dir
 from softclip.sweep.study import (
     Heartbeat,
     make_pruner,
@@ -95,7 +95,7 @@ def worker_id() -> str:
 
 def trial_runs(spec: SweepSpec, base: dict[str, Any], params: dict[str, Any], key: int) -> tuple[list[Config], list[str]]:
     """The run config and run folder of each training seed of the trial whose folders are keyed ``key``."""
-    root = Path(spec.output_dir, *([spec.profile] if spec.profile else []), spec.name).resolve() / "trials"
+    root = sweep_dir(spec).resolve() / "trials"
     configs, run_dirs = [], []
     for seed in spec.seeds:
         name = f"{spec.name}-t{key:04d}-s{seed}"

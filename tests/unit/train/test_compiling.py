@@ -13,8 +13,8 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
 def test_auto_compiles_only_runs_long_enough_to_repay_the_warm_up():
-    assert not should_compile("auto", AUTO_MIN_STEPS["cpu"] - 1, CPU)
-    assert should_compile("auto", AUTO_MIN_STEPS["cpu"], CPU)
+    assert not should_compile("auto", 10**6, CPU)  # measured no reliable win on CPU: eager
+    assert not should_compile("auto", AUTO_MIN_STEPS["cuda"] - 1, CUDA)
     assert should_compile("auto", AUTO_MIN_STEPS["cuda"], CUDA)
     assert should_compile(True, 1, CPU) and not should_compile(False, 10**6, CUDA)
     assert TrainConfig(compile="auto").compile == "auto" and TrainConfig().compile is False
