@@ -156,6 +156,13 @@ def make_launcher(name: str, **kwargs: Any) -> Launcher:
     return LAUNCHERS.get(name)(**kwargs)
 
 
+def layered(config: Any, *layers: dict[str, Any]) -> Any:
+    """``config`` (a ``launcher:`` section) with each layer's not-None values applied in turn."""
+    for layer in layers:
+        config = config.model_copy(update={k: v for k, v in layer.items() if v is not None})
+    return config
+
+
 def launcher_for(config: Any, *layers: dict[str, Any], folder: str | Path, job_name: str) -> Launcher:
     """The launcher a ``launcher:`` config section describes (``schema.LauncherConfig``), each of ``layers`` (a
     sweep's or ablation's own section, then the CLI flags) overriding it in turn with its not-None values.
@@ -165,8 +172,7 @@ def launcher_for(config: Any, *layers: dict[str, Any], folder: str | Path, job_n
     """
     from softclip.launch.cluster import load_cluster
 
-    for layer in layers:
-        config = config.model_copy(update={k: v for k, v in layer.items() if v is not None})
+    config = layered(config, *layers)
     cluster = load_cluster(config.cluster) if uses_cluster(config.name) else None
     return make_launcher(
         config.name, workers=config.workers, cpus_per_job=config.cpus_per_job, cpu_budget=config.cpu_budget,

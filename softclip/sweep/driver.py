@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from softclip.atomic import write_text
 from softclip.config import ConfigError
 from softclip.errors import SoftclipError
-from softclip.launch import Job, JobFailed, Launcher, launcher_for
+from softclip.launch import Job, JobFailed, Launcher, launcher_for, layered, load_cluster, uses_cluster
 from softclip.sweep.space import grid_size
 from softclip.sweep.spec import SweepSpec, base_data, build_run_config, sweep_dir
 from softclip.sweep.study import (
@@ -184,14 +184,13 @@ class SweepDriver:
 
 def make_sweep_launcher(spec: SweepSpec, name: str | None, workers: int | None, cfg_launcher: Any) -> Launcher:
     """The launcher from CLI flags > the sweep file's ``launcher`` > the base config's ``launcher``."""
-    chosen = launcher_for(cfg_launcher, spec.launcher.model_dump(), {"name": name, "workers": workers},
-                          folder=sweep_dir(spec) / "jobs", job_name=spec.name)  # fmt: skip
-    cluster = chosen.cluster
+    config = layered(cfg_launcher, spec.launcher.model_dump(), {"name": name, "workers": workers})
+    cluster = load_cluster(config.cluster) if uses_cluster(config.name) else None
     if cluster is not None and cluster.nodes * cluster.tasks_per_node > 1 and spec.pruner.name != "none":
         # a pruned rank 0 would leave the other ranks waiting at the trainer's evaluation barrier
         raise ConfigError(f"{spec.source}: pruner.name={spec.pruner.name!r} needs single-task jobs; the cluster "
                           f"runs {cluster.nodes}x{cluster.tasks_per_node} tasks per job (use pruner.name: none)")
-    return chosen
+    return launcher_for(config, folder=sweep_dir(spec) / "jobs", job_name=spec.name)
 
 
 def run_sweep(
