@@ -226,10 +226,12 @@ def run_ablation_job(job: AblationJob) -> dict[str, Any]:
     from softclip.evaluation import evaluate_checkpoint
     from softclip.sweep.trial import flatten_results
     from softclip.train import train
+    from softclip.train.rundir import check_resumable
 
-    run_dir = Path(job.run_dir)
+    run_dir, cfg = Path(job.run_dir), Config.model_validate(job.config)
+    check_resumable(run_dir, cfg)  # a folder holding another config's run fails here, never re-evaluated as this
     if not (run_dir / DONE).is_file():
-        train(Config.model_validate(job.config), run_dir=run_dir)
+        train(cfg, run_dir=run_dir)
     if distributed_rank() != 0:  # multi-task jobs: rank 0 evaluates
         return {"variant": job.variant, "seed": job.seed, "run_dir": job.run_dir, "metrics": {}}
     metrics = flatten_results(evaluate_checkpoint(run_dir, job.suite))

@@ -100,14 +100,19 @@ def _nsga2(spec: SweepSpec) -> optuna.samplers.BaseSampler:
     return optuna.samplers.NSGAIISampler(seed=spec.sampler.seed, **spec.sampler.options)
 
 
+#: samplers whose seed fixes an order that trial numbers index (grid: the shuffled grid; qmc: the scrambled
+#: sequence): every worker and every resumed sweep must use the same seed, or two trials get the same point
+ORDERED_SAMPLERS = ("grid", "qmc")
+
+
 def make_sampler(spec: SweepSpec, offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The spec's sampler; ``offset`` (trials already in the study) shifts the seed so that a resumed sweep
-    does not replay the random start-up points it already tried."""
+    """The spec's sampler; ``offset`` (trials already in the study, and the worker's number) shifts the seed of
+    the random samplers so that workers and resumed sweeps do not replay each other's random points."""
     try:
         factory = SAMPLERS.get(spec.sampler.name)
     except RegistryError as err:
         raise ConfigError(f"{spec.source}: {err}") from None
-    if offset and spec.sampler.seed is not None:
+    if offset and spec.sampler.seed is not None and spec.sampler.name not in ORDERED_SAMPLERS:
         spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(update={"seed": spec.sampler.seed + offset})})
     try:
         with quiet_optuna():

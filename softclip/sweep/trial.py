@@ -120,7 +120,9 @@ def train_trial(cfg: Config, run_dir: Path, report: Report) -> dict[str, float]:
     from softclip.evaluation import evaluate_checkpoint
     from softclip.evaluation.hooks import periodic_evaluator
     from softclip.train import train
+    from softclip.train.rundir import check_resumable
 
+    check_resumable(run_dir, cfg)  # a folder holding another config's run fails here, never re-evaluated as this
     if not (run_dir / runfiles.DONE).is_file():
         metric = getattr(report, "metric", None)
         periodic = getattr(report, "pruning", False) or cfg.train.eval_every > 0

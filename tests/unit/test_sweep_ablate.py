@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from softclip.ablate import expected_benchmarks, is_finished, load_ablation, plan_jobs, run_ablation
+from softclip.ablate import (
+    expected_benchmarks,
+    is_finished,
+    load_ablation,
+    plan_jobs,
+    run_ablation,
+    run_chunk,
+)
 from softclip.config import ConfigError
 from tests.unit.launch import fakes
 
@@ -120,8 +127,23 @@ def test_a_failed_run_fails_alone_and_the_chunk_goes_on(tmp_path, fake_runs, mon
     monkeypatch.setattr(softclip.ablate, "run_ablation_job", flaky)
     spec = load_ablation(write(tmp_path, overrides={"eval.suite": str(ROOT / "eval" / "synthetic.yaml")}))
     jobs = plan_jobs(spec)
-    results = softclip.ablate.run_chunk(jobs)
+    results = run_chunk(jobs)
     assert [("error" in r) for r in results] == [True, False, False, False]
     assert "RuntimeError: out of memory" in results[0]["error"]
-    again = softclip.ablate.run_chunk(jobs)  # a requeued task: the finished runs are skipped, not redone
+    again = run_chunk(jobs)  # a requeued task: the finished runs are skipped, not redone
     assert [r.get("value", {}).get("skipped") for r in again] == [None, True, True, True]
+
+
+def test_a_folder_holding_another_configs_run_fails_and_is_never_re_evaluated(tmp_path):
+    from softclip.ablate import run_ablation_job
+
+    job = plan_jobs(load_ablation(write(tmp_path)))[0]
+    run = Path(job.run_dir)
+    run.mkdir(parents=True)
+    other = {**job.config, "loss": {**job.config["loss"], "beta": 0.9}}  # e.g. a previous design's run
+    (run / "config.yaml").write_text(yaml.safe_dump(other))
+    (run / "done.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"different config.*loss.beta: 0.9 -> "):
+        run_ablation_job(job)
+    assert "different config" in run_chunk([job])[0]["error"]
+    assert not (run / "eval").exists()  # nothing was evaluated under the new identity

@@ -146,6 +146,17 @@ def test_processes_launcher_sweep(tmp_path):
 
 
 @pytest.mark.integration
+def test_grid_sweep_on_two_worker_processes_runs_each_point_once(tmp_path):
+    spec = make_spec(tmp_path, n_trials=None, sampler={"name": "grid", "seed": 0},
+                     space={"loss.beta": {"type": "categorical", "choices": [0.1, 0.3]},
+                            "loss.tau": {"type": "categorical", "choices": [0.03, 0.07]}})  # fmt: skip
+    result = run_sweep(spec, launcher="processes", workers=2, poll=0.1)
+    assert result.counts["COMPLETE"] == 4
+    points = [tuple(sorted(t.params.items())) for t in open_study(spec).trials if t.state.name == "COMPLETE"]
+    assert len(set(points)) == 4, f"a grid point ran twice: {points}"
+
+
+@pytest.mark.integration
 def test_real_smoke_training_trial(tmp_path):
     """One trial of the real train + eval on the smoke profile, pruner fed by the periodic evaluation."""
     spec = make_spec(tmp_path, trial="train", n_trials=1, overrides={"train.eval_every": 10},

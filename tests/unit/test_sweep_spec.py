@@ -179,3 +179,15 @@ def test_cluster_flag_replaces_the_files_cluster(tmp_path, capsys):
         with_cluster(spec, tmp_path / "nope.yaml")
     assert main(["sweep", str(write(tmp_path)), "--cluster", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_workers_share_the_grid_order_and_shift_random_seeds(tmp_path):
+    """Grid trial k takes the k-th point of the seeded shuffle: every worker (and a resumed sweep) must shuffle
+    alike, while random samplers must not replay each other's points."""
+    space = {"loss.beta": {"type": "categorical", "choices": [0.1, 0.3, 0.5]},
+             "loss.tau": {"type": "categorical", "choices": [0.03, 0.07]}}  # fmt: skip
+    grid = load_sweep(write(tmp_path, space=space, sampler={"name": "grid", "seed": 0}))
+    assert make_sampler(grid)._all_grids == make_sampler(grid, offset=100_004)._all_grids
+    rand = load_sweep(write(tmp_path, space=space, sampler={"name": "random", "seed": 0}))
+    draws = [make_sampler(rand, offset=k)._rng.rng.random() for k in (0, 0, 1)]
+    assert draws[0] == draws[1] != draws[2]
