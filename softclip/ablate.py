@@ -40,10 +40,17 @@ from pydantic import ValidationError
 
 from softclip.ablation_spec import AblationSpec
 from softclip.atomic import write_json
-from softclip.config import Config, ConfigError, apply_profile, format_validation_error, read_yaml
+from softclip.config import (
+    Config,
+    ConfigError,
+    apply_profile,
+    base_data,
+    build_run_config,
+    format_validation_error,
+    read_yaml,
+)
 from softclip.launch import Launcher, Outcome, distributed_rank, launcher_for, run_jobs
 from softclip.runfiles import ABLATION, CHECKPOINTS, CONFIG, DONE, EVAL, META, METRICS
-from softclip.sweep.spec import base_data, build_run_config
 
 log = logging.getLogger("softclip.ablate")
 

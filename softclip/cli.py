@@ -200,8 +200,8 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
 
 @command("sweep", "run or resume an Optuna sweep (ask/tell through a launcher), or show its status", _add_sweep)
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from softclip.config import with_cluster
     from softclip.sweep import SweepError, load_sweep, run_sweep, sweep_status
-    from softclip.sweep.spec import with_cluster
 
     spec = with_cluster(load_sweep(args.config, profile=args.profile), args.cluster)
     if args.status:
@@ -235,7 +235,7 @@ def _add_ablate(p: argparse.ArgumentParser) -> None:
 @command("ablate", "run an ablation grid (variants x seeds); finished runs are skipped", _add_ablate)
 def cmd_ablate(args: argparse.Namespace) -> int:
     from softclip.ablate import load_ablation, run_ablation
-    from softclip.sweep.spec import with_cluster
+    from softclip.config import with_cluster
 
     spec = with_cluster(load_ablation(args.config, profile=args.profile, seeds=args.seeds), args.cluster)
     result = run_ablation(spec, launcher=args.launcher, workers=args.workers)

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from softclip.errors import SoftclipError
 from softclip.schema import (  # noqa: F401  (re-exported: the schema's names are importable from here)
     SCENE_SOURCES,
+    ClusterConfig,
     Config,
     DataConfig,
     EvalConfig,
@@ -209,6 +210,55 @@ def load_config(
         parts, value = parse_override(text)
         check_key(parts, source=f"override {text!r}")
         set_dotted(data, parts, value)
+    return build_config(expand_env(data, source), source)
+
+
+# ------------------------------------------------------------------------- specs (sweeps, ablations)
+
+
+def load_cluster(path: str | Path | None) -> ClusterConfig:
+    """Read and validate a cluster YAML (None: all defaults). Errors are ConfigErrors naming the key."""
+    if path is None:
+        return ClusterConfig()
+    data = read_yaml(path)
+    try:
+        return ClusterConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, data, str(path), ClusterConfig)) from None
+
+
+def with_cluster(spec: Any, cluster: str | Path | None) -> Any:
+    """``spec`` (a sweep or ablation spec) with ``launcher.cluster`` set to ``cluster`` (checked now: a missing
+    or invalid file is a ConfigError naming it); ``None`` returns ``spec`` unchanged."""
+    if cluster is None:
+        return spec
+    load_cluster(cluster)
+    return spec.model_copy(update={"launcher": spec.launcher.model_copy(update={"cluster": str(cluster)})})
+
+
+def base_data(spec: Any) -> dict[str, Any]:
+    """The base config of a sweep or ablation spec (its ``source``, ``base``, ``overrides`` and ``profile``) with
+    the profile (if the base config has it) and the spec's fixed overrides applied."""
+    base = (Path(spec.source).parent / spec.base).resolve()
+    data = load_raw(base)
+    profiles = data.get("profiles") or {}
+    if spec.profile is not None and spec.profile not in profiles and profiles:
+        known = ", ".join(sorted(profiles))
+        raise ConfigError(f"{spec.source}: profile {spec.profile!r} is not in {base} (profiles: {known})")
+    data = apply_profile(data, spec.profile if spec.profile in profiles else None, str(base))
+    for key, value in spec.overrides.items():
+        parts = key.split(".")
+        check_key(parts, source=f"{spec.source}: overrides")
+        set_dotted(data, parts, value)
+    return data
+
+
+def build_run_config(data: dict[str, Any], params: dict[str, Any], source: str, **top: Any) -> Config:
+    """Overlay searched ``params`` (dotted keys) and top-level fields on ``data`` and validate."""
+    data = deep_merge(data, {})
+    for key, value in params.items():
+        set_dotted(data, key.split("."), value)
+    data.update(top)
     return build_config(expand_env(data, source), source)
 
 

@@ -72,8 +72,8 @@ def plan(
 ) -> tuple[list[AblationSpec], list[Any]]:
     """Load the ablation and sweep files of ``parts`` in ``profile`` (every config checked before any run);
     ``cluster`` replaces every file's ``launcher.cluster``."""
+    from softclip.config import with_cluster
     from softclip.sweep import load_sweep
-    from softclip.sweep.spec import with_cluster
 
     ablations, sweeps = [], []
     for name in parts:
@@ -124,7 +124,7 @@ def reproduce(
     from softclip.report import build_report
     from softclip.report.command import machine_info
     from softclip.sweep import run_sweep
-    from softclip.sweep.driver import sweep_dir
+    from softclip.sweep.spec import sweep_dir
 
     start = time.perf_counter()
     result = ReproduceResult()

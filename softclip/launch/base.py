@@ -73,7 +73,7 @@ class Launcher(abc.ABC):
         workers: jobs the caller keeps in flight at most.
         cpus_per_job: CPU threads each job may use (OMP/MKL/torch threads are set to this).
         cpu_budget: CPUs the launcher may use in all (local launchers; None: every CPU of this machine).
-        cluster: submitit cluster settings (``softclip.launch.cluster.ClusterConfig``), submitit launchers only.
+        cluster: submitit cluster settings (``softclip.schema.ClusterConfig``), submitit launchers only.
         folder: where logs and job files go.
         job_name: label for the jobs (sweep or ablation name).
     """
@@ -170,7 +170,7 @@ def launcher_for(config: Any, *layers: dict[str, Any], folder: str | Path, job_n
     Submitit launchers read ``cluster`` and put their job files under its ``folder``/``job_name``; the local
     ones under ``folder``.
     """
-    from softclip.launch.cluster import load_cluster
+    from softclip.config import load_cluster
 
     config = layered(config, *layers)
     cluster = load_cluster(config.cluster) if uses_cluster(config.name) else None

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import submitit
 
 from softclip.launch.base import LAUNCHERS, Job, JobFailed, Launcher, thread_env
-from softclip.launch.cluster import ClusterConfig
+from softclip.schema import ClusterConfig
 
 
 def distributed_rank() -> int:

@@ -25,22 +25,20 @@ import yaml
 from optuna.trial import TrialState
 
 from softclip.atomic import write_text
-from softclip.config import ConfigError
+from softclip.config import ConfigError, base_data, build_run_config, load_cluster
 from softclip.errors import SoftclipError
-from softclip.launch import Job, JobFailed, Launcher, launcher_for, layered, load_cluster, uses_cluster
+from softclip.launch import Job, JobFailed, Launcher, launcher_for, layered, uses_cluster
 from softclip.sweep.space import grid_size
-from softclip.sweep.spec import SweepSpec, base_data, build_run_config, sweep_dir
+from softclip.sweep.spec import SweepSpec, sweep_dir
 from softclip.sweep.study import (
     Heartbeat,
+    best_of,
     fail_stale_trials,
-    make_pruner,
-    make_sampler,
-    quiet_optuna,
+    open_study,
     redact_url,
     resolve_storage_url,
-    storage_for,
 )
-from softclip.sweep.trial import ERROR_ATTR
+from softclip.sweep.trial import failures
 from softclip.sweep.worker import JOB_ATTR, SURPLUS_ATTR, WorkerTask, run_worker
 
 log = logging.getLogger("softclip.sweep")
@@ -71,31 +69,6 @@ def target_trials(spec: SweepSpec, n_trials: int | None = None) -> int:
     if spec.sampler.name == "grid":
         return grid_size(spec.space)
     raise ConfigError(f"{spec.source}: n_trials is not set (in the file or with --n-trials)")
-
-
-def open_study(spec: SweepSpec, storage_url: str | None = None, create: bool = True) -> optuna.Study:
-    """Create (or load) the study with the spec's sampler, pruner, directions and heartbeat storage."""
-    url = storage_url or resolve_storage_url(spec.storage, sweep_dir(spec))
-    storage = storage_for(spec, url)
-    name = spec.study_name or spec.name
-    if not create:
-        return optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(spec))
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        sampler=make_sampler(spec),
-        pruner=make_pruner(spec.pruner.name, spec.pruner.options, spec.source),
-        directions=spec.directions,
-        load_if_exists=True,
-    )
-    if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in spec.directions]:
-        raise ConfigError(f"{spec.source}: study {name!r} in {redact_url(url)} exists with other objective directions")
-    existing = len(study.get_trials(deepcopy=False))
-    if existing:
-        study.sampler = make_sampler(spec, offset=existing)
-    with quiet_optuna():
-        study.set_metric_names([o.metric for o in spec.objective])
-    return study
 
 
 def count_states(study: optuna.Study) -> Counter[str]:
@@ -153,9 +126,6 @@ class SweepDriver:
             log.warning("trial %d was stale (no heartbeat for %ds): failed and re-enqueued", number,
                         self.spec.effective_grace)  # fmt: skip
 
-    def failures(self) -> int:
-        return sum(1 for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if ERROR_ATTR in t.user_attrs)
-
     def stop_workers(self) -> None:
         for job in self.workers:
             job.cancel()
@@ -169,8 +139,8 @@ class SweepDriver:
                     counts = count_states(self.study)
                     if counts["COMPLETE"] + counts["PRUNED"] >= self.target:
                         return counts  # workers still alive have nothing left to run
-                    if self.failures() >= self.max_failures:
-                        raise SweepError(f"{self.failures()} trials failed (max_failures={self.max_failures}); "
+                    if failures(self.study) >= self.max_failures:
+                        raise SweepError(f"{failures(self.study)} trials failed (max_failures={self.max_failures}); "
                                          f"see `softclip sweep {self.spec.source} --status`")  # fmt: skip
                     self.start_workers(counts)
                     self.keep_alive()
@@ -227,13 +197,5 @@ def run_sweep(
         log.info("sweep %s: %d trials, launcher %s x%d, storage %s", spec.name, target, chosen.name,
                  chosen.max_parallel, redact_url(url))  # fmt: skip
         counts = driver.run(poll)
-    return SweepResult(driver.study.study_name, url, folder, dict(counts), best_trials(driver.study))
-
-
-def best_trials(study: optuna.Study) -> list[dict[str, Any]]:
-    """The best trial (single objective) or the Pareto front, as plain dicts."""
-    try:
-        best = study.best_trials
-    except ValueError:
-        return []
-    return [{"number": t.number, "values": t.values, "params": t.params} for t in best]
+    best = [{"number": t.number, "values": t.values, "params": t.params} for t in best_of(driver.study)]
+    return SweepResult(driver.study.study_name, url, folder, dict(counts), best)

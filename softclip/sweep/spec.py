@@ -15,17 +15,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from softclip.config import (
-    Config,
     ConfigError,
     apply_profile,
-    build_config,
+    base_data,
+    build_run_config,
     check_key,
-    deep_merge,
-    expand_env,
     format_validation_error,
-    load_raw,
     read_yaml,
-    set_dotted,
 )
 from softclip.schema import LauncherOverrides
 
@@ -97,15 +93,6 @@ class PrunerSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the optuna pruner")
 
 
-def with_cluster(spec: Any, cluster: str | Path | None) -> Any:
-    """``spec`` (a sweep or ablation spec) with ``launcher.cluster`` set to ``cluster`` (checked now: a missing
-    or invalid file is a ConfigError naming it); ``None`` returns ``spec`` unchanged."""
-    if cluster is None:
-        return spec
-    from softclip.launch.cluster import load_cluster
-
-    load_cluster(cluster)
-    return spec.model_copy(update={"launcher": spec.launcher.model_copy(update={"cluster": str(cluster)})})
 
 
 class SweepSpec(_Strict):
@@ -193,30 +180,8 @@ def sweep_dir(spec: SweepSpec) -> Path:
     return Path(spec.output_dir, *parts, spec.name)
 
 
-def base_data(spec: Any) -> dict[str, Any]:
-    """The base config of a sweep or ablation spec (its ``source``, ``base``, ``overrides`` and ``profile``) with
-    the profile (if the base config has it) and the spec's fixed overrides applied."""
-    base = (Path(spec.source).parent / spec.base).resolve()
-    data = load_raw(base)
-    profiles = data.get("profiles") or {}
-    if spec.profile is not None and spec.profile not in profiles and profiles:
-        known = ", ".join(sorted(profiles))
-        raise ConfigError(f"{spec.source}: profile {spec.profile!r} is not in {base} (profiles: {known})")
-    data = apply_profile(data, spec.profile if spec.profile in profiles else None, str(base))
-    for key, value in spec.overrides.items():
-        parts = key.split(".")
-        check_key(parts, source=f"{spec.source}: overrides")
-        set_dotted(data, parts, value)
-    return data
 
 
-def build_run_config(data: dict[str, Any], params: dict[str, Any], source: str, **top: Any) -> Config:
-    """Overlay searched ``params`` (dotted keys) and top-level fields on ``data`` and validate."""
-    data = deep_merge(data, {})
-    for key, value in params.items():
-        set_dotted(data, key.split("."), value)
-    data.update(top)
-    return build_config(expand_env(data, source), source)
 
 
 def validate_against_config(spec: SweepSpec) -> None:

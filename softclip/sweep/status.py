@@ -8,14 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from softclip.sweep.driver import open_study, sweep_dir, target_trials
-from softclip.sweep.spec import SweepSpec
+from softclip.sweep.driver import target_trials
+from softclip.sweep.spec import SweepSpec, sweep_dir
 from softclip.sweep.study import (
     JOURNAL_PREFIX,
+    best_of,
     dashboard_command,
     journal_path,
+    open_study,
     redact_url,
     resolve_storage_url,
     run_key,
@@ -56,13 +58,6 @@ def _table(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in (header, *body)]
 
 
-def _best(study: optuna.Study) -> list[FrozenTrial]:
-    try:
-        return list(study.best_trials)
-    except ValueError:
-        return []
-
-
 def _exists(url: str) -> bool:
     """False for a SQLite or journal file that is not there (opening it would create it)."""
     if url.startswith("sqlite:///"):
@@ -93,7 +88,7 @@ def sweep_status(spec: SweepSpec, storage_url: str | None = None) -> str:
              ""]  # fmt: skip
     lines += _table(rows, list(spec.space))
     metrics = [o.metric for o in spec.objective]
-    best = _best(study)
+    best = best_of(study)
     lines.append("")
     if best:
         label = "best" if len(best) == 1 else f"Pareto front ({len(best)} trials)"

@@ -31,7 +31,7 @@ from softclip.config import ConfigError
 from softclip.errors import SoftclipError
 from softclip.registry import Registry, RegistryError
 from softclip.sweep.space import grid_space
-from softclip.sweep.spec import SweepSpec
+from softclip.sweep.spec import SweepSpec, sweep_dir
 
 log = logging.getLogger("softclip.sweep")
 
@@ -54,16 +54,33 @@ def quiet_optuna() -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------- samplers
 
 
-@SAMPLERS.register("tpe")
-def _tpe(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    # constant_liar: workers running in parallel do not all sample the same point; group: conditional spaces.
-    options = {"multivariate": True, "group": True, "constant_liar": True, **spec.sampler.options}
-    return optuna.samplers.TPESampler(seed=spec.sampler.seed, **options)
+def seeded(
+    cls: type[optuna.samplers.BaseSampler], needs: str | None = None, continuous_only: bool = False, **defaults: Any
+) -> Callable[[SweepSpec], optuna.samplers.BaseSampler]:
+    """A factory of ``cls(seed=sampler.seed, **defaults)``, the file's ``sampler.options`` overriding ``defaults``.
+
+    ``needs``: a package the sampler imports. ``continuous_only`` (CMA-ES, QMC): the sampler models continuous
+    parameters only; categorical and conditional ones go to an independent TPE sampler.
+    """
+
+    def build(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+        if needs and importlib.util.find_spec(needs) is None:
+            raise ConfigError(f"sampler.name={spec.sampler.name!r} needs the {needs!r} package: pip install {needs}")
+        options = dict(defaults)
+        if continuous_only:
+            options.update(independent_sampler=optuna.samplers.TPESampler(seed=spec.sampler.seed),
+                           warn_independent_sampling=False)  # fmt: skip
+        return cls(seed=spec.sampler.seed, **{**options, **spec.sampler.options})
+
+    return build
 
 
-@SAMPLERS.register("random")
-def _random(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.RandomSampler(seed=spec.sampler.seed, **spec.sampler.options)
+# constant_liar: workers running in parallel do not all sample the same point; group: conditional spaces
+SAMPLERS.register("tpe")(seeded(optuna.samplers.TPESampler, multivariate=True, group=True, constant_liar=True))
+SAMPLERS.register("random")(seeded(optuna.samplers.RandomSampler))
+SAMPLERS.register("cmaes")(seeded(optuna.samplers.CmaEsSampler, needs="cmaes", continuous_only=True))
+SAMPLERS.register("qmc")(seeded(optuna.samplers.QMCSampler, needs="scipy", continuous_only=True, qmc_type="sobol"))
+SAMPLERS.register("nsga2")(seeded(optuna.samplers.NSGAIISampler))
 
 
 @SAMPLERS.register("grid")
@@ -71,34 +88,8 @@ def _grid(spec: SweepSpec) -> optuna.samplers.BaseSampler:
     return optuna.samplers.GridSampler(grid_space(spec.space), seed=spec.sampler.seed, **spec.sampler.options)
 
 
-def _needs(module: str, sampler: str) -> None:
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"sampler.name={sampler!r} needs the {module!r} package: pip install {module}")
-
-
-@SAMPLERS.register("cmaes")
-def _cmaes(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    _needs("cmaes", "cmaes")
-    if len(spec.objective) > 1:
-        raise ConfigError("sampler.name='cmaes' is single-objective; use tpe or nsga2 for several objectives")
-    # CMA-ES models continuous params only: categorical and conditional ones go to the independent TPE sampler.
-    fallback = optuna.samplers.TPESampler(seed=spec.sampler.seed)
-    options = {"warn_independent_sampling": False, **spec.sampler.options}
-    return optuna.samplers.CmaEsSampler(seed=spec.sampler.seed, independent_sampler=fallback, **options)
-
-
-@SAMPLERS.register("qmc")
-def _qmc(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    _needs("scipy", "qmc")
-    fallback = optuna.samplers.TPESampler(seed=spec.sampler.seed)
-    options = {"qmc_type": "sobol", "warn_independent_sampling": False, **spec.sampler.options}
-    return optuna.samplers.QMCSampler(seed=spec.sampler.seed, independent_sampler=fallback, **options)
-
-
-@SAMPLERS.register("nsga2")
-def _nsga2(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.NSGAIISampler(seed=spec.sampler.seed, **spec.sampler.options)
-
+#: single-objective samplers: a multi-objective sweep that names one is a config error
+SINGLE_OBJECTIVE = ("cmaes",)
 
 #: samplers whose seed fixes an order that trial numbers index (grid: the shuffled grid; qmc: the scrambled
 #: sequence): every worker and every resumed sweep must use the same seed, or two trials get the same point
@@ -112,6 +103,8 @@ def make_sampler(spec: SweepSpec, offset: int = 0) -> optuna.samplers.BaseSample
         factory = SAMPLERS.get(spec.sampler.name)
     except RegistryError as err:
         raise ConfigError(f"{spec.source}: {err}") from None
+    if spec.sampler.name in SINGLE_OBJECTIVE and len(spec.objective) > 1:
+        raise ConfigError(f"sampler.name={spec.sampler.name!r} is single-objective; use tpe or nsga2 for several objectives")
     if offset and spec.sampler.seed is not None and spec.sampler.name not in ORDERED_SAMPLERS:
         spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(update={"seed": spec.sampler.seed + offset})})
     try:
@@ -124,24 +117,15 @@ def make_sampler(spec: SweepSpec, offset: int = 0) -> optuna.samplers.BaseSample
 # ----------------------------------------------------------------------------------------------- pruners
 
 
-@PRUNERS.register("none")
-def _nop(options: dict[str, Any]) -> optuna.pruners.BasePruner:
-    return optuna.pruners.NopPruner(**options)
+def _pruner(cls: type[optuna.pruners.BasePruner], **defaults: Any) -> Callable[[dict[str, Any]], optuna.pruners.BasePruner]:
+    """A factory of ``cls(**defaults)``, the file's ``pruner.options`` overriding ``defaults``."""
+    return lambda options: cls(**{**defaults, **options})
 
 
-@PRUNERS.register("median")
-def _median(options: dict[str, Any]) -> optuna.pruners.BasePruner:
-    return optuna.pruners.MedianPruner(**{"n_startup_trials": 4, "n_warmup_steps": 0, **options})
-
-
-@PRUNERS.register("hyperband")
-def _hyperband(options: dict[str, Any]) -> optuna.pruners.BasePruner:
-    return optuna.pruners.HyperbandPruner(**{"reduction_factor": 3, **options})
-
-
-@PRUNERS.register("asha")
-def _asha(options: dict[str, Any]) -> optuna.pruners.BasePruner:
-    return optuna.pruners.SuccessiveHalvingPruner(**options)
+PRUNERS.register("none")(_pruner(optuna.pruners.NopPruner))
+PRUNERS.register("median")(_pruner(optuna.pruners.MedianPruner, n_startup_trials=4, n_warmup_steps=0))
+PRUNERS.register("hyperband")(_pruner(optuna.pruners.HyperbandPruner, reduction_factor=3))
+PRUNERS.register("asha")(_pruner(optuna.pruners.SuccessiveHalvingPruner))
 
 
 def make_pruner(name: str, options: dict[str, Any], source: str = "<sweep>") -> optuna.pruners.BasePruner:
@@ -252,8 +236,41 @@ def make_storage(
             raise StorageError(f"cannot open the study storage {redact_url(url)}: {_first_line(err)}") from None
 
 
-def storage_for(spec: SweepSpec, url: str) -> optuna.storages.BaseStorage:
-    return make_storage(url, spec.heartbeat_interval, spec.effective_grace, spec.max_retry)
+def open_study(
+    spec: SweepSpec, storage_url: str | None = None, create: bool = True, worker_index: int | None = None
+) -> optuna.Study:
+    """The sweep's study with its sampler, pruner, directions and heartbeat storage.
+
+    ``create``: create it unless it exists (the driver; other directions than the spec's are a ConfigError).
+    ``worker_index``: a worker's connection (no schema work); with the trials already in the study it shifts
+    the random samplers' seed (:func:`make_sampler`).
+    """
+    url = storage_url or resolve_storage_url(spec.storage, sweep_dir(spec))
+    storage = make_storage(url, spec.heartbeat_interval, spec.effective_grace, spec.max_retry,
+                           worker=worker_index is not None)  # fmt: skip
+    name = spec.study_name or spec.name
+    pruner = make_pruner(spec.pruner.name, spec.pruner.options, spec.source)
+    if not create:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(spec), pruner=pruner)
+    else:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=make_sampler(spec), pruner=pruner,
+                                    directions=spec.directions, load_if_exists=True)  # fmt: skip
+        if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in spec.directions]:
+            raise ConfigError(f"{spec.source}: study {name!r} in {redact_url(url)} exists with other objective directions")
+        with quiet_optuna():
+            study.set_metric_names([o.metric for o in spec.objective])
+    offset = len(study.get_trials(deepcopy=False)) + 100_003 * (worker_index or 0)
+    if offset:
+        study.sampler = make_sampler(spec, offset=offset)
+    return study
+
+
+def best_of(study: optuna.Study) -> list[FrozenTrial]:
+    """The best trial (single objective) or the Pareto front; empty before the first complete trial."""
+    try:
+        return list(study.best_trials)
+    except ValueError:
+        return []
 
 
 # ---------------------------------------------------------------------------------------------- heartbeat

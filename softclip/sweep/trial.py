@@ -88,6 +88,11 @@ class SilentReporter:
         return None
 
 
+def failures(study: optuna.Study) -> int:
+    """Trials of the study that failed with an error (not the stale ones a lost worker left)."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if ERROR_ATTR in t.user_attrs)
+
+
 def objective_values(per_seed: list[dict[str, float]], objectives: list[str]) -> list[float]:
     values = []
     for metric in objectives:

@@ -32,15 +32,13 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from softclip.config import Config
+from softclip.config import Config, base_data, build_run_config
 from softclip.launch import distributed_rank
 from softclip.sweep.space import suggest
-from softclip.sweep.spec import SweepSpec, base_data, build_run_config, sweep_dir
+from softclip.sweep.spec import SweepSpec, sweep_dir
 from softclip.sweep.study import (
     Heartbeat,
-    make_pruner,
-    make_sampler,
-    make_storage,
+    open_study,
     quiet_optuna,
     run_key,
     unwrap_storage,
@@ -51,6 +49,7 @@ from softclip.sweep.trial import (
     Reporter,
     SilentReporter,
     TrialAbandoned,
+    failures,
     objective_values,
     resolve_trial_fn,
 )
@@ -114,14 +113,8 @@ class Worker:
         self.id = worker_id()
         self.fn = resolve_trial_fn(self.spec.trial)
         self.base = base_data(self.spec)
-        spec = self.spec
-        self.storage = make_storage(task.storage_url, spec.heartbeat_interval, spec.effective_grace, spec.max_retry,
-                                    worker=True)  # fmt: skip
-        name = spec.study_name or spec.name
-        self.study = optuna.load_study(study_name=name, storage=self.storage, pruner=make_pruner(
-            spec.pruner.name, spec.pruner.options, spec.source))  # fmt: skip
-        existing = len(self.study.get_trials(deepcopy=False))
-        self.study.sampler = make_sampler(spec, offset=existing + 100_003 * task.index)
+        self.study = open_study(self.spec, task.storage_url, create=False, worker_index=task.index)
+        self.storage = self.study._storage
         self.journal = isinstance(unwrap_storage(self.storage), optuna.storages.JournalStorage)
         self.ran = 0
         self._abandoned = False
@@ -136,11 +129,8 @@ class Worker:
         """Finished and running trials reach the target: start no trial."""
         return self._count(COVERING) >= self.task.target
 
-    def failures(self) -> int:
-        return sum(1 for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if ERROR_ATTR in t.user_attrs)
-
     def _stop_on_failures(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if self.failures() >= self.task.max_failures:
+        if failures(self.study) >= self.task.max_failures:
             study.stop()
 
     # ------------------------------------------------------------------------------------------ the loop
@@ -153,7 +143,7 @@ class Worker:
             log.info("worker %s resumes trial %d", self.id, frozen.number)
             self._resume(frozen)
         callbacks = [optuna.study.MaxTrialsCallback(self.task.target, states=COVERING), self._stop_on_failures]
-        while not self.covered() and self.failures() < self.task.max_failures:
+        while not self.covered() and failures(self.study) < self.task.max_failures:
             self._abandoned = False
             try:
                 with quiet_optuna():

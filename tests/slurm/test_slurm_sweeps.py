@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from softclip.sweep import load_sweep, open_study, run_sweep
-from softclip.sweep.driver import JOB_ATTR
 from softclip.sweep.study import run_key
+from softclip.sweep.worker import JOB_ATTR
 from tests.unit.launch import fakes
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]

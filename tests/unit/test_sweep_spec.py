@@ -164,9 +164,8 @@ def test_storage_urls_are_redacted_and_mapped_to_dashboard_commands():
 
 def test_cluster_flag_replaces_the_files_cluster(tmp_path, capsys):
     from softclip.cli import main
-    from softclip.config import LauncherConfig
+    from softclip.config import LauncherConfig, with_cluster
     from softclip.sweep.driver import make_sweep_launcher
-    from softclip.sweep.spec import with_cluster
 
     cluster = tmp_path / "c.yaml"
     cluster.write_text(f"executor: local\nfolder: {tmp_path / 'submitit'}\ntimeout_min: 7\n")

@@ -9,17 +9,10 @@ import pytest
 import submitit
 from submitit.slurm.slurm import _get_default_parameters, _make_sbatch_string
 
-from softclip.config import ConfigError
-from softclip.launch import (
-    ClusterConfig,
-    JobFailed,
-    ResumableCall,
-    list_launchers,
-    load_cluster,
-    make_launcher,
-    run_jobs,
-)
+from softclip.config import ConfigError, load_cluster
+from softclip.launch import JobFailed, ResumableCall, list_launchers, make_launcher, run_jobs
 from softclip.registry import RegistryError
+from softclip.schema import ClusterConfig
 from tests.unit.launch import fakes
 
 ROOT = Path(__file__).resolve().parents[3]
