@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from softclip.config import parse_override
-from softclip.schema import LauncherOverrides
+from softclip.schema import LauncherOverrides, Seeds
 
 
 class AblationSpec(BaseModel):
@@ -31,7 +31,7 @@ class AblationSpec(BaseModel):
                                       description="factors on which a variant's baseline matches the variant")  # fmt: skip
     labels: dict[str, str] = Field(default_factory=dict)
     factors: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: Seeds = Field(default_factory=lambda: [0])
     output_dir: str = "runs/ablations"
     launcher: LauncherOverrides = Field(default_factory=LauncherOverrides)  # type: ignore[valid-type]
     source: str = "<ablation>"
@@ -122,10 +122,3 @@ class AblationSpec(BaseModel):
             return self.baseline
         (match,) = self._baseline_matches(variant)  # exactly one: checked at validation
         return match
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if not v or len(set(v)) != len(v):
-            raise ValueError("needs at least one seed, without repeats")
-        return v

@@ -160,7 +160,7 @@ def _add_list(p: argparse.ArgumentParser) -> None:
 @command("list", "list the registered objective parts, launchers, samplers, pruners and trial functions", _add_list)
 def cmd_list(args: argparse.Namespace) -> int:
     from softclip import objective
-    from softclip.launch import list_launchers
+    from softclip.launch import LAUNCHERS
     from softclip.objective.reference import ONE_HOT_RULES
     from softclip.objective.scoring import CONTRASTIVES, IMPLS, ROI_SCALES
     from softclip.sweep.study import PRUNERS, SAMPLERS
@@ -175,7 +175,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         "one_hot_rows": list(ONE_HOT_RULES),
         "roi_logit_scales": ROI_SCALES.names(),
         "aggregations": objective.list_aggregators(),
-        "launchers": list_launchers(),
+        "launchers": LAUNCHERS.names(),
         "samplers": SAMPLERS.names(),
         "pruners": PRUNERS.names(),
         "trials": TRIALS.names(),

@@ -11,7 +11,15 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from softclip.data.synth.spec import SynthConfig
 
@@ -21,6 +29,16 @@ SCENE_SOURCES = ("synth", "wds")  # data sources whose samples can carry scene a
 NonNegFloat = Annotated[float, Field(ge=0.0)]
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
+
+
+def _distinct(seeds: list[int]) -> list[int]:
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError("needs at least one seed, without repeats")
+    return seeds
+
+
+#: training seeds of an ablation variant or a sweep trial: each names a run folder, so none repeats
+Seeds = Annotated[list[int], AfterValidator(_distinct)]
 
 
 class _Section(BaseModel):

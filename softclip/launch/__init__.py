@@ -2,7 +2,8 @@
 job arrays, requeue) and its ``submitit-local`` twin. See :func:`launcher_for` and clusters/example.yaml."""
 
 from softclip.launch import processes, submitit_launch  # noqa: F401  - register the launchers
-from softclip.launch.base import (  # noqa: F401  - the package's interface
+from softclip.launch.base import (
+    LAUNCHERS,
     THREAD_ENV_VARS,
     Job,
     JobFailed,
@@ -10,9 +11,11 @@ from softclip.launch.base import (  # noqa: F401  - the package's interface
     Outcome,
     launcher_for,
     layered,
-    list_launchers,
     make_launcher,
     run_jobs,
     uses_cluster,
 )
-from softclip.launch.submitit_launch import ResumableCall, distributed_rank  # noqa: F401
+from softclip.launch.submitit_launch import ResumableCall, distributed_rank
+
+__all__ = ["LAUNCHERS", "THREAD_ENV_VARS", "Job", "JobFailed", "Launcher", "Outcome", "ResumableCall", "distributed_rank",
+           "launcher_for", "layered", "make_launcher", "run_jobs", "uses_cluster"]  # fmt: skip

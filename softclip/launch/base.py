@@ -137,10 +137,7 @@ class Launcher(abc.ABC):
 
 def available_cpus() -> int:
     """CPUs this process may use (affinity-aware)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -149,10 +146,8 @@ def thread_env(threads: int) -> dict[str, str]:
 
 
 def make_launcher(name: str, **kwargs: Any) -> Launcher:
-    """Build the launcher registered as ``name`` (RegistryError naming the choices when unknown).
-
-    The built-in launchers register when ``softclip.launch`` is imported, which importing this module already did.
-    """
+    """Build the launcher registered as ``name`` (RegistryError naming the choices when unknown); the built-in
+    ones register when ``softclip.launch`` is imported, which importing this module already did."""
     return LAUNCHERS.get(name)(**kwargs)
 
 
@@ -178,10 +173,6 @@ def launcher_for(config: Any, *layers: dict[str, Any], folder: str | Path, job_n
         config.name, workers=config.workers, cpus_per_job=config.cpus_per_job, cpu_budget=config.cpu_budget,
         cluster=cluster, folder=Path(cluster.folder) / job_name if cluster else folder, job_name=job_name,
     )  # fmt: skip
-
-
-def list_launchers() -> list[str]:
-    return LAUNCHERS.names()
 
 
 def uses_cluster(name: str) -> bool:

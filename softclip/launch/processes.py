@@ -4,11 +4,12 @@ At most ``cpu_budget // cpus_per_job`` jobs run at once, each with ``cpus_per_jo
 set before the process starts, so torch picks them up). Worker processes (spawned, so nothing leaks from the
 parent) are reused from job to job: the seconds a fresh Python spends importing torch are paid once per worker,
 not once per trial. A job that crashes or is cancelled takes its worker with it and fails alone; the next job
-gets a fresh worker. ``fresh_process=True`` starts one process per job instead.
+gets a fresh worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import multiprocessing.connection as mpc
 import multiprocessing.util as mpu
@@ -80,21 +81,23 @@ class _Worker:
         self.process, self.conn = process, conn
 
     def stop(self, timeout: float = 5.0) -> None:
-        try:
+        """Ask the process to leave (it is killed after ``timeout`` s), then close the pipe; a dead one is reaped."""
+        with contextlib.suppress(BrokenPipeError, OSError):
             self.conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
+        self.kill(timeout)
+        self.conn.close()
+
+    def kill(self, timeout: float) -> None:
+        """Wait ``timeout`` s for the process to end, then kill it."""
         self.process.join(timeout)
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
-        self.conn.close()
 
 
 def _shutdown(workers: list[_Worker]) -> None:
-    for worker in list(workers):
-        worker.stop()
-    workers.clear()
+    while workers:
+        workers.pop().stop()
 
 
 class ProcessJob(Job):
@@ -144,22 +147,17 @@ class ProcessJob(Job):
     def cancel(self) -> None:
         if not self.done() and self.worker.process.is_alive():
             self.worker.process.terminate()
-            self.worker.process.join(10)
-            if self.worker.process.is_alive():
-                self.worker.process.kill()
-                self.worker.process.join()
+            self.worker.kill(10)
 
 
 @LAUNCHERS.register("processes")
 class ProcessLauncher(Launcher):
-    """Parallel local worker processes (spawn start method), reused across jobs unless ``fresh_process``."""
+    """Parallel local worker processes (spawn start method), reused across jobs."""
 
     name = "processes"
-    poll_interval = 0.1
 
-    def __init__(self, fresh_process: bool = False, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.fresh_process = fresh_process
         self._ctx = mp.get_context("spawn")
         self._count = 0
         self._idle: list[_Worker] = []
@@ -191,17 +189,13 @@ class ProcessLauncher(Launcher):
         return worker
 
     def _release(self, worker: _Worker, reusable: bool) -> None:
-        if self.fresh_process or not reusable or not worker.process.is_alive():
+        if not reusable or not worker.process.is_alive():
             self._retire(worker)
         else:
             self._idle.append(worker)
 
     def _retire(self, worker: _Worker) -> None:
-        if worker.process.is_alive():
-            worker.stop()
-        else:
-            worker.process.join()
-            worker.conn.close()
+        worker.stop()
         if worker in self._all:
             self._all.remove(worker)
 

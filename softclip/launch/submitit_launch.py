@@ -84,10 +84,6 @@ class SubmititJob(Job):
     def cancel(self) -> None:
         self.job.cancel(check=False)
 
-    @property
-    def state(self) -> str:
-        return str(self.job.state)
-
 
 class SubmititLauncher(Launcher):
     """Common part: one executor per launcher (``executor_kind`` slurm or local), jobs wrapped in
@@ -133,7 +129,7 @@ class SubmititLauncher(Launcher):
         return SubmititJob(self.executor.submit(self._wrap(fn), *args))
 
     def submit_many(self, fn: Callable[..., Any], args_list: Sequence[tuple[Any, ...]]) -> list[Job]:
-        if len(args_list) <= 1:
+        if len(args_list) <= 1:  # an empty batch warns; a single job needs no array
             return [self.submit(fn, *args) for args in args_list]
         call = self._wrap(fn)
         with self.executor.batch():
@@ -156,7 +152,6 @@ class SubmititLocalLauncher(SubmititLauncher):
 
     name = "submitit-local"
     executor_kind = "local"
-    poll_interval = 0.5
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Job:
         try:

@@ -12,18 +12,5 @@ from softclip.sweep.study import PRUNERS, SAMPLERS, open_study
 from softclip.sweep.trial import TRIALS
 from softclip.sweep.worker import WorkerTask, run_worker
 
-__all__ = [
-    "PRUNERS",
-    "SAMPLERS",
-    "TRIALS",
-    "SweepError",
-    "SweepResult",
-    "SweepSpec",
-    "WorkerTask",
-    "load_sweep",
-    "open_study",
-    "run_sweep",
-    "run_worker",
-    "sweep_dir",
-    "sweep_status",
-]
+__all__ = ["PRUNERS", "SAMPLERS", "TRIALS", "SweepError", "SweepResult", "SweepSpec", "WorkerTask", "load_sweep",
+           "open_study", "run_sweep", "run_worker", "sweep_dir", "sweep_status"]  # fmt: skip

@@ -126,11 +126,6 @@ class SweepDriver:
             log.warning("trial %d was stale (no heartbeat for %ds): failed and re-enqueued", number,
                         self.spec.effective_grace)  # fmt: skip
 
-    def stop_workers(self) -> None:
-        for job in self.workers:
-            job.cancel()
-        self.workers.clear()
-
     def run(self, poll: float) -> Counter[str]:
         with self.heartbeat:
             try:
@@ -149,7 +144,8 @@ class SweepDriver:
                     else:
                         time.sleep(poll)  # trials still RUNNING for lost workers: wait until they go stale
             finally:
-                self.stop_workers()
+                for job in self.workers:
+                    job.cancel()
 
 
 def make_sweep_launcher(spec: SweepSpec, name: str | None, workers: int | None, cfg_launcher: Any) -> Launcher:

@@ -23,7 +23,7 @@ from softclip.config import (
     format_validation_error,
     read_yaml,
 )
-from softclip.schema import LauncherOverrides
+from softclip.schema import LauncherOverrides, Seeds
 
 PosInt = Annotated[int, Field(ge=1)]
 
@@ -102,11 +102,11 @@ class SweepSpec(_Strict):
     base: str = Field(description="run config every trial starts from, relative to the sweep file")
     overrides: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value, every trial")
     space: dict[str, ParamSpec]
-    objective: list[ObjectiveSpec]
+    objective: list[ObjectiveSpec] = Field(min_length=1)
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     n_trials: PosInt | None = Field(None, description="complete+pruned trials to reach (grid: the grid size)")
-    seeds: list[int] = Field(default_factory=lambda: [0], description="training seeds per trial (mean taken)")
+    seeds: Seeds = Field(default_factory=lambda: [0], description="training seeds per trial (mean taken)")
     storage: str | None = Field(None, description="sqlite:///..., postgresql://..., journal:PATH")
     study_name: str | None = None
     output_dir: str = "runs/sweeps"
@@ -124,17 +124,8 @@ class SweepSpec(_Strict):
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, dict) else v
 
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if not v:
-            raise ValueError("needs at least one seed")
-        return v
-
     @model_validator(mode="after")
     def _check(self) -> SweepSpec:
-        if not self.objective:
-            raise ValueError("objective: needs at least one metric")
         for key, param in self.space.items():
             for parent in param.allowed_parent_values():
                 if parent not in self.space:

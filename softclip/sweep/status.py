@@ -21,28 +21,23 @@ from softclip.sweep.study import (
     redact_url,
     resolve_storage_url,
     run_key,
-    trial_duration,
 )
 from softclip.sweep.trial import ERROR_ATTR
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One plain dict per trial: number, state, run key, params, values, last step, seconds, error."""
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        rows.append({
-            "number": t.number, "state": t.state.name, "run": run_key(t), "params": dict(t.params),
-            "values": list(t.values) if t.values else None,
-            "last_step": max(t.intermediate_values) if t.intermediate_values else None,
-            "seconds": trial_duration(t), "error": t.user_attrs.get(ERROR_ATTR),
-        })  # fmt: skip
-    return rows
+    return [{
+        "number": t.number, "state": t.state.name, "run": run_key(t), "params": dict(t.params),
+        "values": list(t.values) if t.values else None,
+        "last_step": max(t.intermediate_values) if t.intermediate_values else None,
+        "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
+        if t.datetime_start and t.datetime_complete else None, "error": t.user_attrs.get(ERROR_ATTR),
+    } for t in study.get_trials(deepcopy=False)]  # fmt: skip
 
 
 def _table(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
@@ -70,12 +65,13 @@ def _exists(url: str) -> bool:
 def sweep_status(spec: SweepSpec, storage_url: str | None = None) -> str:
     """Text report of a sweep's study (the study must exist)."""
     url = storage_url or resolve_storage_url(spec.storage, sweep_dir(spec))
+    missing = f"sweep {spec.name}: no study {spec.study_name or spec.name!r} in {redact_url(url)} yet"
     if not _exists(url):
-        return f"sweep {spec.name}: no study {spec.study_name or spec.name!r} in {redact_url(url)} yet"
+        return missing
     try:
         study = open_study(spec, url, create=False)
     except KeyError:
-        return f"sweep {spec.name}: no study {spec.study_name or spec.name!r} in {redact_url(url)} yet"
+        return missing
     rows = trial_rows(study)
     counts = Counter(r["state"] for r in rows)
     done = counts["COMPLETE"] + counts["PRUNED"]
@@ -87,21 +83,19 @@ def sweep_status(spec: SweepSpec, storage_url: str | None = None) -> str:
              f"finished {done}/{target} ({', '.join(f'{k.lower()} {v}' for k, v in sorted(counts.items()))})",
              ""]  # fmt: skip
     lines += _table(rows, list(spec.space))
-    metrics = [o.metric for o in spec.objective]
     best = best_of(study)
     lines.append("")
     if best:
         label = "best" if len(best) == 1 else f"Pareto front ({len(best)} trials)"
-        lines.append(f"{label} ({', '.join(f'{m} {o.direction}' for m, o in zip(metrics, spec.objective, strict=True))}):")
+        lines.append(f"{label} ({', '.join(f'{o.metric} {o.direction}' for o in spec.objective)}):")
         for t in best:
             values = ", ".join(_fmt(v) for v in t.values)
             lines.append(f"  trial {t.number}: {values}  {json.dumps(t.params)}")
     else:
         lines.append("best: no complete trial yet")
-    failures = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))]
+    failures = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     if failures:
-        lines.append("")
-        lines.append(f"failures ({len(failures)}):")
+        lines += ["", f"failures ({len(failures)}):"]
         for t in failures:
             error = (t.user_attrs.get(ERROR_ATTR) or "stale: no heartbeat (worker lost), re-enqueued").splitlines()[0]
             lines.append(f"  trial {t.number}: {error}")

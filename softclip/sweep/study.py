@@ -18,7 +18,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -157,11 +156,7 @@ def resolve_storage_url(url: str | None, sweep_dir: Path) -> str:
 def journal_path(url: str) -> Path:
     """``journal:PATH`` (also ``journal:///abs/path``) -> the journal file path."""
     rest = url[len(JOURNAL_PREFIX) :]
-    if rest.startswith("///"):
-        rest = rest[2:]
-    elif rest.startswith("//"):
-        rest = rest[2:]
-    return Path(rest)
+    return Path(rest[2:] if rest.startswith("//") else rest)
 
 
 def _first_line(err: BaseException) -> str:
@@ -364,9 +359,3 @@ def run_key(trial: FrozenTrial) -> int:
     """The trial number its run folder is named after: a retried trial reuses (and resumes) the original's."""
     history = trial.system_attrs.get("retry_history") or []
     return int(history[0]) if history else trial.number
-
-
-def trial_duration(trial: FrozenTrial) -> float | None:
-    start: datetime | None = trial.datetime_start
-    end: datetime | None = trial.datetime_complete
-    return (end - start).total_seconds() if start and end else None

@@ -24,7 +24,6 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,10 +124,6 @@ class Worker:
         trials = self.study.get_trials(deepcopy=False, states=states)
         return sum(1 for t in trials if below is None or t.state.is_finished() or t.number < below)
 
-    def covered(self) -> bool:
-        """Finished and running trials reach the target: start no trial."""
-        return self._count(COVERING) >= self.task.target
-
     def _stop_on_failures(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if failures(self.study) >= self.task.max_failures:
             study.stop()
@@ -143,7 +138,7 @@ class Worker:
             log.info("worker %s resumes trial %d", self.id, frozen.number)
             self._resume(frozen)
         callbacks = [optuna.study.MaxTrialsCallback(self.task.target, states=COVERING), self._stop_on_failures]
-        while not self.covered() and failures(self.study) < self.task.max_failures:
+        while self._count(COVERING) < self.task.target and failures(self.study) < self.task.max_failures:
             self._abandoned = False
             try:
                 with quiet_optuna():
@@ -220,14 +215,9 @@ class Worker:
                 with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, ValueError):
                     self.study.tell(trial, state=TrialState.FAIL)
 
-    @contextlib.contextmanager
-    def _beating(self, trial_id: int, needed: bool) -> Iterator[None]:
+    def _beating(self, trial_id: int, needed: bool) -> contextlib.AbstractContextManager[Any]:
         """Our heartbeat thread where Optuna keeps none (journal storage, a resumed trial)."""
-        if not needed:
-            yield
-            return
-        with Heartbeat(self.storage, self.spec.heartbeat_interval, [trial_id]):
-            yield
+        return Heartbeat(self.storage, self.spec.heartbeat_interval, [trial_id]) if needed else contextlib.nullcontext()
 
     # ---------------------------------------------------------------------------------- other DDP ranks
 

@@ -57,6 +57,9 @@ def test_beta_tau_is_the_4x4_grid():
         ({"objective": [{"metric": "a"}, {"metric": "b"}], "pruner": {"name": "median"}}, r"multi-objective"),
         ({"overrides": {"train.stepz": 3}}, r"unknown key 'train.stepz'; did you mean 'train.steps'"),
         ({"sampler": {"name": "tpee"}}, r"did you mean 'tpe'"),
+        ({"seeds": [0, 0]}, r"seeds=\[0, 0\] needs at least one seed, without repeats"),  # one run folder per seed
+        ({"objective": []}, r"objective"),
+        ({"sampler": {"name": "cmaes"}, "objective": [{"metric": "a"}, {"metric": "b"}]}, r"cmaes.*single-objective"),
     ],
 )  # fmt: skip
 def test_schema_errors_name_the_key(tmp_path, fields, message):
