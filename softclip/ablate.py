@@ -67,8 +67,11 @@ class AblationJob:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
-def load_ablation(path: str | Path, profile: str | None = None, seeds: list[int] | None = None) -> AblationSpec:
-    """Read, overlay ``profiles[profile]`` (when the file has it), validate, and check every variant's config."""
+def load_ablation(
+    path: str | Path, profile: str | None = None, seeds: list[int] | None = None, exclude: list[str] = ()
+) -> AblationSpec:
+    """Read, overlay ``profiles[profile]`` (when the file has it), leave out the ``exclude``d variants too,
+    validate, and check every variant's config."""
     path = Path(path)
     data = read_yaml(path)
     profiles = data.get("profiles") or {}
@@ -76,6 +79,8 @@ def load_ablation(path: str | Path, profile: str | None = None, seeds: list[int]
     data.update(source=str(path), profile=profile)
     if seeds is not None:
         data["seeds"] = seeds
+    if exclude:
+        data["exclude"] = [*(data.get("exclude") or []), *exclude]
     try:
         spec = AblationSpec.model_validate(data)
     except ValidationError as err:

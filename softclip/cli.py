@@ -278,6 +278,7 @@ def _add_reproduce(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", default=None, help="cluster YAML for slurm (overrides launcher.cluster)")
     p.add_argument("--only", type=_part_list, default=None, help=f"comma-separated parts of: {', '.join(PARTS)}")
     p.add_argument("--seeds", type=_seed_list, default=None, help="override every ablation's seeds, e.g. 0,1")
+    p.add_argument("--exclude", type=_part_list, default=[], help="variants left out, e.g. targets.selfsim_raw")
     p.add_argument("--out", default=None, help="report folder (default reports/<profile>)")
 
 
@@ -287,7 +288,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from softclip.reproduce import reproduce
 
     result = reproduce(args.profile, launcher=args.launcher, workers=args.workers, only=args.only,
-                       seeds=args.seeds, out=args.out, cluster=args.cluster)  # fmt: skip
+                       seeds=args.seeds, out=args.out, cluster=args.cluster, exclude=args.exclude)  # fmt: skip
     print(f"reproduce {args.profile}: {result.planned} ablation runs ({result.unique} distinct): "
           f"{result.skipped} already finished, {result.trained} trained now, {len(result.failed)} failed; "
           f"sweeps {result.sweeps}; {result.seconds:.0f} s")  # fmt: skip

@@ -68,19 +68,32 @@ def select_parts(only: list[str] | None) -> list[str]:
 
 
 def plan(
-    profile: str, parts: list[str], seeds: list[int] | None = None, cluster: str | Path | None = None
+    profile: str,
+    parts: list[str],
+    seeds: list[int] | None = None,
+    cluster: str | Path | None = None,
+    exclude: list[str] = (),
 ) -> tuple[list[AblationSpec], list[Any]]:
     """Load the ablation and sweep files of ``parts`` in ``profile`` (every config checked before any run);
-    ``cluster`` replaces every file's ``launcher.cluster``."""
+    ``cluster`` replaces every file's ``launcher.cluster``; ``exclude`` (``part.variant``) leaves variants out."""
     from softclip.config import with_cluster
     from softclip.sweep import load_sweep
 
+    left_out: dict[str, list[str]] = {}
+    for item in exclude:
+        part, _, variant = item.partition(".")
+        if part not in parts or PARTS[part][0] != "ablation" or not variant:
+            ablations_run = ", ".join(n for n in parts if PARTS[n][0] == "ablation")
+            raise ConfigError(f"--exclude {item!r}: expected <ablation>.<variant> with an ablation of this run "
+                              f"({ablations_run})")  # fmt: skip
+        left_out.setdefault(part, []).append(variant)
     ablations, sweeps = [], []
     for name in parts:
         kind, rel = PARTS[name]
         path = ROOT / rel
         if kind == "ablation":
-            ablations.append(with_cluster(load_ablation(path, profile=profile, seeds=seeds), cluster))
+            spec = load_ablation(path, profile=profile, seeds=seeds, exclude=left_out.get(name, []))
+            ablations.append(with_cluster(spec, cluster))
         else:
             sweeps.append(with_cluster(load_sweep(path, profile=profile), cluster))
     return ablations, sweeps
@@ -119,6 +132,7 @@ def reproduce(
     out: str | Path | None = None,
     command: str | None = None,
     cluster: str | Path | None = None,
+    exclude: list[str] = (),
 ) -> ReproduceResult:
     """Run the named parts (default: all) of ``profile`` and write the report to ``out`` (reports/<profile>)."""
     from softclip.report import build_report
@@ -128,7 +142,7 @@ def reproduce(
 
     start = time.perf_counter()
     result = ReproduceResult()
-    specs, sweeps = plan(profile, select_parts(only), seeds, cluster)
+    specs, sweeps = plan(profile, select_parts(only), seeds, cluster, exclude)
     jobs = run_ablations(specs, launcher, workers, result) if specs else []
     trial_dirs: list[str] = []
     for sweep in sweeps:

@@ -62,6 +62,24 @@ def test_quick_demo_trains_each_distinct_run_once():
     pairs = {(a.meta["ablation"], a.variant, c.meta["ablation"], c.variant) for a, c in aliases}
     assert pairs == {("targets", "hard", "main", "clip"), ("targets", "selfsim_roi", "main", "softclip")}
     assert all(a.seed == c.seed for a, c in aliases)
+    specs, _ = rep.plan("quick", ["main", "targets"], exclude=["targets.selfsim_raw"])  # make demo's plan
+    targets = next(s for s in specs if s.name == "targets")
+    assert list(targets.variants) == ["hard", "label_smoothing", "selfsim_roi", "oracle"]
+    assert "selfsim_raw" not in targets.labels
+    assert len(dedupe([j for s in specs for j in plan_jobs(s)])[0]) == 20
+
+
+@pytest.mark.parametrize(
+    ("exclude", "message"),
+    [
+        (["targets.selfsim_rw"], r"targets.yaml.*exclude names unknown variants \['selfsim_rw'\]"),
+        (["noise.clip"], r"--exclude 'noise.clip': expected <ablation>.<variant> with an ablation of this run \(main, targets\)"),
+        (["targets"], r"--exclude 'targets'"),
+    ],
+)  # fmt: skip
+def test_exclude_names_a_variant_of_an_ablation_being_run(exclude, message):
+    with pytest.raises(ConfigError, match=message):
+        rep.plan("quick", ["main", "targets"], exclude=exclude)
 
 
 def test_unknown_part_and_unknown_baseline_are_config_errors(tmp_path):
