@@ -34,7 +34,7 @@ test-all: test test-integration test-slurm
 
 ## make demo: the main table and the soft-target ablation on the built-in synthetic benchmark (quick profile):
 ## generate SynthScenes, train CLIP, label smoothing, ROI/tag self-similarity SoftCLIP and the oracle control
-## × 5 seeds (20 runs, one per core), evaluate all four benchmarks, write the report (≈ 15 min on 2 cores; re-runs
+## × 5 seeds (20 runs, one per core), evaluate all four benchmarks, write the report (≈ 19 min on 2 cores; re-runs
 ## skip finished runs). Raw self-similarity (targets.selfsim_raw) is left out to fit the budget: drop the
 ## --exclude to add it. `softclip reproduce --profile quick` runs every ablation and the β×τ sweep (hours on 2 cores).
 demo: venv
