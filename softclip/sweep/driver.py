@@ -90,8 +90,13 @@ class SweepDriver:
         self._last_stale_check = 0.0
 
     def start_workers(self, counts: Counter[str]) -> None:
-        """Start workers (one array) up to ``max_parallel`` alive and the trials nobody runs yet."""
-        left = self.target - counts["COMPLETE"] - counts["PRUNED"] - counts["RUNNING"]
+        """Start workers (one array) up to ``max_parallel`` alive and the trials nobody runs yet.
+
+        Every live worker covers a trial: the one it runs, or, still queued or starting, the one it will ask
+        for. So a worker waiting in the SLURM queue is not joined by a second one for the same trial.
+        """
+        covered = max(counts["RUNNING"], len(self.workers))
+        left = self.target - counts["COMPLETE"] - counts["PRUNED"] - covered
         n = min(self.launcher.max_parallel - len(self.workers), left)
         if n <= 0:
             return

@@ -237,3 +237,42 @@ def test_other_ranks_of_a_multi_task_job_train_the_trials_rank_0_starts(tmp_path
     monkeypatch.setenv("RANK", "1")
     assert worker.run() == {"worker": worker.id, "trials": 1, "rank": 1}
     assert calls == [(trial.params["loss.beta"], f"fake-t{trial.number:04d}-s0")]
+
+
+def test_a_queued_worker_is_not_joined_by_a_second_for_the_same_trial(tmp_path):
+    """A SLURM worker can wait in the queue for longer than a poll: it covers a trial although none runs yet."""
+    from softclip.launch import Job, Launcher
+    from softclip.sweep.driver import SweepDriver
+    from softclip.sweep.spec import sweep_dir
+    from softclip.sweep.study import resolve_storage_url
+
+    class Queued(Job):
+        def __init__(self, n: int) -> None:
+            self.job_id = f"queued_{n}"
+
+        def done(self) -> bool:
+            return False
+
+        def result(self):
+            raise AssertionError("never runs")
+
+        def cancel(self) -> None:
+            return None
+
+    class QueueOnly(Launcher):
+        name = "queue-only"
+
+        def submit(self, fn, *args):
+            self.submitted = getattr(self, "submitted", 0) + 1
+            return Queued(self.submitted)
+
+    spec = make_spec(tmp_path, n_trials=1)
+    sweep_dir(spec).mkdir(parents=True)
+    launcher = QueueOnly(workers=2)
+    driver = SweepDriver(spec, launcher, 1, resolve_storage_url(spec.storage, sweep_dir(spec)))
+    for _ in range(3):  # three polls, the first worker still queued, no trial RUNNING
+        driver.start_workers(Counter())
+    assert launcher.submitted == 1
+    driver.workers.clear()  # it was lost: a replacement starts
+    driver.start_workers(Counter())
+    assert launcher.submitted == 2
