@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ class AblationJob:
 
 
 def load_ablation(
-    path: str | Path, profile: str | None = None, seeds: list[int] | None = None, exclude: list[str] = ()
+    path: str | Path, profile: str | None = None, seeds: list[int] | None = None, exclude: Sequence[str] = ()
 ) -> AblationSpec:
     """Read, overlay ``profiles[profile]`` (when the file has it), leave out the ``exclude``d variants too,
     validate, and check every variant's config."""

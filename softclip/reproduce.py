@@ -14,6 +14,7 @@ import logging
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ def plan(
     parts: list[str],
     seeds: list[int] | None = None,
     cluster: str | Path | None = None,
-    exclude: list[str] = (),
+    exclude: Sequence[str] = (),
 ) -> tuple[list[AblationSpec], list[Any]]:
     """Load the ablation and sweep files of ``parts`` in ``profile`` (every config checked before any run);
     ``cluster`` replaces every file's ``launcher.cluster``; ``exclude`` (``part.variant``) leaves variants out."""
@@ -132,7 +133,7 @@ def reproduce(
     out: str | Path | None = None,
     command: str | None = None,
     cluster: str | Path | None = None,
-    exclude: list[str] = (),
+    exclude: Sequence[str] = (),
 ) -> ReproduceResult:
     """Run the named parts (default: all) of ``profile`` and write the report to ``out`` (reports/<profile>)."""
     from softclip.report import build_report

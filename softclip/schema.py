@@ -218,6 +218,10 @@ class TrainConfig(_Section):
     max_skipped_steps: NonNegInt = 10
     logit_scale_max: Annotated[float, Field(gt=0.0)] = 100.0
     threads: NonNegInt = Field(0, description="torch CPU threads; 0 = torch default")
+    host_memory: Literal["retain", "system"] = Field(
+        "retain", description="retain: keep freed host memory in the process heap, so every step does not fault "
+        "its large tensors in again (glibc; numbers unchanged: softclip/train/hostmem.py); system: libc defaults"
+    )
     tensorboard: bool = False
     best_metric: str | None = Field(
         None, description="evaluation metric that selects checkpoints/best.pt; None: the first one returned"

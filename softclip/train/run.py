@@ -23,6 +23,7 @@ from softclip.config import Config, ConfigError
 from softclip.train import dist, rundir
 from softclip.train.compiling import compile_towers, share_inductor_cache, should_compile
 from softclip.train.errors import TrainingError, TrainingInterrupted
+from softclip.train.hostmem import configure_host_memory
 from softclip.train.lock import RunLock
 from softclip.train.loop import Evaluate, Trainer
 from softclip.train.meta import collect_meta
@@ -216,6 +217,7 @@ def train(
     try:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        configure_host_memory(cfg.train.host_memory)
         return _run(cfg, run_dir, overwrite, evaluate, env, preflight)
     finally:
         torch.set_num_threads(threads)

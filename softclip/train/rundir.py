@@ -23,7 +23,8 @@ from softclip.runfiles import CHECKPOINTS, CONFIG, DONE, EVAL, LOCK, META, METRI
 log = logging.getLogger("softclip.train")
 
 # Keys that may change between a run and its resumption: where it lives and how it is launched or evaluated.
-RESUME_FREE_KEYS = ("name", "output_dir", "profile", "launcher", "eval", "data.workers", "train.tensorboard")
+RESUME_FREE_KEYS = ("name", "output_dir", "profile", "launcher", "eval", "data.workers", "train.tensorboard",
+                   "train.host_memory")
 
 
 class RunFinishedError(FileExistsError):
