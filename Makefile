@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .PHONY: venv test test-integration test-slurm test-all demo lint clean
 
 $(STAMP): pyproject.toml constraints.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip --version >/dev/null 2>&1 || bash tools/venv.sh $(PYTHON) $(VENV)
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
