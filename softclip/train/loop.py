@@ -44,7 +44,8 @@ log = logging.getLogger("softclip.train")
 
 Evaluate = Callable[[torch.nn.Module, int], dict[str, float]]
 CHECKPOINT_FORMAT = 1
-_GUARDED_SIGNALS = {getattr(signal, n) for n in ("SIGUSR2", "SIGTERM") if hasattr(signal, n)}
+# Ctrl-C and submitit's preemption signals: held while state is half-updated or a checkpoint is being written.
+_DEFERRED_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGUSR2", "SIGTERM") if hasattr(signal, n))
 
 
 @dataclass
@@ -61,15 +62,29 @@ class TrainState:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGUSR2/SIGTERM (submitit's preemption signals) while state is half-updated; delivered after."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    """Hold Ctrl-C and SIGUSR2/SIGTERM until the block is done, then raise each one that arrived, once, under its own
+    handler (Ctrl-C's ``KeyboardInterrupt`` then lands after a finished checkpoint, never inside ``torch.save``).
+
+    Python runs signal handlers in the main thread whichever thread the OS delivers to, so this holds a signal
+    sent to the process too, not only one to this thread (a ``pthread_sigmask`` would not). Signals that are
+    ignored, or whose handler Python did not install, are left alone. Elsewhere than the main thread: no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _GUARDED_SIGNALS)
+    pending: list[int] = []
+    held = {}
+    for sig in _DEFERRED_SIGNALS:
+        handler = signal.getsignal(sig)
+        if handler is not None and handler is not signal.SIG_IGN:
+            held[sig] = signal.signal(sig, lambda signum, _frame: pending.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(pending):
+            signal.raise_signal(sig)
 
 
 @dataclass
