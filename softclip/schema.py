@@ -213,6 +213,10 @@ class TrainConfig(_Section):
     log_every: PosInt = 10
     ckpt_every: PosInt = 200
     keep_checkpoints: PosInt = 2
+    keep_when_done: PosInt | None = Field(
+        None, description="step checkpoints kept once the run has finished (the newest N; best.pt stays); "
+        "None: keep_checkpoints. 1 halves an ablation's disk: a finished run resumes from nothing older"
+    )
     eval_every: NonNegInt = Field(0, description="periodic evaluation every N steps; 0 = only at the end")
     nan_policy: Literal["stop", "skip"] = "stop"
     max_skipped_steps: NonNegInt = 10

@@ -270,6 +270,8 @@ def _train_locked(cfg: Config, run_dir: Path, resume: Path | None, lock: RunLock
         best = {"metric": state.best_metric, "value": state.best_value, "step": state.best_step}
         summary = {"step": state.step, "samples": state.samples, "skipped_steps": state.skipped, "best": best}
         rundir.write_done(run_dir, summary)
+        if cfg.train.keep_when_done is not None:  # after done.json: a crash before it still has every checkpoint
+            ckpt.prune_checkpoints(trainer.ckpt_dir, cfg.train.keep_when_done)
     dist.barrier(env)
 
 

@@ -24,7 +24,7 @@ log = logging.getLogger("softclip.train")
 
 # Keys that may change between a run and its resumption: where it lives and how it is launched or evaluated.
 RESUME_FREE_KEYS = ("name", "output_dir", "profile", "launcher", "eval", "data.workers", "train.tensorboard",
-                   "train.host_memory")
+                   "train.host_memory", "train.keep_when_done")
 
 
 class RunFinishedError(FileExistsError):

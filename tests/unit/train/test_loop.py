@@ -126,6 +126,18 @@ def test_smoke_run_learns_and_lays_out_the_folder(smoke_data: Path, tmp_path: Pa
         train(cfg, run)
 
 
+def test_keep_when_done_prunes_once_the_run_has_finished(smoke_data: Path, tmp_path: Path) -> None:
+    cfg = smoke_config(
+        smoke_data,
+        {"train": {"steps": 6, "ckpt_every": 2, "keep_checkpoints": 2, "keep_when_done": 1, "eval_every": 3}},
+    )
+    run = train(cfg, tmp_path / "run", evaluate=_fixed_batch_evaluator(smoke_data))
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000006.pt"]
+    assert not (run / "checkpoints" / "step_00000004.json").exists()  # its record went with it
+    assert (run / "checkpoints" / "best.pt").is_file() and json.loads((run / "done.json").read_text())["step"] == 6
+    assert ckpt.load_checkpoint(run / "checkpoints" / "step_00000006.pt")["step"] == 6
+
+
 def _poison(monkeypatch: pytest.MonkeyPatch, calls: set[int]) -> None:
     """Make the objective's loss NaN on the given (1-based) calls."""
     original = SoftCLIPObjective.forward
