@@ -32,7 +32,7 @@ import json
 import logging
 import os
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,17 +170,31 @@ def run_identity(config: dict[str, Any]) -> str:
     return "\n".join(config_diff({}, config, free=free))
 
 
-def dedupe(jobs: list[AblationJob]) -> tuple[list[AblationJob], list[tuple[AblationJob, AblationJob]]]:
-    """Split jobs into the ones to run and ``(alias, canonical)`` pairs whose config equals an earlier job's."""
-    first: dict[str, AblationJob] = {}
-    unique, aliases = [], []
+def dedupe(
+    jobs: list[AblationJob], holds_run: Callable[[AblationJob], bool] = lambda job: False
+) -> tuple[list[AblationJob], list[tuple[AblationJob, AblationJob]]]:
+    """Split jobs into the ones to run and ``(alias, canonical)`` pairs whose config equals another job's.
+
+    A group's canonical run is its first job whose folder already ``holds_run`` (a finished run of its own, e.g.
+    from a part reproduced alone), else its first job. Any other job that holds a run stays a run too: what is
+    already computed is neither retrained nor replaced by links."""
+    groups: dict[str, list[AblationJob]] = {}
     for job in jobs:
-        canonical = first.setdefault(run_identity(job.config), job)
-        if canonical is job:
-            unique.append(job)
-        else:
-            aliases.append((job, canonical))
+        groups.setdefault(run_identity(job.config), []).append(job)
+    canonical: dict[int, AblationJob] = {}
+    held = {id(job) for job in jobs if holds_run(job)}
+    for group in groups.values():
+        first = next((job for job in group if id(job) in held), group[0])
+        canonical.update({id(job): first for job in group})
+    unique = [job for job in jobs if canonical[id(job)] is job or id(job) in held]
+    aliases = [(job, canonical[id(job)]) for job in jobs if canonical[id(job)] is not job and id(job) not in held]
     return unique, aliases
+
+
+def holds_finished_run(job: AblationJob) -> bool:
+    """Whether ``job.run_dir`` is a finished run of the job's config in a folder of its own (not an alias)."""
+    done = Path(job.run_dir) / DONE
+    return done.is_file() and not done.is_symlink() and is_finished(job.run_dir, job.suite, job.config)
 
 
 ALIAS_LINKS = (CONFIG, META, METRICS, CHECKPOINTS, EVAL, DONE)

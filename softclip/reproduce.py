@@ -25,6 +25,7 @@ from softclip.ablate import (
     AblationSpec,
     ablation_launcher,
     dedupe,
+    holds_finished_run,
     link_alias,
     load_ablation,
     plan_jobs,
@@ -105,7 +106,7 @@ def run_ablations(
 ) -> list[AblationJob]:
     """Train and evaluate every distinct run of ``specs`` through one launcher; link the duplicates."""
     jobs = [job for spec in specs for job in plan_jobs(spec)]
-    unique, aliases = dedupe(jobs)
+    unique, aliases = dedupe(jobs, holds_run=holds_finished_run)
     result.planned, result.unique = len(jobs), len(unique)
     log.info("%d ablation runs, %d distinct (%d shared between ablations)", len(jobs), len(unique), len(aliases))
     if not unique:

@@ -13,6 +13,7 @@ from softclip.ablate import (
     ablation_launcher,
     check_data_roots,
     dedupe,
+    holds_finished_run,
     is_finished,
     link_alias,
     load_ablation,
@@ -125,6 +126,36 @@ def test_shared_runs_become_alias_folders_with_their_own_identity(tmp_path, fake
     Path(unique[0].run_dir, "x").mkdir()
     with pytest.raises(FileExistsError, match="not an alias folder"):
         link_alias(type(unique[0])(**{**aliases[0][0].__dict__, "run_dir": unique[0].run_dir}), unique[1])
+
+
+def test_a_part_run_alone_first_is_reused_not_linked_over(tmp_path, fake_runs):
+    a = load_ablation(write(tmp_path, "a", {"clip": CLIP, "soft": {}}, baseline="clip"), "smoke")
+    b = load_ablation(write(tmp_path, "b", {"hard": CLIP, "ls": {"loss.target": "label_smoothing"}},
+                            baseline="hard"), "smoke")  # fmt: skip
+    with ablation_launcher(b, "inprocess") as launcher:
+        run_planned(launcher, plan_jobs(b))  # b alone: its hard runs are real folders
+    first = [(j.variant, j.seed) for j in plan_jobs(a) + plan_jobs(b)]
+    unique, aliases = dedupe(plan_jobs(a) + plan_jobs(b), holds_run=holds_finished_run)
+    assert [(j.variant, j.seed) for j in unique] == [("soft", 0), ("soft", 1), ("hard", 0), ("hard", 1),
+                                                      ("ls", 0), ("ls", 1)]  # fmt: skip
+    assert [(x.variant, c.variant, c.seed) for x, c in aliases] == [("clip", "hard", 0), ("clip", "hard", 1)]
+    assert first[:2] == [("clip", 0), ("clip", 1)]  # plan order kept: a's CLIP comes first, b's run is reused
+    with ablation_launcher(a, "inprocess") as launcher:
+        result = run_planned(launcher, unique)
+    assert len(result.skipped) == 4 and len(result.outcomes) == 2
+    for alias, canonical in aliases:
+        link_alias(alias, canonical)
+        assert is_finished(alias.run_dir, alias.suite, alias.config)
+    # both parts run alone first: each holds real runs of the same config, and neither is linked over
+    (tmp_path / "x").mkdir()
+    a2 = load_ablation(write(tmp_path / "x", "a", {"clip": CLIP}, baseline="clip"), "smoke")
+    b2 = load_ablation(write(tmp_path / "x", "b", {"hard": CLIP}, baseline="hard"), "smoke")
+    for spec in (a2, b2):
+        with ablation_launcher(spec, "inprocess") as launcher:
+            run_planned(launcher, plan_jobs(spec))
+    unique, aliases = dedupe(plan_jobs(a2) + plan_jobs(b2), holds_run=holds_finished_run)
+    assert len(unique) == 4 and not aliases
+    assert len(dedupe(plan_jobs(a2) + plan_jobs(b2))[1]) == 2  # without the check they would be linked over
 
 
 def test_changed_config_is_not_finished(tmp_path):
