@@ -178,16 +178,17 @@ def dedupe(
     A group's canonical run is its first job whose folder already ``holds_run`` (a finished run of its own, e.g.
     from a part reproduced alone), else its first job. Any other job that holds a run stays a run too: what is
     already computed is neither retrained nor replaced by links."""
-    groups: dict[str, list[AblationJob]] = {}
-    for job in jobs:
-        groups.setdefault(run_identity(job.config), []).append(job)
-    canonical: dict[int, AblationJob] = {}
-    held = {id(job) for job in jobs if holds_run(job)}
-    for group in groups.values():
-        first = next((job for job in group if id(job) in held), group[0])
-        canonical.update({id(job): first for job in group})
-    unique = [job for job in jobs if canonical[id(job)] is job or id(job) in held]
-    aliases = [(job, canonical[id(job)]) for job in jobs if canonical[id(job)] is not job and id(job) not in held]
+    keys = [run_identity(job.config) for job in jobs]
+    held = [holds_run(job) for job in jobs]
+    canonical: dict[str, AblationJob] = {}
+    for job, key, _ in sorted(zip(jobs, keys, held, strict=True), key=lambda t: not t[2]):  # stable: held runs first
+        canonical.setdefault(key, job)
+    unique, aliases = [], []
+    for job, key, holds in zip(jobs, keys, held, strict=True):
+        if holds or canonical[key] is job:
+            unique.append(job)
+        else:
+            aliases.append((job, canonical[key]))
     return unique, aliases
 
 
