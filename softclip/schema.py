@@ -62,7 +62,10 @@ class ModelConfig(_Section):
 class RoiConfig(_Section):
     """ROI aggregator that turns per-image region features into the image-side self-similarity feature A."""
 
-    aggregation: str = Field("mean", description="mean | max | min | mhsa (see list_aggregators())")
+    aggregation: str = Field(
+        "mean", description="mean | max | min (parameter-free pooling) | mean_proj (mean + learned linear "
+        "projection) | mhsa (see list_aggregators())"
+    )
     train: Literal["learn", "frozen"] = Field("learn", description="learn the aggregator (γ·L_roi) or freeze it")
     width: PosInt = 256
     layers: PosInt = 1
@@ -95,7 +98,17 @@ class LossConfig(_Section):
         0.995, description="EMA momentum m of the teacher towers (target momentum): θ_m ← m·θ_m + (1 − m)·θ"
     )
     tau: Annotated[float, Field(gt=0.0)] = Field(0.07, description="τ, self-similarity temperature")
-    divergence: str = Field("symkl", description="kl | symkl | ce")
+    divergence: str = Field("symkl", description="kl | symkl | ce: the divergence of L_soft (and of L_re unless "
+                            "re_divergence says otherwise)")
+    re_divergence: str | None = Field(
+        None, description="kl | symkl | ce: the divergence of the disentangled-negatives term L_re; null: the same "
+        "as divergence (so the two terms' divergences can be ablated apart)"
+    )
+    oracle_precision: float | Literal["share"] = Field(
+        1.0, description="target oracle: fraction p in [0, 1] of its off-diagonal mass on true matches, the rest on "
+        "non-matches (1: all on true matches, the positive control; share: each row's share of true matches, i.e. "
+        "uninformative smoothing); softclip/objective/targets.py oracle_target"
+    )
     pairing: str = Field("same", description="same | cross | mean")
     image_source: Literal["roi", "image"] = "roi"
     text_source: Literal["tag", "text"] = "tag"
@@ -104,7 +117,8 @@ class LossConfig(_Section):
     re_weight: NonNegFloat = Field(0.5, description="µ")
     roi_weight: NonNegFloat = Field(1.0, description="γ, auxiliary ROI↔tag InfoNCE when the aggregator learns")
     roi_logit_scale: Literal["shared", "detached"] = Field(
-        "shared", description="ROI↔tag InfoNCE multiplier: CLIP's s, trained by it too (shared) or not (detached)"
+        "detached", description="ROI↔tag InfoNCE multiplier: CLIP's s by value, without gradient into it, so the "
+        "auxiliary loss cannot move CLIP's logit scale (detached, default) or trained by it too (shared)"
     )
     reverse_floor: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
         1e-8, description="floor of y in the reverse KL term KL(P‖Y), which is infinite where y = 0 < p"
@@ -151,6 +165,23 @@ class LossConfig(_Section):
         from softclip.objective import list_divergences
 
         return _choice(v, list_divergences(), "loss.divergence")
+
+    @field_validator("re_divergence")
+    @classmethod
+    def _known_re_divergence(cls, v: str | None) -> str | None:
+        from softclip.objective import list_divergences
+
+        return None if v is None else _choice(v, list_divergences(), "loss.re_divergence")
+
+    @field_validator("oracle_precision", mode="before")
+    @classmethod
+    def _oracle_precision(cls, v: Any) -> Any:
+        from softclip.objective.targets import check_oracle_precision
+
+        if isinstance(v, str) and v != "share":
+            raise ValueError(f"must be a number in [0, 1] or 'share', got {v!r}")
+        check_oracle_precision(v)
+        return v
 
     @field_validator("pairing")
     @classmethod

@@ -178,7 +178,7 @@ def _relation_enhanced(
     """(sum over kept rows of D(Ỹ || P̃), its derivative with respect to the off-diagonal logits or None)."""
     log_p, p = off_probs
     compact = scratch.view(-1)[: log_p.numel()].view(log_p.shape)
-    rows, grad = DIVERGENCES.get(spec.divergence)(target, log_p, p, need, compact)
+    rows, grad = DIVERGENCES.get(spec.re_div)(target, log_p, p, need, compact)
     value = torch.where(keep, rows, torch.zeros_like(rows)).sum()
     if not need:
         return value, None

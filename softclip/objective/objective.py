@@ -42,6 +42,7 @@ from softclip.objective.divergences import DIVERGENCES
 from softclip.objective.losses import Workspace, roi_info_nce_sums
 from softclip.objective.momentum import teacher_logits
 from softclip.objective.oracle import relevance
+from softclip.objective.precision import target_precision, true_share
 from softclip.objective.reference import ONE_HOT_RULES, DirectionSpec
 from softclip.objective.scoring import CONTRASTIVES, ROI_SCALES, check_combination
 from softclip.objective.targets import (
@@ -49,13 +50,14 @@ from softclip.objective.targets import (
     TARGETS,
     SideView,
     build_targets,
+    check_oracle_precision,
     identity_log_target,
     off_diagonal_mass,
 )
 
 CONFIG_KEYS = (
     "target", "beta", "tau", "divergence", "pairing", "nce_weight", "soft_weight", "re_weight", "roi_weight",
-    "impl", "reverse_floor", "one_hot_rows", "roi_logit_scale", "contrastive",
+    "impl", "reverse_floor", "one_hot_rows", "roi_logit_scale", "contrastive", "re_divergence", "oracle_precision",
 )  # fmt: skip
 
 @dataclass
@@ -67,9 +69,12 @@ class _Side:
     row_valid: torch.Tensor | None  # [N_l] bool
     col_valid: torch.Tensor | None  # [N_g] bool
 
-    def view(self, relevant: torch.Tensor | None = None, teacher: torch.Tensor | None = None) -> SideView:
+    def view(
+        self, relevant: torch.Tensor | None = None, teacher: torch.Tensor | None = None, precision: float | str = 1.0
+    ) -> SideView:
         return SideView(
-            self.rows.detach(), self.cols.detach(), self.row_valid, self.col_valid, relevant, teacher_logits=teacher
+            self.rows.detach(), self.cols.detach(), self.row_valid, self.col_valid, relevant, teacher_logits=teacher,
+            oracle_precision=precision,
         )
 
     def valid(self, local: bool) -> torch.Tensor:
@@ -103,6 +108,9 @@ class SoftCLIPObjective(nn.Module):
         roi_logit_scale: ``loss.roi_logit_scale`` (:data:`ROI_SCALES`): ``shared`` or ``detached``.
         contrastive: ``loss.contrastive`` (:data:`CONTRASTIVES`): ``infonce`` or ``sigmoid`` (needs
             ``re_weight=0`` and a ``logit_bias`` in ``forward``).
+        re_divergence: ``loss.re_divergence``, the relation-enhanced term's divergence; None: ``divergence``.
+        oracle_precision: ``loss.oracle_precision`` of the ``oracle`` target: p in [0, 1] or ``"share"``
+            (:func:`softclip.objective.targets.oracle_target`).
 
     The defaults are ``LossConfig``'s (a test holds them equal).
     """
@@ -121,8 +129,10 @@ class SoftCLIPObjective(nn.Module):
         impl: str = "fused",
         reverse_floor: float = 1e-8,
         one_hot_rows: str = "forward",
-        roi_logit_scale: str = "shared",
+        roi_logit_scale: str = "detached",
         contrastive: str = "infonce",
+        re_divergence: str | None = None,
+        oracle_precision: float | str = 1.0,
     ) -> None:
         super().__init__()
         TARGETS.get(target), PAIRINGS.get(pairing)  # unknown names fail here, naming the choices
@@ -134,6 +144,9 @@ class SoftCLIPObjective(nn.Module):
         if not 0.0 < reverse_floor < 1.0:
             raise ValueError(f"loss.reverse_floor={reverse_floor} must lie in (0, 1)")
         DIVERGENCES.get(divergence)
+        if re_divergence is not None:
+            DIVERGENCES.get(re_divergence)
+        check_oracle_precision(oracle_precision)
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"loss.beta={beta} must lie in [0, 1]")
         if not (tau > 0 and math.isfinite(tau)):
@@ -150,6 +163,7 @@ class SoftCLIPObjective(nn.Module):
         self.re_weight, self.roi_weight = float(re_weight), float(roi_weight)
         self.impl, self.reverse_floor, self.one_hot_rows = impl, float(reverse_floor), one_hot_rows
         self.roi_logit_scale, self.contrastive = roi_logit_scale, contrastive
+        self.re_divergence, self.oracle_precision = re_divergence, oracle_precision
         self._workspace = Workspace()  # scratch blocks reused across calls on a CPU (see losses.Workspace)
 
     @classmethod
@@ -189,7 +203,8 @@ class SoftCLIPObjective(nn.Module):
             roi_logit_scale: scalar multiplier of the ROI<->tag InfoNCE (default: from ``logit_scale`` as the
                 ``roi_logit_scale`` key says), e.g. a parameter the model owns.
             image_scene: int64 [N, T+1] image scene codes, text_scene: int64 [N, 2M+1] caption scene codes
-                (:mod:`softclip.objective.oracle`); only the ``oracle`` target reads them (and needs them).
+                (:mod:`softclip.objective.oracle`); the ``oracle`` target needs them; with any soft target they
+                also give the target-precision diagnostics (:mod:`softclip.objective.precision`).
             logit_bias: scalar b of the sigmoid loss (the model's learnable bias); required by
                 ``contrastive="sigmoid"``, refused by ``infonce``.
             image_teacher, text_teacher: [N, d] L2-normalised embeddings of the EMA teacher's towers; only the
@@ -200,7 +215,10 @@ class SoftCLIPObjective(nn.Module):
             (unweighted, detached; zero tensors where not computed); diagnostics ``pred_pos_mass`` (mean
             predicted probability of the positive), ``logit_scale`` and, when targets are built,
             ``target_entropy`` (mean row entropy of Y), ``target_pos_mass`` (mean diagonal of Y) and, with the
-            relation-enhanced term, ``re_kept_fraction`` (share of rows with off-diagonal target mass).
+            relation-enhanced term, ``re_kept_fraction`` (share of rows with off-diagonal target mass); with
+            scene codes and a soft target, ``target_precision_i2t`` / ``target_precision_t2i`` (share of the
+            off-diagonal target mass on true matches, mean over rows with such mass; NaN where none has any) and
+            ``target_true_share`` (share of true matches among the off-diagonal pairs, the uninformative level).
         """
         dtype = torch.promote_types(image_features.dtype, torch.float32)
         with torch.autocast(device_type=image_features.device.type, enabled=False):
@@ -217,7 +235,7 @@ class SoftCLIPObjective(nn.Module):
             )
             masks = (_check_mask(image_side_mask, u.shape[0], "image_side_mask"),
                      _check_mask(text_side_mask, u.shape[0], "text_side_mask"))  # fmt: skip
-            scenes = (image_scene, text_scene) if self.target == "oracle" else (None, None)
+            scenes = (image_scene, text_scene)
             teacher = (image_teacher, text_teacher) if self.target == "momentum" else (None, None)
             bias = self._bias(logit_bias, u)
             return self._forward(u, v, s, (image_side, text_side), masks, roi_s, scenes, teacher, bias)
@@ -261,14 +279,16 @@ class SoftCLIPObjective(nn.Module):
         roi_on = self._roi_active(*sides)
         a = self._side(sides[0], u, u_g, masks[0], keep_grad=roi_on)
         b = self._side(sides[1], v, v_g, masks[1], keep_grad=False)
-        cross = self._relevance(*scenes, u.shape[0]), teacher_logits(*teacher, s, u.shape[0])
+        relevant = self._relevance(*scenes, u.shape[0]) if self._targets_on(n_global) else (None, None)
+        cross = relevant if self.target == "oracle" else (None, None), teacher_logits(*teacher, s, u.shape[0])
         ys, smoothed, out = self._targets(a, b, offset, logits[0], *cross)
+        out.update(self._precision(ys, smoothed, relevant, offset))  # before the terms: the fused path clamps ys
         keeps, re_weights, re_scales = self._re_plan(ys, smoothed, offset, world, n_global, logits[0])
         terms = []
         for z, y, keep, w_re in zip(logits, ys, keeps, re_weights, strict=True):
             spec = DirectionSpec(
                 offset, self.divergence, self.reverse_floor, self.one_hot_rows,
-                0.5 * self.nce_weight, 0.5 * self.soft_weight, w_re, self._workspace,
+                0.5 * self.nce_weight, 0.5 * self.soft_weight, w_re, self._workspace, self.re_divergence,
             )  # fmt: skip
             terms.append(self.terms_fn(z, y, keep, spec))
         total, nce, soft, re_sums, pos_mass, neg_entropy = (tuple(t[k] for t in terms) for k in range(6))
@@ -298,6 +318,22 @@ class SoftCLIPObjective(nn.Module):
     def _re_on(self, n_global: int) -> bool:
         return self.re_weight > 0 and n_global >= 2
 
+    def _targets_on(self, n_global: int) -> bool:
+        """Whether targets are built at all (the soft or the relation-enhanced term runs)."""
+        return self.soft_weight > 0 or self._re_on(n_global)
+
+    @staticmethod
+    def _precision(ys: tuple, smoothed: tuple, relevant: tuple, offset: int) -> dict[str, torch.Tensor]:
+        """Target-precision diagnostics of the smoothed directions (none without scene codes or soft targets)."""
+        if relevant[0] is None or not any(smoothed):
+            return {}
+        nan = ys[0].new_full((), float("nan"))
+        out = {f"target_precision_{d}": target_precision(y, rel, offset) if on else nan
+               for d, y, rel, on in zip(("i2t", "t2i"), ys, relevant, smoothed, strict=True)}  # fmt: skip
+        out["target_true_share"] = 0.5 * (true_share(relevant[0], offset, ys[0].dtype)
+                                          + true_share(relevant[1], offset, ys[0].dtype))  # fmt: skip
+        return out
+
     @staticmethod
     def _relevance(image_scene: torch.Tensor | None, text_scene: torch.Tensor | None, n: int) -> tuple:
         """(i2t, t2i) truth [N_l, N_g] from scene codes: captions describing each local image, images each local
@@ -315,10 +351,11 @@ class SoftCLIPObjective(nn.Module):
                  relevant: tuple = (None, None), teacher: tuple = (None, None)) -> tuple[tuple, tuple, dict]:  # fmt: skip
         """Log target rows of both directions (None where only InfoNCE runs), whether each is smoothed (not the
         identity), and ``target_pos_mass``."""
-        if not (self.soft_weight > 0 or self._re_on(like.shape[1])):
+        if not self._targets_on(like.shape[1]):
             return (None, None), (False, False), {}
         blocks = tuple(self._workspace.get(f"target_{k}", tuple(like.shape), like) for k in "ab")
-        views = a.view(relevant[0], teacher[0]), b.view(relevant[1], teacher[1])
+        p = self.oracle_precision
+        views = a.view(relevant[0], teacher[0], p), b.view(relevant[1], teacher[1], p)
         ys = build_targets(*views, self.target, self.pairing, self.beta, self.tau, offset, blocks)
         smoothed = (ys[0] is not None, ys[1] is not None)
         if not any(smoothed) and self.soft_weight == 0:

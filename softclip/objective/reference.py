@@ -17,6 +17,8 @@ log Y (:mod:`softclip.objective.targets`), rows of log-probabilities, −inf for
              ``loss.reverse_floor`` (KL(P ‖ Y) is +∞ wherever y_j = 0 < p_j; the floor caps each such entry at
              −log(floor)·p_j, about 18.4·p_j at 1e-8);
   ``ce``     −Σ_j y_j log p_j.
+  The RE term takes ``loss.re_divergence`` (None: the same as ``loss.divergence``), so the divergence of L_soft
+  and of L_re can be ablated apart (symmetric KL roughly doubles the RE term's gradient).
 - one-hot rows, ``loss.one_hot_rows``: on a target row with a single nonzero entry (hard targets, samples
   without regions or tags) the reverse term is nothing but the floor, 18.4·(1 − p_ii) per row; ``forward``
   (default) drops it there, so D is the forward term, which equals that row's InfoNCE; ``floored`` keeps it.
@@ -50,6 +52,7 @@ class DirectionSpec:
         soft_weight: weight of L_soft (0: not computed).
         re_weight: weight of the L_re row sum (None: not computed; a 0-dim tensor is fine).
         workspace: scratch blocks for the fused path (ignored here).
+        re_divergence: the relation-enhanced term's divergence name; None: ``divergence``.
     """
 
     offset: int
@@ -60,6 +63,12 @@ class DirectionSpec:
     soft_weight: float = 0.0
     re_weight: float | torch.Tensor | None = None
     workspace: object | None = None
+    re_divergence: str | None = None
+
+    @property
+    def re_div(self) -> str:
+        """The divergence of the relation-enhanced term."""
+        return self.divergence if self.re_divergence is None else self.re_divergence
 
 
 def positives(n_local: int, offset: int, device: torch.device) -> torch.Tensor:
@@ -96,9 +105,12 @@ DIVERGENCE_ROWS: dict[str, Callable[[torch.Tensor, torch.Tensor, DirectionSpec],
 }  # fmt: skip
 
 
-def divergence_rows(log_y: torch.Tensor, log_p: torch.Tensor, spec: DirectionSpec) -> torch.Tensor:
-    """D(Y_r ‖ P_r) per row: log_y, log_p [R, C] -> [R] (differentiable in log_p)."""
-    return DIVERGENCE_ROWS[spec.divergence](log_y, log_p, spec)
+def divergence_rows(
+    log_y: torch.Tensor, log_p: torch.Tensor, spec: DirectionSpec, name: str | None = None
+) -> torch.Tensor:
+    """D(Y_r ‖ P_r) per row: log_y, log_p [R, C] -> [R] (differentiable in log_p); ``name`` (default
+    ``spec.divergence``) picks D."""
+    return DIVERGENCE_ROWS[spec.divergence if name is None else name](log_y, log_p, spec)
 
 
 def direction_terms(
@@ -133,7 +145,7 @@ def direction_terms(
             log_y_off = log_y[off].view(n, -1)[keep]
             log_y_tilde = log_y_off - torch.logsumexp(log_y_off, dim=1, keepdim=True)
             log_p_tilde = torch.log_softmax(logits[off].view(n, -1)[keep], dim=1)
-            re_sum = divergence_rows(log_y_tilde, log_p_tilde, spec).sum()
+            re_sum = divergence_rows(log_y_tilde, log_p_tilde, spec, spec.re_div).sum()
             total = total + spec.re_weight * re_sum
     pos_mass = log_p.detach().diagonal(offset).exp().mean()
     return (total, nce.detach(), soft.detach(), re_sum.detach(), pos_mass, neg_entropy)

@@ -12,9 +12,11 @@ Rows of images without regions are exact zeros (never NaN), and ``valid`` tells 
 the one-hot target row. Padding slots are ignored whatever values they hold (zeros, garbage, inf, NaN): the
 inputs are sanitised before anything touches them, so not even gradients see them.
 
-Registered modes: ``mean``, ``max``, ``min`` (parameter-free masked pooling, ``out_dim == in_dim``) and
-``mhsa`` (linear projection, transformer encoder layer(s) with a key-padding mask, masked mean pooling, linear
-projection to ``out_dim``). ``train="frozen"`` freezes ``mhsa`` at a fixed seeded random initialisation, which
+Registered modes: ``mean``, ``max``, ``min`` (parameter-free masked pooling, ``out_dim == in_dim``),
+``mean_proj`` (masked mean, then one learned linear projection to ``out_dim``: the auxiliary loss switched on
+without a learned *aggregator*, which separates the two in the aggregation ablation) and ``mhsa`` (linear
+projection, transformer encoder layer(s) with a key-padding mask, masked mean pooling, linear projection to
+``out_dim``). ``train="frozen"`` freezes ``mhsa`` and ``mean_proj`` at a fixed seeded random initialisation, which
 ablates learning; ``agg.learns`` says whether the aggregator has trainable parameters (then the objective adds
 the auxiliary ROI<->tag InfoNCE).
 """
@@ -106,6 +108,36 @@ class MaskedMinPool(_MaskedPool):
     def _aggregate(self, regions: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         fill = regions.new_full((), float("inf"))
         return torch.where(mask.unsqueeze(-1), regions, fill).amin(dim=1)
+
+
+@AGGREGATORS.register("mean_proj")
+class MeanProjection(RoIAggregator):
+    """Masked mean of the valid regions followed by Linear(in_dim -> out_dim): a learned projection, not a learned
+    aggregator (no interaction between regions), so the ROI<->tag InfoNCE trains it like ``mhsa``'s head.
+
+    Args:
+        in_dim: region feature size D. out_dim: output size (defaults to ``width``).
+        width: the default output size when ``out_dim`` is None (the other architecture keywords are ignored).
+        train: ``learn`` (trainable) or ``frozen`` (a fixed seeded random projection, no gradients).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int | None = None, width: int = 256, train: str = "learn",
+                 **_: object) -> None:  # fmt: skip
+        super().__init__()
+        self.in_dim = int(in_dim)
+        self.out_dim = int(out_dim) if out_dim is not None else int(width)
+        frozen = train == "frozen"
+        with torch.random.fork_rng(devices=[], enabled=frozen):
+            if frozen:
+                torch.manual_seed(FROZEN_SEED)
+            self.proj = nn.Linear(self.in_dim, self.out_dim)
+        if frozen:
+            self.requires_grad_(False)
+        self.learns = not frozen
+
+    def _aggregate(self, regions: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(regions.dtype)
+        return self.proj((regions.sum(dim=1) / count).to(self.proj.weight.dtype))
 
 
 @AGGREGATORS.register("mhsa")

@@ -59,6 +59,8 @@ class SideView:
         offset: global column of local row 0's own sample (set by :func:`build_targets`).
         teacher_logits: [N_l, N_g] the EMA teacher's logits of each local row against the *other* modality's
             global batch (:mod:`softclip.objective.momentum`), for the ``momentum`` target; None without a teacher.
+        oracle_precision: ``loss.oracle_precision`` of the ``oracle`` target: a fraction p in [0, 1] of its
+            off-diagonal mass on true matches, or ``"share"`` (each row's share of true matches).
     """
 
     rows: torch.Tensor
@@ -68,6 +70,7 @@ class SideView:
     relevant: torch.Tensor | None = None
     offset: int = 0
     teacher_logits: torch.Tensor | None = None
+    oracle_precision: float | str = 1.0
 
 
 Target = Callable[..., "torch.Tensor | None"]  # (side, tau, out=None)
@@ -143,6 +146,13 @@ def momentum_target(side: SideView, tau: float, out: torch.Tensor | None = None)
     return _masked_log_softmax_(q, side.col_valid)
 
 
+def check_oracle_precision(p: object) -> float | str:
+    """``loss.oracle_precision``: a number in [0, 1] or ``"share"``; ValueError naming the key otherwise."""
+    if p == "share" or (isinstance(p, int | float) and not isinstance(p, bool) and 0.0 <= p <= 1.0):
+        return p  # type: ignore[return-value]
+    raise ValueError(f"loss.oracle_precision={p!r} must be a number in [0, 1] or 'share'")
+
+
 @TARGETS.register("oracle")
 def oracle_target(side: SideView, tau: float, out: torch.Tensor | None = None) -> torch.Tensor:
     """The positive control: uniform over the global samples of the other modality that truly match the row
@@ -150,18 +160,64 @@ def oracle_target(side: SideView, tau: float, out: torch.Tensor | None = None) -
     caption j over the images it describes). A row that matches nothing (a noisy caption whose image no batch
     caption describes) is one-hot, as a masked row is. τ is unused.
 
+    Precision knob (``side.oracle_precision`` = p; the calibration curve, DESIGN 'Calibration'). With T the
+    row's valid true matches (its own column included when it matches), T' = T without the diagonal and F the
+    valid off-diagonal non-matches, today's oracle puts 1/|T| on the diagonal (when it matches) and its
+    off-diagonal mass m = |T'|/|T| on T'. Knob p keeps the diagonal and m and moves only where m goes: p·m
+    uniformly over T' (p/|T| each) and (1 − p)·m uniformly over F. So p = 1 is today's oracle bit for bit
+    (log 1 = 0 is added), p = 0 puts no off-diagonal mass on true matches, and ``"share"`` (p = |T'|/(|T'| + |F|)
+    per row) spreads m uniformly over every valid off-diagonal column, i.e. uninformative smoothing.
+
+    Rows where one set is empty (decided per row, so the measured target precision says what happened):
+    * |T'| = 0 (the row matches only itself, or nothing): m = 0, no off-diagonal mass at any p (one-hot Q, as
+      today), so p has nothing to move;
+    * |F| = 0 (every valid column truly matches): the (1 − p)·m that has nowhere to go lands on T' too, so the
+      row is today's oracle row (precision 1) whatever p.
+
+    Computed in log space (DESIGN 'Numerics'): log Q_T' = log p − log|T|, log Q_F = log(1 − p) + log|T'| −
+    log|T| − log|F|, exact zeros −inf.
+
     Raises:
         ValueError: without ``side.relevant`` (the data carries no scene annotations).
     """
     if side.relevant is None:
         raise ValueError("loss.target=oracle needs scene annotations (the batch's scene_image / scene_text "
                          "codes, which SynthScenes shards carry in each sample's .json)")  # fmt: skip
+    dtype = side.cols.dtype
     rel = side.relevant if side.col_valid is None else side.relevant & side.col_valid.unsqueeze(0)
     count = rel.sum(dim=1, keepdim=True)
-    log_q = torch.where(rel, -count.clamp_min(1).to(side.cols.dtype).log(), NEG_INF)
+    log_count = -count.clamp_min(1).to(dtype).log()
+    p = side.oracle_precision
+    if p == 1.0:
+        log_q = torch.where(rel, log_count, NEG_INF)
+    else:
+        log_q = _oracle_with_precision(side, rel, count, log_count, p)
     empty = (count.squeeze(1) == 0).nonzero().squeeze(1)
     log_q[empty, empty + side.offset] = 0.0  # matches nothing: Y = I on that row
     return log_q
+
+
+def _oracle_with_precision(
+    side: SideView, rel: torch.Tensor, count: torch.Tensor, neg_log_t: torch.Tensor, p: float | str
+) -> torch.Tensor:
+    """log Q [N_l, N_g] of :func:`oracle_target` at precision p < 1 (rows matching nothing not yet one-hot)."""
+    dtype, (n_local, n_global) = side.cols.dtype, rel.shape
+    rows = torch.arange(n_local, device=rel.device)
+    diag = torch.zeros_like(rel)
+    diag[rows, rows + side.offset] = True
+    valid = rel.new_ones(n_global).unsqueeze(0) if side.col_valid is None else side.col_valid.unsqueeze(0)
+    true_off, false_off = rel & ~diag, valid & ~rel & ~diag
+    n_true = true_off.sum(dim=1, keepdim=True).to(dtype)
+    n_false = false_off.sum(dim=1, keepdim=True).to(dtype)
+    if p == "share":
+        p_row = n_true / (n_true + n_false).clamp_min(1)
+    else:
+        p_row = torch.full_like(n_true, float(p))
+    p_row = torch.where(n_false == 0, torch.ones_like(p_row), p_row)  # nowhere else to go: all on T'
+    log_true = p_row.log() + neg_log_t
+    log_false = torch.log1p(-p_row) + n_true.log() + neg_log_t - n_false.clamp_min(1).log()
+    log_q = torch.where(true_off, log_true, torch.where(false_off, log_false, NEG_INF))
+    return torch.where(rel & diag, neg_log_t.expand_as(log_q), log_q)
 
 
 def compose_target(

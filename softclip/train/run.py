@@ -32,6 +32,7 @@ from softclip.train.optim import build_optimizer
 from softclip.train.schedule import CosineSchedule
 from softclip.train.step import StepModel
 from softclip.train.stream import DataStream
+from softclip.train.target_result import write_target_result
 
 log = logging.getLogger("softclip.train")
 
@@ -99,6 +100,12 @@ def ensure_synth_data(data: Any, workers: int = 1) -> None:
     generate(data.root, data.synth, seed=SYNTH_DATA_SEED, workers=workers)
 
 
+def reads_scenes(cfg: Config) -> bool:
+    """Whether batches carry scene annotations: the oracle target needs them; on SynthScenes every run reads them
+    for the target-precision diagnostics (reading them draws no random numbers and changes no batch)."""
+    return cfg.loss.target == "oracle" or cfg.data.source == "synth"
+
+
 def setup_data(cfg: Config, env: dist.DistEnv, preprocess: Callable, tokenizer: Callable) -> Any:
     """The training loader of this rank (generating SynthScenes first when ``data.source=synth``)."""
     from softclip.data.loader import build_train_loader
@@ -115,7 +122,7 @@ def setup_data(cfg: Config, env: dist.DistEnv, preprocess: Callable, tokenizer: 
         roi_dim=roi_dim(cfg),
         seed=cfg.seed,
         sidecars=read_sidecars(cfg),
-        scenes=cfg.loss.target == "oracle",
+        scenes=reads_scenes(cfg),
         rank=env.rank,
         world_size=env.world_size,
         pin_memory=env.device.type == "cuda" and cfg.data.workers > 0,
@@ -269,6 +276,7 @@ def _train_locked(cfg: Config, run_dir: Path, resume: Path | None, lock: RunLock
             lock.check()  # a trainer that lost its folder must not write the new owner's results
         best = {"metric": state.best_metric, "value": state.best_value, "step": state.best_step}
         summary = {"step": state.step, "samples": state.samples, "skipped_steps": state.skipped, "best": best}
+        write_target_result(run_dir, cfg.hash(), state.step)  # before done.json: a finished run holds it
         rundir.write_done(run_dir, summary)
         if cfg.train.keep_when_done is not None:  # after done.json: a crash before it still has every checkpoint
             ckpt.prune_checkpoints(trainer.ckpt_dir, cfg.train.keep_when_done)

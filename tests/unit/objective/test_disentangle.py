@@ -136,3 +136,21 @@ def test_objective_re_loss_is_the_mean_over_kept_rows_of_both_directions(name):
         means.append(total / kept)
     assert float(out["re_loss"]) == pytest.approx(0.5 * sum(means), rel=1e-10)
     assert float(out["re_kept_fraction"]) == pytest.approx((5 + 6) / 12)
+
+
+@pytest.mark.parametrize("target", ["selfsim", "label_smoothing"])
+@pytest.mark.parametrize("name", DIVERGENCES.names())
+def test_re_term_is_invariant_to_beta_above_zero_and_vanishes_at_zero(target, name):
+    """DESIGN: renormalising the off-diagonal target cancels β, so µ alone sets L_re for every β > 0 (and the
+    term vanishes at β = 0: a jump, not a ramp)."""
+    u, v, a, b, mask = _objective_inputs()
+    s = torch.tensor(4.0, dtype=torch.float64)
+
+    def re_loss(beta: float) -> torch.Tensor:
+        obj = SoftCLIPObjective(target, beta=beta, tau=0.3, divergence=name, soft_weight=0.0, re_weight=1.0)
+        return obj(u, v, s, a, b, mask, None)["re_loss"]
+
+    at = {beta: re_loss(beta) for beta in (1e-6, 0.05, 0.3, 0.7, 1.0)}
+    for beta, value in at.items():
+        torch.testing.assert_close(value, at[0.3], rtol=1e-9, atol=1e-12, msg=f"beta={beta}")
+    assert float(at[0.3]) > 0 and float(re_loss(0.0)) == 0.0

@@ -79,3 +79,44 @@ def test_direction_terms_on_rectangular_blocks(divergence, rule, shape, offset):
         torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-12, atol=1e-12)
     (g_fused,), (g_ref,) = (torch.autograd.grad(o[0], z) for o in outs)
     torch.testing.assert_close(g_fused, g_ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("divergence,re_divergence", [(d, r) for d in DIVERGENCES.names() for r in DIVERGENCES.names() if d != r])
+@pytest.mark.parametrize("target", ["selfsim", "oracle"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_equals_reference_with_a_separate_re_divergence(divergence, re_divergence, target, masked):
+    kwargs = dict(target=target, divergence=divergence, re_divergence=re_divergence, beta=0.4, tau=0.3,
+                  re_weight=0.7, roi_weight=0.3)  # fmt: skip
+    fused, fused_grads = _run("fused", kwargs, 7, masked)
+    ref, ref_grads = _run("reference", kwargs, 7, masked)
+    for key in KEYS:
+        torch.testing.assert_close(fused[key].detach(), ref[key].detach(), rtol=1e-12, atol=1e-12)
+    for got, want in zip(fused_grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("divergence", DIVERGENCES.names())
+def test_re_divergence_changes_only_the_relation_enhanced_term(divergence):
+    """None is ``divergence`` exactly; another name leaves the InfoNCE and soft terms as they are."""
+    base = dict(target="selfsim", divergence=divergence, beta=0.4, tau=0.3, re_weight=0.7)
+    same, _ = _run("fused", base, 7, False)
+    named, _ = _run("fused", {**base, "re_divergence": divergence}, 7, False)
+    other = next(d for d in DIVERGENCES.names() if d != divergence)
+    moved, _ = _run("fused", {**base, "re_divergence": other}, 7, False)
+    for key in KEYS:
+        assert torch.equal(same[key], named[key]), key
+    assert torch.equal(same["soft_loss"], moved["soft_loss"]) and torch.equal(same["nce_loss"], moved["nce_loss"])
+    assert not torch.equal(same["re_loss"], moved["re_loss"])
+
+
+@pytest.mark.parametrize("precision", [0.0, 0.5, "share"])
+@pytest.mark.parametrize("divergence", DIVERGENCES.names())
+def test_fused_equals_reference_for_the_oracle_precision_knob(precision, divergence):
+    kwargs = dict(target="oracle", divergence=divergence, oracle_precision=precision, beta=0.4, re_weight=0.7,
+                  roi_weight=0.3)  # fmt: skip
+    fused, fused_grads = _run("fused", kwargs, 7, True)
+    ref, ref_grads = _run("reference", kwargs, 7, True)
+    for key in KEYS:
+        torch.testing.assert_close(fused[key].detach(), ref[key].detach(), rtol=1e-12, atol=1e-12)
+    for got, want in zip(fused_grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
