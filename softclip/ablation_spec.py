@@ -31,6 +31,9 @@ class AblationSpec(BaseModel):
                                       description="factors on which a variant's baseline matches the variant")  # fmt: skip
     labels: dict[str, str] = Field(default_factory=dict)
     factors: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    primary: dict[str, Any] | None = Field(
+        None, description="pre-declared primary family: {contrasts: [A | 'A:B'] or 'all', metrics: [benchmark/metric]}"
+    )
     seeds: Seeds = Field(default_factory=lambda: [0])
     output_dir: str = "runs/ablations"
     launcher: LauncherOverrides = Field(default_factory=LauncherOverrides)  # type: ignore[valid-type]
