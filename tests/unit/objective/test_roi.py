@@ -136,3 +136,29 @@ def test_mhsa_frozen_is_a_fixed_seeded_projection_without_gradients() -> None:
     feats, _ = a(regions, mask)
     torch.testing.assert_close(feats, a(regions, mask)[0])
     assert not feats.requires_grad
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mean_proj_is_the_masked_mean_through_a_learned_linear_map(seed: int) -> None:
+    """``mean_proj``: the auxiliary loss on without a learned aggregator (no interaction between regions)."""
+    agg = _build("mean_proj", "learn", out_dim=7)
+    assert agg.learns and agg.out_dim == 7
+    regions, mask = _inputs(seed=seed)
+    feats, valid = agg(regions, mask)
+    for i in range(N):
+        want = agg.proj(regions[i][mask[i]].mean(0)) if mask[i].any() else torch.zeros(7)
+        torch.testing.assert_close(feats[i], want, atol=1e-5, rtol=1e-5)
+    feats.square().sum().backward()
+    assert agg.proj.weight.grad.abs().sum() > 0
+    assert build_aggregator("mean_proj", D, width=32).out_dim == 32
+
+
+def test_mean_proj_frozen_is_a_fixed_seeded_projection_without_gradients() -> None:
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = build_aggregator("mean_proj", D, out_dim=5, train="frozen")
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(456)
+    b = build_aggregator("mean_proj", D, out_dim=5, train="frozen")
+    assert not a.learns and all(not p.requires_grad for p in a.parameters())
+    assert torch.equal(a.proj.weight, b.proj.weight)
