@@ -56,7 +56,9 @@ def write_target_result(run_dir: Path, config_hash: str, step: int) -> Path | No
         git_sha = json.loads(meta_path.read_text()).get("git_sha") if meta_path.is_file() else None
     except (OSError, ValueError):
         git_sha = None
-    n_steps = sum(1 for r in records if r.get("kind") == "train" and r.get("target_precision_i2t") is not None)
+    n_steps = sum(
+        1 for r in records if r.get("kind") == "train" and r.get("target_precision_i2t") is not None
+    )
     record = {
         "run": run_dir.name, "checkpoint": f"step_{step:08d}", "benchmark": BENCHMARK, "task": "target_precision",
         "protocol": {"source": runfiles.METRICS, "average": "log steps", "log_steps": n_steps},

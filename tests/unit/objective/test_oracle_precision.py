@@ -134,7 +134,9 @@ def test_precision_of_rows_without_off_diagonal_mass_is_nan_and_blocks_keep_thei
     log_eye = torch.full((3, 3), NEG_INF, dtype=torch.float64).fill_diagonal_(0.0)
     assert math.isnan(float(target_precision(log_eye, torch.ones(3, 3, dtype=torch.bool))))
     # a rectangular block of local rows 2..3 (offset 2) of 5 global columns: the diagonal sits at column 2 + i
-    log_y = torch.log(torch.tensor([[0.1, 0.2, 0.5, 0.2, 0.0], [0.0, 0.0, 0.0, 0.5, 0.5]], dtype=torch.float64))
+    log_y = torch.log(
+        torch.tensor([[0.1, 0.2, 0.5, 0.2, 0.0], [0.0, 0.0, 0.0, 0.5, 0.5]], dtype=torch.float64)
+    )
     rel = torch.tensor([[True, False, True, False, False], [False, False, False, True, True]])
     assert float(target_precision(log_y, rel, offset=2)) == pytest.approx(0.5 * (0.2 + 1.0), abs=1e-12)
     assert float(true_share(rel, offset=2, dtype=torch.float64)) == pytest.approx(2 / 8)
@@ -148,7 +150,9 @@ def _objective_precision(target: str, **kwargs) -> dict[str, float]:
     v = torch.nn.functional.normalize(torch.randn(n, 5, generator=g, dtype=torch.float64), dim=1)
     out = SoftCLIPObjective(target, **kwargs)(u, v, torch.tensor(5.0, dtype=torch.float64), image_scene=image,
                                               text_scene=caption)  # fmt: skip
-    return {k: float(v) for k, v in out.items() if k.startswith("target_precision") or k == "target_true_share"}
+    return {
+        k: float(v) for k, v in out.items() if k.startswith("target_precision") or k == "target_true_share"
+    }
 
 
 def test_objective_logs_target_precision_for_soft_targets_only():
@@ -168,7 +172,10 @@ def test_objective_logs_target_precision_for_soft_targets_only():
 def test_knob_reaches_the_targets_through_the_objective():
     rel_i2t, rel_t2i = relevant(12)
     z = torch.zeros(12, 1, dtype=torch.float64)
-    views = SideView(z, z, relevant=rel_i2t, oracle_precision=0.5), SideView(z, z, relevant=rel_t2i, oracle_precision=0.5)
+    views = (
+        SideView(z, z, relevant=rel_i2t, oracle_precision=0.5),
+        SideView(z, z, relevant=rel_t2i, oracle_precision=0.5),
+    )
     y_i2t, _ = build_targets(*views, "oracle", "same", 0.3, 0.07, 0)
     want = compose_target(oracle_target(views[0], 0.07), 0.3, None, 0)
     torch.testing.assert_close(y_i2t, want, rtol=0, atol=0)
@@ -182,7 +189,9 @@ def test_step_averages_of_the_logged_diagnostics():
         {"kind": "train", "step": 20, "target_precision_i2t": 0.6, "target_precision_t2i": 0.8, "target_true_share": 0.3},
     ]  # fmt: skip
     got = step_averages(records)
-    assert got == pytest.approx({"precision_i2t": 0.4, "precision_t2i": 0.6, "true_share": 0.2, "precision": 0.5})
+    assert got == pytest.approx(
+        {"precision_i2t": 0.4, "precision_t2i": 0.6, "true_share": 0.2, "precision": 0.5}
+    )
     assert step_averages([{"kind": "train", "step": 1, "loss": 1.0}]) == {}
 
 
@@ -195,7 +204,9 @@ def test_bad_oracle_precision_is_a_config_error_naming_the_key(value):
 
 
 def test_config_accepts_numbers_and_share():
-    assert load_config("ablations/base.yaml", ["loss.oracle_precision=share"]).loss.oracle_precision == "share"
+    assert (
+        load_config("ablations/base.yaml", ["loss.oracle_precision=share"]).loss.oracle_precision == "share"
+    )
     assert load_config("ablations/base.yaml", ["loss.oracle_precision=0.25"]).loss.oracle_precision == 0.25
     with pytest.raises(ConfigError, match="re_divergence"):
         load_config("ablations/base.yaml", ["loss.re_divergence=klx"])
