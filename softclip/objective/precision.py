@@ -43,16 +43,12 @@ def target_precision(log_y: torch.Tensor, relevant: torch.Tensor, offset: int = 
     total = torch.logsumexp(lo, dim=1)
     true = torch.logsumexp(lo.masked_fill(~relevant, NEG_INF), dim=1)
     has = total > NEG_INF
-    if not bool(has.any()):
-        return log_y.new_full((), float("nan"))
-    return (true[has] - total[has]).exp().mean()
+    ratio = torch.where(has, (true - total.masked_fill(~has, 0.0)).exp(), 0.0)
+    return ratio.sum() / has.sum().to(ratio.dtype)  # 0 / 0 = NaN without rows; no host sync on an accelerator
 
 
 @torch.no_grad()
 def true_share(relevant: torch.Tensor, offset: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Fraction of the off-diagonal pairs of ``relevant`` [N_l, N_g] that truly match (0-dim; NaN for N_g = 1)."""
     off = _off_diagonal(relevant.shape, offset, relevant.device)
-    n = off.sum()
-    if int(n) == 0:
-        return torch.tensor(float("nan"), dtype=dtype, device=relevant.device)
-    return ((relevant & off).sum().to(dtype) / n.to(dtype)).to(dtype)
+    return (relevant & off).sum().to(dtype) / off.sum().to(dtype)  # 0 / 0 = NaN for N_g = 1
