@@ -37,7 +37,8 @@ log = logging.getLogger("softclip.reproduce")
 
 ROOT = Path(__file__).resolve().parents[1]
 ABLATIONS = (
-    "main", "targets", "disentangle", "divergence", "aggregation", "noise", "detector", "one_hot_rows", "zoo",
+    "main", "calibration", "targets", "disentangle", "divergence", "mechanism", "mu", "aggregation", "noise", "detector",
+    "one_hot_rows", "zoo",
 )
 # name -> (kind, file relative to the repository root), in the order the report lists them
 PARTS: dict[str, tuple[str, str]] = {name: ("ablation", f"ablations/{name}.yaml") for name in ABLATIONS}

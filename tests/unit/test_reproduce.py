@@ -84,7 +84,7 @@ def test_exclude_names_a_variant_of_an_ablation_being_run(exclude, message):
 
 
 def test_unknown_part_and_unknown_baseline_are_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="unknown part.*'mian'.*main, targets"):
+    with pytest.raises(ConfigError, match="unknown part.*'mian'.*main, calibration, targets"):
         rep.select_parts(["mian"])
     assert rep.select_parts(["targets", "main"]) == ["main", "targets"]  # report order, not argument order
     with pytest.raises(ConfigError, match="baseline names unknown variants"):
