@@ -1,7 +1,9 @@
 """The one nearest-neighbour search wrapper: inner-product top-k over a gallery, through FAISS.
 
-- Exact search (``IndexFlatIP``) up to ``SearchConfig.exact_max_gallery`` gallery vectors; above it an
-  approximate index (``ivf``: IVF-Flat trained with spherical k-means, or ``hnsw``).
+- Exact search up to ``SearchConfig.exact_max_gallery`` gallery vectors; above it an approximate index
+  (``ivf``: IVF-Flat trained with spherical k-means, or ``hnsw``). The exact CPU path searches the caller's
+  float32 array in place (``faiss.knn``, the same kernel ``IndexFlatIP`` runs) instead of copying it into an
+  index, so a 1M x 1024 gallery is held once (4 GiB), not twice (``benchmarks/search_memory.py``).
 - Queries go in batches of ``query_batch``: FAISS's exact search computes scores in fixed-size BLAS blocks, so
   peak memory is O(query_batch * k + gallery), never O(n_query * n_gallery).
 - faiss-gpu is used when present (``faiss.get_num_gpus() > 0``) unless ``gpu=False``; selections with k above
@@ -113,17 +115,17 @@ class GalleryIndex:
         self.n, self.d = xb.shape
         self.exact = self.n <= self.cfg.exact_max_gallery
         self.kind = "flat" if self.exact else self.cfg.approximate
-        self._cpu = self._build(xb)
-        self._gpu = self._to_gpu(self._cpu) if self._use_gpu() else None
+        self._xb = xb if self.exact else None  # exact: searched in place, never copied
+        self._cpu = None if self.exact else self._build(xb)
+        self._gpu = self._to_gpu(xb) if self._use_gpu() else None
 
     def _use_gpu(self) -> bool:
         want = self.cfg.gpu
         return gpu_available() if want is None else bool(want and gpu_available())
 
     def _build(self, xb: np.ndarray) -> faiss.Index:
-        if self.exact:
-            index = faiss.IndexFlatIP(self.d)
-        elif self.kind == "hnsw":
+        """The approximate index over ``xb`` (the exact path needs none)."""
+        if self.kind == "hnsw":
             index = faiss.IndexHNSWFlat(self.d, self.cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = self.cfg.hnsw_ef_construction
             index.hnsw.efSearch = self.cfg.hnsw_ef_search
@@ -141,12 +143,16 @@ class GalleryIndex:
         index.add(xb)
         return index
 
-    def _to_gpu(self, index: faiss.Index) -> faiss.Index | None:
+    def _to_gpu(self, xb: np.ndarray) -> faiss.Index | None:
         if self.kind == "hnsw":  # no GPU HNSW in faiss-gpu; keep the CPU graph
             return None
         try:
             self._res = faiss.StandardGpuResources()
-            return faiss.index_cpu_to_gpu(self._res, 0, index)
+            if self._cpu is not None:
+                return faiss.index_cpu_to_gpu(self._res, 0, self._cpu)
+            index = faiss.index_cpu_to_gpu(self._res, 0, faiss.IndexFlatIP(self.d))
+            index.add(xb)  # device memory only; the host keeps the caller's array
+            return index
         except (AttributeError, RuntimeError) as err:  # pragma: no cover - depends on the faiss build
             LOGGER.warning("faiss GPU index unavailable (%s); searching on CPU", err)
             return None
@@ -157,10 +163,12 @@ class GalleryIndex:
 
     def _raw(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search of one query batch (k <= n), scores float32 [b, k] and ids int64 [b, k]."""
-        index = self._gpu if self._gpu is not None and k <= GPU_MAX_K else self._cpu
         with blas_settings(self.cfg.blas_threshold, self.d, self.cfg.blas_database_block):
-            scores, ids = index.search(xq, k)
-        return scores, ids
+            if self._gpu is not None and k <= GPU_MAX_K:
+                return self._gpu.search(xq, k)
+            if self._cpu is None:
+                return faiss.knn(xq, self._xb, k, metric=faiss.METRIC_INNER_PRODUCT)
+            return self._cpu.search(xq, k)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k gallery items per query, best first, ties by lower id.

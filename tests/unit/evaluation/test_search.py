@@ -157,3 +157,16 @@ def test_ranks_of_matches_brute_force_with_ties():
         np.testing.assert_array_equal(out[q], expected)
     _, top1 = search(queries, gallery, 1)
     assert all(ranks_of(queries, gallery, [np.array([i]) for i in top1[:, 0]])[q][0] == 1 for q in range(9))
+
+
+def test_exact_search_holds_the_callers_gallery_not_a_copy():
+    """The exact path searches the caller's float32 array in place (a 1M x 1024 gallery is held once): a row
+    changed after the index was built is what the search sees."""
+    rng = np.random.default_rng(0)
+    gallery = rng.standard_normal((500, 16)).astype(np.float32)
+    query = rng.standard_normal((1, 16)).astype(np.float32)
+    index = GalleryIndex(gallery, SearchConfig(gpu=False))
+    before = index.search(query, 1)[1][0, 0]
+    target = 7 if before != 7 else 8
+    gallery[target] = 100 * query[0]
+    assert index.search(query, 1)[1][0, 0] == target
