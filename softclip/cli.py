@@ -102,7 +102,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     _config_args(p)
     p.add_argument("--run-dir", default=None, help="run folder (default: OUTPUT_DIR/NAME from the config)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir")
-    p.add_argument("--no-eval", action="store_true", help="skip the evaluation suite after training")
+    p.add_argument("--no-eval", action="store_true", help="no evaluation: neither periodic (train.eval_every) nor at the end, and no "
+                   "check of the evaluation datasets before training")
 
 
 @command("train", "train one model (resumes automatically from the run folder's last checkpoint)", _add_train)
@@ -110,17 +111,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from softclip.train import train
 
     cfg = load_config(args.config, args.overrides, profile=args.profile)
-    hook = None
-    if cfg.train.eval_every > 0:
-        from softclip.evaluation.hooks import periodic_evaluator
-
-        hook = periodic_evaluator(cfg)
-    preflight = None
-    if hook is not None or not args.no_eval:
+    hook = preflight = None
+    if not args.no_eval:  # --no-eval: no evaluation at all, so no evaluation datasets are needed either
+        from softclip.evaluation.hooks import periodic_evaluator, periodic_suite
         from softclip.evaluation.suite import plan_suite, read_suite
 
-        def preflight() -> None:  # the suite and its datasets, checked before the first step
-            plan_suite(*read_suite(cfg.eval.suite), cfg.data.root)
+        suites = [cfg.eval.suite]
+        if cfg.train.eval_every > 0:
+            hook = periodic_evaluator(cfg)
+            suites = list(dict.fromkeys([*suites, periodic_suite(cfg)]))
+
+        def preflight() -> None:  # the suites and their datasets, checked before the first step
+            for suite in suites:
+                plan_suite(*read_suite(suite), cfg.data.root)
 
     run_dir = train(cfg, run_dir=args.run_dir, overwrite=args.overwrite, evaluate=hook, preflight=preflight)
     print(f"run finished: {run_dir}")

@@ -268,6 +268,10 @@ class EvalConfig(_Section):
     """Evaluation suite run at the end of training (and by ``softclip eval``)."""
 
     suite: str = "eval/synthetic.yaml"
+    periodic_suite: str | None = Field(
+        None, description="suite run every train.eval_every steps (all its benchmarks), e.g. a light subset "
+        "of eval.suite (eval/paper_periodic.yaml); None: eval.suite's zeroshot and retrieval benchmarks",
+    )
     batch_size: PosInt = 256
     cache: bool = True
 

@@ -37,12 +37,27 @@ class RetrievalOptions(Options):
     rank_stats: bool = Field(True, description="mean/median rank from full rankings")
     semantic: bool = Field(True, description="semantic R@k and mAP where relevance.json exists")
     nce_loss: bool = Field(True, description="val_nce_loss on (image, first caption) pairs")
+    max_images: int | None = Field(None, ge=1, description="evaluate only the split's first N images and their "
+                                   "captions (a light periodic check; semantic scores are then left out)")
 
 
 def load(path: Path, opts: RetrievalOptions) -> KarpathyData:
     """Read the split from the Karpathy JSON under ``path``."""
     images = None if opts.images is None else Path(path) / opts.images
-    return EVAL_READERS.get("karpathy")(Path(path) / opts.karpathy_json, images_root=images, split=opts.split)
+    data = EVAL_READERS.get("karpathy")(Path(path) / opts.karpathy_json, images_root=images, split=opts.split)
+    return data if opts.max_images is None else first_images(data, opts.max_images)
+
+
+def first_images(data: KarpathyData, n: int) -> KarpathyData:
+    """The split cut to its first ``n`` images and their captions (caption ids renumbered, no relevance)."""
+    if n >= len(data.image_paths):
+        return data
+    keep = np.flatnonzero(data.text_to_image < n)
+    new_id = {int(t): j for j, t in enumerate(keep)}
+    return KarpathyData(
+        data.dataset, data.split, data.image_paths[:n], [data.captions[t] for t in keep],
+        data.text_to_image[keep], [[new_id[t] for t in texts] for texts in data.image_to_texts[:n]], None,
+    )  # fmt: skip
 
 
 def logit_scale(model: Any) -> float | None:

@@ -102,6 +102,11 @@ IMAGENET_TEMPLATES: tuple[str, ...] = (
 TEMPLATE_SETS: Registry[tuple[str, ...]] = Registry("zeroshot templates")
 TEMPLATE_SETS.register("imagenet80")(IMAGENET_TEMPLATES)
 TEMPLATE_SETS.register("single")(("a photo of a {}.",))
+#: The 7 of the 80 that CLIP's authors' ImageNet notebook selected (a light periodic classifier: 7k prompts).
+TEMPLATE_SETS.register("imagenet7")((
+    "itap of a {}.", "a bad photo of the {}.", "a origami {}.", "a photo of the large {}.",
+    "a {} in a video game.", "art of the {}.", "a photo of the small {}.",
+))  # fmt: skip
 
 
 #: Named class-name lists a suite can ask for (``classnames: imagenet1k``), in class-folder order.

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import Field
 
 from softclip.data.badsamples import DataError
@@ -28,7 +29,7 @@ class ZeroShotOptions(Options):
     split: str = Field("test", description="split folder under the dataset root")
     templates: str = Field(
         "auto", description="auto (the set's templates.txt, else imagenet80), dataset, a template set name "
-        "(imagenet80, single) or a file relative to the dataset root",
+        "(imagenet80, imagenet7, single) or a file relative to the dataset root",
     )
     classnames: str | None = Field(
         None, description="class names overriding the set's: a named list (imagenet1k: CLIP's 1,000 ImageNet "
@@ -36,6 +37,8 @@ class ZeroShotOptions(Options):
     )
     ks: tuple[int, ...] = Field((1, 5), min_length=1, description="top-k accuracies")
     attributes: bool = Field(True, description="per-attribute accuracy where attributes.json exists")
+    max_per_class: int | None = Field(None, ge=1, description="evaluate only the first N images (sorted) of "
+                                      "each class (a light periodic check)")
 
 
 def _resolve(root: Path, value: str) -> Path:
@@ -46,6 +49,13 @@ def _resolve(root: Path, value: str) -> Path:
 def load(path: Path, opts: ZeroShotOptions) -> ImageFolderData:
     """Read the ImageFolder split (and the class-name override)."""
     data = EVAL_READERS.get("imagefolder")(path, split=opts.split)
+    if opts.max_per_class is not None:
+        rank = np.zeros(len(data.labels), dtype=np.int64)  # position of each image within its class
+        for c in np.unique(data.labels):
+            where = np.flatnonzero(data.labels == c)
+            rank[where] = np.arange(len(where))
+        keep = np.flatnonzero(rank < opts.max_per_class)
+        data.paths, data.labels = [data.paths[i] for i in keep], data.labels[keep]
     if opts.classnames:
         if opts.classnames in CLASSNAME_SETS.names():
             f, names = opts.classnames, list(CLASSNAME_SETS.get(opts.classnames)())
