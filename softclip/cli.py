@@ -75,8 +75,18 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["synth"], help="synth: generate the SynthScenes benchmark")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("action", choices=["synth", "vinvl"],
+                   help="synth: generate the SynthScenes benchmark; vinvl: add VinVL sidecars (.roi.npy float16 "
+                        "[K, 2054], .tags.json) to existing img2dataset shards, each shard rewritten atomically")  # fmt: skip
+    p.add_argument("--out", default=None, help="synth: output folder (required); vinvl: folder for the rewritten "
+                   "shards (default: replace each shard in place, atomically)")  # fmt: skip
+    p.add_argument("--shards", default=None, help="vinvl: shard files, e.g. 'cc3m/{00000..00331}.tar' or a glob")
+    p.add_argument("--features-tsv", default=None, help="vinvl: VinVL feature TSV (id, K, base64 float32 [K, D])")
+    p.add_argument("--labels-tsv", default=None, help="vinvl: VinVL label TSV (id, JSON objects with class, rect)")
+    p.add_argument("--id-field", default="key", help="vinvl: how a sample finds its VinVL rows: key (the member "
+                   "key) or a field of the sample's .json, e.g. image_id (default key)")  # fmt: skip
+    p.add_argument("--preset", default=None, help="synth: a SynthConfig preset instead of the config's data.synth "
+                   "(e.g. paper_shapes)")  # fmt: skip
     p.add_argument("--config", default=None, help=f"config whose data.synth is used (default {DEFAULT_CONFIG})")
     p.add_argument("--seed", type=int, default=None, help="generator seed (default: the config's seed)")
     p.add_argument("--workers", type=int, default=1, help="processes used to draw and encode images")
@@ -86,8 +96,12 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 @command("data", "generate the built-in synthetic benchmark in the real formats", _add_data)
 def cmd_data(args: argparse.Namespace) -> int:
+    if args.action == "vinvl":
+        return _data_vinvl(args)
     from softclip.data.synth import generate
 
+    if args.out is None:
+        raise ConfigError("softclip data synth: --out is required")
     path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
     cfg = load_config(path, args.overrides, profile=args.profile)
     seed = cfg.seed if args.seed is None else args.seed
@@ -95,6 +109,23 @@ def cmd_data(args: argparse.Namespace) -> int:
     sizes = {name: info.get("samples", info.get("images")) for name, info in card.get("sets", {}).items()}
     shown = ", ".join(f"{name}={n}" for name, n in sizes.items() if n is not None)
     print(f"SynthScenes in {args.out} (seed {seed}, {card.get('object_types')} object types): {shown}")
+    return 0
+
+
+def _data_vinvl(args: argparse.Namespace) -> int:
+    from softclip.data.attach import attach_vinvl
+    from softclip.data.readers.webdataset import expand_shards
+
+    missing = [f"--{n.replace('_', '-')}" for n in ("shards", "features_tsv", "labels_tsv") if not getattr(args, n)]
+    if missing:
+        raise ConfigError(f"softclip data vinvl: {', '.join(missing)} required")
+    shards = expand_shards(args.shards, None)
+    out = attach_vinvl(shards, Path(args.features_tsv), Path(args.labels_tsv), args.out and Path(args.out),
+                       id_field=args.id_field)  # fmt: skip
+    total = out["total"]
+    lost = {k: v for k, v in total.items() if k not in ("samples", "attached")}
+    print(f"VinVL sidecars: {total.get('attached', 0)} of {total.get('samples', 0)} samples in {len(shards)} shards"
+          + (f"; without: {', '.join(f'{k}={v}' for k, v in sorted(lost.items()))}" if lost else ""))  # fmt: skip
     return 0
 
 
