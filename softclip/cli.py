@@ -172,16 +172,37 @@ def _print_results(results: dict[str, dict[str, float]]) -> None:
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", help="run folder or checkpoint file")
-    p.add_argument("--suite", default=None, help="evaluation suite YAML (default: the run's eval.suite)")
+    p.add_argument("target", nargs="?", default=None, help="run folder or checkpoint file (or use --arch/--weights)")
+    p.add_argument("--suite", default=None, help="evaluation suite YAML (default: the run's eval.suite; with "
+                   "--arch: eval/paper.yaml)")  # fmt: skip
     p.add_argument("--force", action="store_true", help="recompute results that already exist")
+    p.add_argument("--arch", default=None, help="score an open_clip model not trained here: its architecture "
+                   "(e.g. RN50, ViT-B-32), built from scratch (nothing is downloaded); needs --weights and --out")  # fmt: skip
+    p.add_argument("--weights", default=None, help="with --arch: a plain state dict or an open_clip_train "
+                   "checkpoint ({'state_dict': {'module.<key>': ...}}), loaded with weights_only=True")  # fmt: skip
+    p.add_argument("--out", default=None, help="result folder (default RUN/eval; required with --arch)")
+    p.add_argument("--data-root", default=None, help="root for the suite's relative dataset paths (default: the "
+                   "run's data.root; with --arch: the current folder)")  # fmt: skip
 
 
-@command("eval", "evaluate a run or checkpoint on a suite; one result JSON per benchmark", _add_eval)
+@command("eval", "evaluate a run, a checkpoint, or open_clip weights (--arch --weights) on a suite; "
+         "one result JSON per benchmark", _add_eval)  # fmt: skip
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.arch or args.weights:
+        from softclip.evaluation.external import evaluate_weights
+
+        if not (args.arch and args.weights and args.out) or args.target:
+            raise ConfigError("softclip eval: --arch needs --weights and --out, and no run folder")
+        suite = args.suite or "eval/paper.yaml"
+        _print_results(evaluate_weights(args.arch, args.weights, suite, args.out, data_root=args.data_root,
+                                        force=args.force))  # fmt: skip
+        return 0
+    if args.target is None:
+        raise ConfigError("softclip eval: give a run folder or checkpoint, or --arch with --weights")
     from softclip.evaluation import evaluate_checkpoint
 
-    _print_results(evaluate_checkpoint(args.target, args.suite, force=args.force))
+    _print_results(evaluate_checkpoint(args.target, args.suite, force=args.force, data_root=args.data_root,
+                                       out_dir=args.out))  # fmt: skip
     return 0
 
 
