@@ -75,9 +75,12 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["synth", "vinvl"],
+    p.add_argument("action", choices=["synth", "vinvl", "paper"],
                    help="synth: generate the SynthScenes benchmark; vinvl: add VinVL sidecars (.roi.npy float16 "
-                        "[K, 2054], .tags.json) to existing img2dataset shards, each shard rewritten atomically")  # fmt: skip
+                        "[K, 2054], .tags.json) to existing img2dataset shards, each shard rewritten atomically; "
+                        "paper: paper-shaped rehearsal data (224-px shards with K<=50 x 2054 sidecars, the paper "
+                        "suite's sets in their real layouts; --out DIR, then `source DIR/env.sh`)")  # fmt: skip
+    p.add_argument("--n-train", type=int, default=None, help="paper: training pairs (default 64)")
     p.add_argument("--out", default=None, help="synth: output folder (required); vinvl: folder for the rewritten "
                    "shards (default: replace each shard in place, atomically)")  # fmt: skip
     p.add_argument("--shards", default=None, help="vinvl: shard files, e.g. 'cc3m/{00000..00331}.tar' or a glob")
@@ -98,6 +101,8 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 def cmd_data(args: argparse.Namespace) -> int:
     if args.action == "vinvl":
         return _data_vinvl(args)
+    if args.action == "paper":
+        return _data_paper(args)
     from softclip.data.synth import generate
 
     if args.out is None:
@@ -109,6 +114,19 @@ def cmd_data(args: argparse.Namespace) -> int:
     sizes = {name: info.get("samples", info.get("images")) for name, info in card.get("sets", {}).items()}
     shown = ", ".join(f"{name}={n}" for name, n in sizes.items() if n is not None)
     print(f"SynthScenes in {args.out} (seed {seed}, {card.get('object_types')} object types): {shown}")
+    return 0
+
+
+def _data_paper(args: argparse.Namespace) -> int:
+    from softclip.data.synth.paper_shapes import PaperShapes, write_paper_shapes
+
+    if args.out is None:
+        raise ConfigError("softclip data paper: --out is required")
+    spec = PaperShapes(seed=args.seed or 0, **({} if args.n_train is None else {"n_train": args.n_train}))
+    card = write_paper_shapes(args.out, spec)
+    print(f"paper-shaped rehearsal data in {args.out}; point the paper suite at it with: source {args.out}/env.sh")
+    for var, path in card["env"].items():
+        print(f"  {var}={path}")
     return 0
 
 
