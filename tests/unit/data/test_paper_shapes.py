@@ -89,3 +89,11 @@ def test_paper_suite_plans_and_loads_at_real_counts(paper_root, monkeypatch):
     assert len(data["copydays"].database) == 157 + 3
     periodic = plan_suite(*read_suite(ROOT / "eval" / "paper_periodic.yaml"), None)
     assert [p.name for p in periodic] == ["imagenet_light", "coco_light"]
+
+
+@pytest.mark.parametrize("action", ["paper", "synth"])
+def test_data_commands_need_out(action, capsys):
+    from softclip import cli
+
+    assert cli.main(["data", action]) == 2
+    assert "--out is required" in capsys.readouterr().err
