@@ -88,8 +88,8 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels-tsv", default=None, help="vinvl: VinVL label TSV (id, JSON objects with class, rect)")
     p.add_argument("--id-field", default="key", help="vinvl: how a sample finds its VinVL rows: key (the member "
                    "key) or a field of the sample's .json, e.g. image_id (default key)")  # fmt: skip
-    p.add_argument("--preset", default=None, help="synth: a SynthConfig preset instead of the config's data.synth "
-                   "(e.g. paper_shapes)")  # fmt: skip
+    p.add_argument("--preset", default=None, help="synth: a SynthScenes preset (smoke, quick, long, paper) instead of "
+                   "the config's data.synth")  # fmt: skip
     p.add_argument("--config", default=None, help=f"config whose data.synth is used (default {DEFAULT_CONFIG})")
     p.add_argument("--seed", type=int, default=None, help="generator seed (default: the config's seed)")
     p.add_argument("--workers", type=int, default=1, help="processes used to draw and encode images")
@@ -110,7 +110,13 @@ def cmd_data(args: argparse.Namespace) -> int:
     path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
     cfg = load_config(path, args.overrides, profile=args.profile)
     seed = cfg.seed if args.seed is None else args.seed
-    card = generate(args.out, cfg.data.synth, seed=seed, workers=args.workers, force=args.force)
+    if args.preset:
+        from softclip.data.synth import SynthConfig
+
+        spec = SynthConfig.preset(args.preset)
+    else:
+        spec = cfg.data.synth
+    card = generate(args.out, spec, seed=seed, workers=args.workers, force=args.force)
     sizes = {name: info.get("samples", info.get("images")) for name, info in card.get("sets", {}).items()}
     shown = ", ".join(f"{name}={n}" for name, n in sizes.items() if n is not None)
     print(f"SynthScenes in {args.out} (seed {seed}, {card.get('object_types')} object types): {shown}")

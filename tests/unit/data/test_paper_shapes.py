@@ -97,3 +97,11 @@ def test_data_commands_need_out(action, capsys):
 
     assert cli.main(["data", action]) == 2
     assert "--out is required" in capsys.readouterr().err
+
+
+def test_synth_unknown_preset_is_one_line(tmp_path, capsys):
+    from softclip import cli
+
+    assert cli.main(["data", "synth", "--out", str(tmp_path / "x"), "--preset", "papr"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'papr'" in err and "paper" in err
