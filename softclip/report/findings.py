@@ -145,9 +145,25 @@ def validity_section(validity: pd.DataFrame) -> list[str]:
     return out
 
 
+def calibration_section(table: pd.DataFrame) -> list[str]:
+    """The oracle's curve and every method's place on it, per calibrated metric."""
+    if table is None or table.empty:
+        return []
+    out = ["## Calibration (Δ vs measured target precision)", ""]
+    for (ablation, key), rows in table.groupby(["ablation", "key"], sort=True):
+        curve = rows[rows["on_curve"]].sort_values("precision")
+        points = "; ".join(f"precision {fmt_num(r['precision'], STYLE)}: {interval(r)}" for r in curve.to_dict("records"))
+        out.append(f"- {ablation}, {name(key)}, oracle's curve: {points}.")
+        for r in rows[~rows["on_curve"]].to_dict("records"):
+            word = r["finding"] if r["finding"] in (BETTER, WORSE, EQUIVALENT) else "inconclusive"
+            out.append(f"  - {r['label']}: measured precision {fmt_num(r['precision'], STYLE)}, Δ {interval(r)} "
+                       f"({word}).")
+    return out + [""]
+
+
 def write_findings(comps: pd.DataFrame, inter: pd.DataFrame, validity: pd.DataFrame, status: pd.DataFrame,
                    families: Mapping[str, Family], machine: Mapping[str, str], labels: Mapping[tuple[str, str], str],
-                   sources: Sequence[str], family_note: str) -> str:  # fmt: skip
+                   sources: Sequence[str], family_note: str, calibration: pd.DataFrame | None = None) -> str:  # fmt: skip
     """The text of ``findings.md``."""
     comps = _with_labels(comps[comps["delta"].notna()], labels)
     lines = ["# Findings", "",
@@ -161,6 +177,7 @@ def write_findings(comps: pd.DataFrame, inter: pd.DataFrame, validity: pd.DataFr
     for ablation in sorted(comps["ablation"].unique()):
         lines += ablation_section(ablation, comps, inter, families.get(ablation), status, notes)
     lines += validity_section(validity)
+    lines += calibration_section(calibration)
     lines += ["## Machine", "", "Where the report was built, and the runs' own record (meta.json):", ""]
     lines += [f"- {k}: {v}" for k, v in machine.items()]
     lines += ["", "Reproducibility: bit-exact only on the same CPU family and thread count (and library versions); "

@@ -11,6 +11,7 @@ Layout of ``out/``::
     interactions.csv               differences of differences (compare_within levels, 2x2 factorials)
     validity.csv                   per metric: does the oracle control beat hard targets on it
     seeds.csv                      per variant: expected, fine, failed, unfinished and missing seeds
+    calibration.csv                Δ vs measured target precision (only with an oracle precision knob)
     families.json                  each ablation's primary family as used (and where it was declared)
     findings.md                    what survives correction, in words (generated)
     tables/<ablation>.{md,tex,html,csv}
@@ -36,6 +37,7 @@ import pandas as pd
 from softclip import atomic
 from softclip.metric_catalog import load_catalog
 from softclip.report import families as fams
+from softclip.report.calibration import calibration_table
 from softclip.report.contrasts import declared_contrasts, interactions
 from softclip.report.discover import Collection, ReportError, load_runs
 from softclip.report.document import (
@@ -255,8 +257,9 @@ def compose(doc: Document, *, title: str, generated: str | None, command: str | 
                      "rebuilt from holds no curves): " + ", ".join(rel(p) for _, p in carried) + "."))
     doc.add(Heading("Paper reference"), *paper)
     data = ("frame.csv", "curves.csv", "configs.csv", "stats.csv", "contrasts.csv", "interactions.csv",
-            "validity.csv", "seeds.csv", "families.json", "findings.md")  # fmt: skip
-    doc.add(Heading("Files"), Links([(n, n) for n in data if (out / n).is_file() or n != "curves.csv"], lead="Data:"))
+            "validity.csv", "seeds.csv", "calibration.csv", "families.json", "findings.md")  # fmt: skip
+    optional = ("curves.csv", "calibration.csv")
+    doc.add(Heading("Files"), Links([(n, n) for n in data if (out / n).is_file() or n not in optional], lead="Data:"))
     return doc
 
 
@@ -342,7 +345,7 @@ def build_report(
     shown = list(dict.fromkeys([*HEATMAP_KEYS, *reference_keys(reference)]))
     configs = config_values(collection, shown)
     curves = all_curves(collection)
-    data = FigureData(frame, curves, configs, keys)
+    data = FigureData(frame, curves, configs, keys, summary)
     figures = build_figures(data, out / "figures")
     carried = carried_figures(out / "figures", collection, curves, figures)
     figures += carried
@@ -356,13 +359,16 @@ def build_report(
                        ("validity", stats.validity), ("seeds", stats.seeds)):  # fmt: skip
         write_text(out / f"{name}.csv", csv(part))
     write_text(out / "families.json", fams.to_json(stats.families))
+    calib = calibration_table(frame, summary)
+    if not calib.empty:
+        write_text(out / "calibration.csv", csv(calib))
     hardware = {**(dict(machine) if isinstance(machine, Mapping) else {"machine": str(machine or "not given")}),
                 **runs_hardware(collection)}  # fmt: skip
     labels = {(a, v): lab for a, v, lab in frame[["ablation", "variant", "label"]].drop_duplicates().itertuples(index=False)}
     sources = [shown_path(p) for p in collection.inputs] if len(collection.inputs) <= 3 else [_inputs_text(collection.inputs)]
     write_text(out / "findings.md", write_findings(
         pd.concat([summary, stats.contrasts], ignore_index=True), stats.interactions, stats.validity, stats.seeds,
-        stats.families, hardware, labels, sources, stats.family_note))  # fmt: skip
+        stats.families, hardware, labels, sources, stats.family_note, calib))  # fmt: skip
     paper = reference_blocks(reference, summary, collection.runs)
     doc = compose(Document(), title=title, generated=generated, command=command, machine=hardware, frame=frame,
                   collection=collection, tables=tables, table_files=table_files, figures=figures, missing=missing,

@@ -216,3 +216,32 @@ def test_the_metric_catalog_knows_every_committed_key_and_suite_benchmark() -> N
             assert catalog.benchmarks.get(bench) == spec["evaluator"], (suite.name, bench)
     for key, info in catalog.metrics.items():
         assert info.alias_of or (info.margin > 0 and info.reason), key
+
+
+def test_calibration_curve_from_a_synthetic_frame(tmp_path: Path) -> None:
+    """Oracle variants at precision knobs 0, 0.5, 1 plus SoftCLIP at its own measured precision: a table row per
+    (variant, metric) with Δ vs CLIP, and a figure."""
+    variants = {"clip": (None, 0.05, 0.0), "oracle_p0": (0.0, 0.0, -4.0), "oracle_p05": (0.5, 0.5, 3.0),
+                "oracle_p1": (1.0, 1.0, 10.0), "softclip": (None, 0.21, -2.0)}  # knob, measured precision, gain
+    for order, (name, (knob, precision, gain)) in enumerate(variants.items()):
+        for s in range(4):
+            results = {"zeroshot": {"top1": 50.0 + s + gain + 0.3 * (s % 2) * order},
+                       "retrieval": {"i2t_sem_map": 30.0 + s + 2 * gain - 0.2 * (s % 3)},
+                       "target": {"precision": precision + 0.01 * s}}  # fmt: skip
+            factors = {"precision": knob} if knob is not None else {}
+            make_run(tmp_path / "runs" / "calibration" / name / f"s{s}", seed=s, results=results,
+                     meta={"ablation": "calibration", "variant": name, "baseline": "clip", "order": order,
+                           "factors": factors})  # fmt: skip
+    report = build_report([tmp_path / "runs"], tmp_path / "rep", n_boot=20)
+    table = pd.read_csv(report.parent / "calibration.csv")
+    assert set(table["variant"]) == {"oracle_p0", "oracle_p05", "oracle_p1", "softclip"}
+    assert set(table["key"]) == {"zeroshot/top1", "retrieval/i2t_sem_map"}
+    soft = table[(table["variant"] == "softclip") & (table["key"] == "zeroshot/top1")].iloc[0]
+    assert not soft["on_curve"] and soft["precision"] == pytest.approx(0.21 + 0.015)
+    assert soft["delta"] == pytest.approx(-2.0 + 0.3 * 4 * 0.5)  # gain + the seed-parity term of order 4
+    curve = table[table["on_curve"] & (table["key"] == "retrieval/i2t_sem_map")].sort_values("knob")
+    assert curve["delta"].tolist() == pytest.approx([-8.0, 6.0, 20.0])
+    assert (report.parent / "figures" / "calibration_calibration.png").is_file()
+    assert "oracle's curve" in (report.parent / "findings.md").read_text()
+    validity = pd.read_csv(report.parent / "validity.csv")
+    assert set(validity["variant"]) == {"oracle_p1"}  # the oracle at precision 1 is the control here
