@@ -20,8 +20,8 @@ Pure functions of numbers (numpy/scipy); :func:`summarize` applies them to a res
 * **Planning**: ``mde`` is the smallest true |Δ| a two-sided paired test at α = 0.05 detects with power 0.8 at
   this pair count, from the metric's declared *pilot* sd (``pilot_sd`` in ``softclip/metrics.yaml``, from the
   power study), never from these seeds; ``sd_diff`` is the observed std of the paired differences.
-* **Best**: per (ablation, metric), the variant with the best mean, only where its interval against the
-  runner-up (the same paired rule) excludes 0; otherwise no variant is best.
+* **Best**: per (ablation, metric), the variant with the best mean, only where its comparison against the
+  runner-up (the same paired rule) holds after BH over all such comparisons; otherwise no variant is best.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from scipy import stats as sps
 
 from softclip.metric_catalog import load_catalog
 from softclip.registry import Registry
-from softclip.report.multiplicity import Families, correct
+from softclip.report.multiplicity import Families, bh, correct
 
 # Substrings of metric names whose smaller values are better; everything else is higher-is-better.
 METRIC_DIRECTIONS: Registry[str] = Registry("report.metric_direction")
@@ -338,9 +338,10 @@ def _baseline_lookup(frame: pd.DataFrame, baselines: Baselines | None) -> dict[t
 def mark_best(summary: pd.DataFrame, series: Mapping[tuple[str, str, str], pd.Series],
               level: float = 0.95) -> pd.Series:  # fmt: skip
     """True for the variant with the best mean of its (ablation, key) by the metric's direction, only where its
-    interval against the runner-up (paired on shared seeds, else Welch's) excludes 0; ties and ``n too small``
-    mark nothing."""
+    comparison against the runner-up (paired on shared seeds, else Welch's) holds after Benjamini–Hochberg over
+    every such leader-vs-runner-up comparison of the summary; ties and ``n too small`` mark nothing."""
     best = pd.Series(False, index=summary.index)
+    duels: list[tuple[object, float]] = []
     for (ablation, key), group in summary.groupby(["ablation", "key"], sort=False):
         ranked = group[group["mean"].notna()]
         if len(ranked) < 2:
@@ -350,9 +351,12 @@ def mark_best(summary: pd.DataFrame, series: Mapping[tuple[str, str, str], pd.Se
         first, second = ranked.iloc[0], ranked.iloc[1]
         duel = compare(series[(ablation, first["variant"], key)], series[(ablation, second["variant"], key)],
                        higher=higher, n_boot=1, level=level)  # fmt: skip
-        low, high = duel["ci_low"], duel["ci_high"]
-        if math.isfinite(low) and (low > 0 if higher else high < 0):
-            best.loc[ranked.index[0]] = True
+        if math.isfinite(duel["ci_low"]) and math.isfinite(duel["p"]) and (duel["delta"] > 0) == higher:
+            duels.append((ranked.index[0], float(duel["p"])))
+    if duels:
+        adjusted = bh([p for _, p in duels])
+        for (index, _), p_adj in zip(duels, adjusted, strict=True):
+            best.loc[index] = bool(p_adj < 1 - level)
     return best
 
 

@@ -85,8 +85,8 @@ class Table:
 
     @property
     def caption(self) -> str:
-        head = (f"{self.ablation}: mean ± std over seeds (n); bold: the best of a column, only where its 95% "
-                "interval against the runner-up excludes 0")  # fmt: skip
+        head = (f"{self.ablation}: mean ± std over seeds (n); bold: the best of a column, only where its "
+                "comparison against the runner-up holds after BH over all such comparisons")  # fmt: skip
         if not self.baseline and not self.mixed:
             return head + "; no baseline, so no Δ."
         against = "each row's baseline (column vs)" if self.mixed else self.baseline
