@@ -171,8 +171,8 @@ def write_findings(comps: pd.DataFrame, inter: pd.DataFrame, validity: pd.DataFr
              "below survives its correction: Holm within each ablation's pre-declared primary family, "
              "Benjamini–Hochberg (q = 0.05) over every other comparison of the report. Δ is the mean per-seed "
              "difference with its 95% paired t-interval; better/worse only where the adjusted p < 0.05; "
-             "\"equivalent\" only where a TOST clears the margin declared in softclip/metrics.yaml; everything "
-             "else is inconclusive. " + family_note, ""]  # fmt: skip
+             "\"equivalent\" only where a TOST (α = 0.05 per comparison, not adjusted) clears the margin declared "
+             "in softclip/metrics.yaml; everything else is inconclusive. " + family_note, ""]  # fmt: skip
     notes = {k: v for k, v in short_verdicts(validity).items() if k in COMPOSITES}
     for ablation in sorted(comps["ablation"].unique()):
         lines += ablation_section(ablation, comps, inter, families.get(ablation), status, notes)

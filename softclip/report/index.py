@@ -170,8 +170,10 @@ def run_root(frame: pd.DataFrame) -> str:
     return shown_path(os.path.commonpath([os.path.abspath(p) for p in frame["run_dir"].unique()]))
 
 
-def _runs_grid(frame: pd.DataFrame, root: str) -> Tables:
-    """One row per (ablation, variant): label, runs, seeds and the folder holding them, relative to ``root``."""
+def _runs_grid(frame: pd.DataFrame, root: str, seeds: pd.DataFrame | None = None) -> Tables:
+    """One row per (ablation, variant): label, runs, seeds, the seeds without usable results (failed, diverged,
+    unfinished or missing: :mod:`~softclip.report.failures`) and the folder holding them, relative to ``root``."""
+    bad = {} if seeds is None else {(r["ablation"], r["variant"]): r["detail"] for r in seeds.to_dict("records")}
     per = frame.drop_duplicates(["ablation", "variant", "seed", "run_dir"])
     rows = []
     for (ablation, variant), group in per.groupby(["ablation", "variant"], sort=False):
@@ -181,10 +183,10 @@ def _runs_grid(frame: pd.DataFrame, root: str) -> Tables:
         if len(dirs) == 1:
             folder = Path(folder).parent.as_posix() + "/" if Path(folder).parent.as_posix() != "." else "./"
         rows.append([str(ablation), str(variant), str(group["label"].iloc[0]), str(len(group)),
-                     ", ".join(map(str, seeds)), folder])  # fmt: skip
-    headers = ["ablation", "variant", "label", "runs", "seeds", "folder"]
-    md = Grid(headers, [[md_escape(c) for c in r] for r in rows], "lllrll")
-    return Tables(md, Grid(headers, [[html.escape(c) for c in r] for r in rows], "lllrll"))
+                     ", ".join(map(str, seeds)), bad.get((ablation, variant)) or "none", folder])  # fmt: skip
+    headers = ["ablation", "variant", "label", "runs", "seeds", "without results", "folder"]
+    md = Grid(headers, [[md_escape(c) for c in r] for r in rows], "lllrlll")
+    return Tables(md, Grid(headers, [[html.escape(c) for c in r] for r in rows], "lllrlll"))
 
 
 def _inputs_text(inputs: Sequence[str]) -> str:
@@ -231,7 +233,7 @@ def compose(doc: Document, *, title: str, generated: str | None, command: str | 
     doc.add(Heading("Runs"),
             Para("{} in {}, {}; inputs: ".format(*counts) + _inputs_text(collection.inputs)
                  + f". Run folders are under {root}/ (the folder column is relative to it)."),
-            _runs_grid(frame, root))  # fmt: skip
+            _runs_grid(frame, root, stats.seeds if stats is not None else None))  # fmt: skip
     if collection.notes:
         doc.add(Heading("Notes"), Bullets(list(collection.notes)))
     if collection.skipped:

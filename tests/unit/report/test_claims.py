@@ -245,3 +245,24 @@ def test_calibration_curve_from_a_synthetic_frame(tmp_path: Path) -> None:
     assert "oracle's curve" in (report.parent / "findings.md").read_text()
     validity = pd.read_csv(report.parent / "validity.csv")
     assert set(validity["variant"]) == {"oracle_p1"}  # the oracle at precision 1 is the control here
+
+
+def test_failed_unfinished_and_missing_seeds_are_shown(tmp_path: Path) -> None:
+    for order, name in enumerate(("clip", "soft")):
+        for s in range(4):
+            if name == "soft" and s == 3:
+                continue  # missing: the ablation declares seed 3
+            top1 = math.nan if (name == "soft" and s == 0) else 50.0 + s + order  # seed 0 diverged
+            make_run(tmp_path / "runs" / "a" / name / f"s{s}", seed=s, results={"zeroshot": {"top1": top1}},
+                     done=not (name == "soft" and s == 1),  # seed 1 still training
+                     meta={"ablation": "a", "variant": name, "baseline": "clip", "order": order, "seeds": [0, 1, 2, 3]})  # fmt: skip
+    report = build_report([tmp_path / "runs"], tmp_path / "rep", n_boot=20)
+    seeds = pd.read_csv(report.parent / "seeds.csv").set_index("variant")
+    assert (seeds.loc["clip", "ok"], seeds.loc["clip", "detail"]) == (4, pytest.approx(math.nan, nan_ok=True))
+    soft = seeds.loc["soft"]
+    assert (soft["expected"], soft["ok"], soft["failed"], soft["unfinished"], soft["missing"]) == (4, 1, 1, 1, 1)
+    assert soft["detail"] == "s0: non-finite metrics; s1: unfinished (no done.json); s3: missing"
+    table = (report.parent / "tables" / "a.md").read_text()
+    assert "[flagged: 3 of 4 seeds without usable results" in table
+    text = (report.parent / "findings.md").read_text()
+    assert "- soft: s0: non-finite metrics; s1: unfinished (no done.json); s3: missing" in text
