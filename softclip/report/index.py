@@ -28,6 +28,7 @@ import difflib
 import html
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,9 +293,12 @@ def analyse(frame: pd.DataFrame, collection: Collection, ablations: str | Path |
         part["finding"] = decide(part) if not part.empty else pd.Series(dtype=object)
     summary, inter = corrected[0], corrected[-1]
     contrasts = corrected[1] if len(corrected) == 3 else contrasts
-    by_source = sorted({f.source for f in families.values()})
+    kinds: dict[str, list[str]] = {}
+    for ablation, fam in sorted(families.items()):
+        kinds.setdefault(re.sub(r"[^ ]*/[^/ ]+\.yaml", "ablations/<name>.yaml", fam.source), []).append(ablation)
     without = [a for a in names if a not in families]
-    note = ("Primary families from " + "; ".join(by_source) + "." if by_source else "No primary family found.")
+    note = ("Primary families from " + "; ".join(f"{k} ({', '.join(v)})" for k, v in kinds.items()) + "."
+            if kinds else "No primary family found.")  # fmt: skip
     if without:
         note += " Without one (all comparisons in the BH family): " + ", ".join(without) + "."
     return Analysis(summary, contrasts, inter, metric_validity(summary, frame), seed_status(collection), families,
