@@ -37,6 +37,10 @@ class Catalog:
         evaluator = self.benchmarks.get(bench)
         return evaluator is not None and metric in self.evaluators.get(evaluator, [])
 
+    def is_diagnostic(self, key: str) -> bool:
+        """True for the trainer's diagnostics (``target/...``): reported, never an outcome to test."""
+        return self.benchmarks.get(key.partition("/")[0]) == "target"
+
     def known_keys(self) -> list[str]:
         return sorted(f"{b}/{m}" for b, ev in self.benchmarks.items() for m in self.evaluators.get(ev, []))
 

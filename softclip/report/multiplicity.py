@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from softclip.metric_catalog import alias_of
+from softclip.metric_catalog import alias_of, load_catalog
 
 PRIMARY, SECONDARY, UNCOUNTED = "primary (Holm)", "secondary (BH)", "not counted"
 Q = 0.05
@@ -71,8 +71,8 @@ Families = Mapping[str, Family]
 
 def family_of(row: Mapping, families: Families) -> str:
     """The family of one comparison row (``ablation, variant, baseline, key, kind``)."""
-    if alias_of(str(row["key"])):
-        return UNCOUNTED
+    if alias_of(str(row["key"])) or load_catalog().is_diagnostic(str(row["key"])):
+        return UNCOUNTED  # a metric that coincides with another, or a diagnostic (target precision)
     fam = families.get(str(row["ablation"]))
     is_primary = (fam is not None and row.get("kind", "contrast") == "contrast"
                   and (str(row["variant"]), str(row["baseline"])) in fam.pairs and str(row["key"]) in fam.metrics)  # fmt: skip

@@ -224,7 +224,7 @@ def findings(table: Table, style: Style | None = None) -> list[str]:
 FINDING_WORDS = {
     BETTER: "better on", WORSE: "worse on", EQUIVALENT: "equivalent within the declared margin on",
     INCONCLUSIVE: "inconclusive (neither a difference after correction nor equivalence) on",
-    NOT_COUNTED: "not counted (coincides with another metric) on", N_TOO_SMALL: "n too small on",
+    NOT_COUNTED: "not counted (coincides with another metric, or a diagnostic) on", N_TOO_SMALL: "n too small on",
 }  # fmt: skip
 
 

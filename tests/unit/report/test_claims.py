@@ -54,12 +54,13 @@ def test_correct_holm_per_primary_family_and_bh_over_the_rest() -> None:
         "baseline": ["c", "c", "c", "c", "c"], "key": ["zeroshot/top1", "retrieval/i2t_sem_map", "zeroshot/top1",
                                                     "zeroshot/top1", "zeroshot/shape_acc"],
         "p": [0.01, 0.02, 0.03, 0.04, 0.001], "kind": "contrast"})  # fmt: skip
+    rows.loc[5] = ["b", "x", "c", "target/precision", 1e-6, "contrast"]  # a diagnostic, never tested
     fams = {"a": Family((("x", "c"),), ("zeroshot/top1", "retrieval/i2t_sem_map"))}
     (out,) = correct([rows], fams)
-    assert list(out["family"]) == [PRIMARY, PRIMARY, SECONDARY, SECONDARY, "not counted"]  # shape acc = top-1
+    assert list(out["family"]) == [PRIMARY, PRIMARY, SECONDARY, SECONDARY, "not counted", "not counted"]
     assert out["p_adj"].iloc[:2].tolist() == pytest.approx(holm([0.01, 0.02]))
-    assert out["p_adj"].iloc[2:4].tolist() == pytest.approx(bh([0.03, 0.04]))
-    assert math.isnan(out["p_adj"].iloc[4])
+    assert out["p_adj"].iloc[2:4].tolist() == pytest.approx(bh([0.03, 0.04]))  # shape acc = top-1: not counted
+    assert out["p_adj"].iloc[4:].isna().all()
 
 
 # ------------------------------------------------------------------------------------------------- TOST
