@@ -305,6 +305,30 @@ def analyse(frame: pd.DataFrame, collection: Collection, ablations: str | Path |
                     note)
 
 
+def write_statistics(out: Path, frame: pd.DataFrame, collection: Collection, stats: Analysis,
+                     machine: Mapping[str, object] | str | None) -> dict[str, object]:  # fmt: skip
+    """stats.csv, contrasts/interactions/validity/seeds(/calibration).csv, families.json and findings.md; returns
+    the machine description (the report's and the runs' own record) the index shows."""
+    csv = lambda df: df.to_csv(index=False, lineterminator="\n")  # noqa: E731
+    write_text(out / "stats.csv", csv(stats.summary))
+    for name, part in (("contrasts", stats.contrasts), ("interactions", stats.interactions),
+                       ("validity", stats.validity), ("seeds", stats.seeds)):  # fmt: skip
+        write_text(out / f"{name}.csv", csv(part))
+    write_text(out / "families.json", fams.to_json(stats.families))
+    calib = calibration_table(frame, stats.summary)
+    if not calib.empty:
+        write_text(out / "calibration.csv", csv(calib))
+    hardware = {**(dict(machine) if isinstance(machine, Mapping) else {"machine": str(machine or "not given")}),
+                **runs_hardware(collection)}  # fmt: skip
+    labels = {(a, v): lab for a, v, lab in frame[["ablation", "variant", "label"]].drop_duplicates().itertuples(index=False)}
+    inputs = collection.inputs
+    sources = [shown_path(p) for p in inputs] if len(inputs) <= 3 else [_inputs_text(inputs)]
+    write_text(out / "findings.md", write_findings(
+        pd.concat([stats.summary, stats.contrasts], ignore_index=True), stats.interactions, stats.validity,
+        stats.seeds, stats.families, hardware, labels, sources, stats.family_note, calib))  # fmt: skip
+    return hardware
+
+
 def build_report(
     paths: Sequence[str | Path], out: str | Path, *, title: str = "softclip report", baseline: str | None = None,
     metrics: Sequence[str] | str | None = None, command: str | None = None,
@@ -359,22 +383,7 @@ def build_report(
     if not curves.empty or not (out / "curves.csv").is_file():
         write_text(out / "curves.csv", curves.to_csv(index=False, lineterminator="\n"))
     write_text(out / "configs.csv", configs.to_csv(index=False, lineterminator="\n"))
-    csv = lambda df: df.to_csv(index=False, lineterminator="\n")  # noqa: E731
-    write_text(out / "stats.csv", csv(summary))
-    for name, part in (("contrasts", stats.contrasts), ("interactions", stats.interactions),
-                       ("validity", stats.validity), ("seeds", stats.seeds)):  # fmt: skip
-        write_text(out / f"{name}.csv", csv(part))
-    write_text(out / "families.json", fams.to_json(stats.families))
-    calib = calibration_table(frame, summary)
-    if not calib.empty:
-        write_text(out / "calibration.csv", csv(calib))
-    hardware = {**(dict(machine) if isinstance(machine, Mapping) else {"machine": str(machine or "not given")}),
-                **runs_hardware(collection)}  # fmt: skip
-    labels = {(a, v): lab for a, v, lab in frame[["ablation", "variant", "label"]].drop_duplicates().itertuples(index=False)}
-    sources = [shown_path(p) for p in collection.inputs] if len(collection.inputs) <= 3 else [_inputs_text(collection.inputs)]
-    write_text(out / "findings.md", write_findings(
-        pd.concat([summary, stats.contrasts], ignore_index=True), stats.interactions, stats.validity, stats.seeds,
-        stats.families, hardware, labels, sources, stats.family_note, calib))  # fmt: skip
+    hardware = write_statistics(out, frame, collection, stats, machine)
     paper = reference_blocks(reference, summary, collection.runs)
     doc = compose(Document(), title=title, generated=generated, command=command, machine=hardware, frame=frame,
                   collection=collection, tables=tables, table_files=table_files, figures=figures, missing=missing,
