@@ -96,6 +96,7 @@ def plan_jobs(spec: AblationSpec) -> list[AblationJob]:
     base_cfg = build_run_config(base, {}, spec.source, profile=spec.profile)
     root = ablation_root(spec)
     jobs = []
+    primary = spec.primary and {"contrasts": [list(p) for p in spec.primary_pairs()], "metrics": spec.primary.metrics}
     for order, (variant, overrides) in enumerate(spec.variants.items()):
         for seed in spec.seeds:
             run_dir = root / variant / f"s{seed}"
@@ -107,6 +108,7 @@ def plan_jobs(spec: AblationSpec) -> list[AblationJob]:
                 "ablation": spec.name, "variant": variant, "label": spec.labels.get(variant, variant),
                 "seed": seed, "profile": spec.profile, "baseline": spec.baseline_of(variant),
                 "factors": spec.factors.get(variant, {}), "description": spec.description, "order": order,
+                "seeds": list(spec.seeds), "primary": primary,
             }  # fmt: skip
             jobs.append(AblationJob(variant, seed, str(run_dir), cfg.to_dict(), cfg.eval.suite, meta))
     check_data_roots(jobs)

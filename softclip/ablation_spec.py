@@ -6,12 +6,48 @@ the file format.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from softclip.config import parse_override
+from softclip.metric_catalog import load_catalog
 from softclip.schema import LauncherOverrides, Seeds
+
+
+class PrimaryFamily(BaseModel):
+    """The ablation's pre-declared primary family (declared before results exist; Holm-corrected in the report).
+
+    ``contrasts``: ``"A"`` (variant A vs its baseline), ``"A:B"`` (A − B paired on seeds), or ``"all"`` (every
+    variant that is not its own baseline, vs its baseline). ``metrics``: ``benchmark/metric`` keys of
+    ``softclip/metrics.yaml``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    contrasts: list[str] | Literal["all"]
+    metrics: list[str] = Field(min_length=1)
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, v: list[str]) -> list[str]:
+        catalog = load_catalog()
+        for key in v:
+            if not catalog.is_known(key):
+                raise ValueError(catalog.unknown_message(key, "primary.metrics"))
+            alias = catalog.info(key).alias_of
+            if alias:
+                raise ValueError(f"primary.metrics: {key!r} is counted as {alias!r} (they coincide); name {alias!r}")
+        if len(set(v)) < len(v):
+            raise ValueError(f"primary.metrics: a metric is named twice: {v}")
+        return v
+
+    @field_validator("contrasts")
+    @classmethod
+    def _some_contrasts(cls, v: list[str] | str) -> list[str] | str:
+        if isinstance(v, list) and not v:
+            raise ValueError("primary.contrasts: name at least one contrast, or `all`")
+        return v
 
 
 class AblationSpec(BaseModel):
@@ -31,9 +67,7 @@ class AblationSpec(BaseModel):
                                       description="factors on which a variant's baseline matches the variant")  # fmt: skip
     labels: dict[str, str] = Field(default_factory=dict)
     factors: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    primary: dict[str, Any] | None = Field(
-        None, description="pre-declared primary family: {contrasts: [A | 'A:B'] or 'all', metrics: [benchmark/metric]}"
-    )
+    primary: PrimaryFamily | None = Field(None, description="pre-declared primary contrasts x metrics (Holm)")
     seeds: Seeds = Field(default_factory=lambda: [0])
     output_dir: str = "runs/ablations"
     launcher: LauncherOverrides = Field(default_factory=LauncherOverrides)  # type: ignore[valid-type]
@@ -52,8 +86,12 @@ class AblationSpec(BaseModel):
         if unknown:
             raise ValueError(f"exclude names unknown variants {unknown}; variants: {list(variants)}")
         drop = lambda m: {k: v for k, v in (m or {}).items() if k not in names}  # noqa: E731
-        return {**data, "variants": drop(variants), "labels": drop(data.get("labels")),
-                "factors": drop(data.get("factors"))}  # fmt: skip
+        out = {**data, "variants": drop(variants), "labels": drop(data.get("labels")), "factors": drop(data.get("factors"))}
+        primary = data.get("primary")
+        if isinstance(primary, dict) and isinstance(primary.get("contrasts"), list):  # contrasts of excluded variants go
+            kept = [c for c in primary["contrasts"] if not set(str(c).split(":")) & set(names)]
+            out["primary"] = {**primary, "contrasts": kept or "all"}
+        return out
 
     @field_validator("variants", mode="before")
     @classmethod
@@ -105,6 +143,37 @@ class AblationSpec(BaseModel):
                 factors = ", ".join(f"{k}={v!r}" for k, v in own.items()) or "no factors"
                 raise ValueError(f"compare_within {self.compare_within}: variant {variant!r} ({factors}) {why}{found}")
         return self
+
+    @model_validator(mode="after")
+    def _known_contrasts(self) -> AblationSpec:
+        """Every primary contrast names variants of this file, and a one-variant contrast has a baseline."""
+        if self.primary is not None:
+            self.primary_pairs()
+        return self
+
+    def primary_pairs(self) -> list[tuple[str, str]]:
+        """The primary contrasts as (variant, reference) pairs, in declaration order.
+
+        Raises:
+            ValueError: a contrast names an unknown variant, or a variant without a baseline of its own.
+        """
+        if self.primary is None:
+            return []
+        if self.primary.contrasts == "all":
+            pairs = [(v, self.baseline_of(v)) for v in self.variants]
+            return [(v, b) for v, b in pairs if b is not None and b != v]
+        out = []
+        for text in self.primary.contrasts:
+            names = [n.strip() for n in str(text).split(":")]
+            unknown = [n for n in names if n not in self.variants]
+            if len(names) > 2 or unknown or not all(names):
+                raise ValueError(f"primary.contrasts: {text!r} names unknown variant(s) {unknown or names}; "
+                                 f"variants: {list(self.variants)}")  # fmt: skip
+            ref = names[1] if len(names) == 2 else self.baseline_of(names[0])
+            if ref is None or ref == names[0]:
+                raise ValueError(f"primary.contrasts: {text!r} has no baseline to compare with; write 'A:B'")
+            out.append((names[0], ref))
+        return out
 
     def _wanted_factors(self, variant: str) -> dict[str, Any]:
         """The factors ``variant``'s baseline must have: its own on ``compare_within``, the baseline's elsewhere."""

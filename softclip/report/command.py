@@ -9,6 +9,7 @@ import shlex
 from importlib import metadata
 
 from softclip.report.discover import ReportError
+from softclip.report.hardware import this_machine
 from softclip.report.index import build_report
 from softclip.report.paper import DEFAULT_REFERENCE
 
@@ -27,11 +28,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated benchmark/metric table columns (default: the headline set)")  # fmt: skip
     p.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples per comparison (default 10000)")
     p.add_argument("--paper-reference", default=str(DEFAULT_REFERENCE), help="YAML of the paper's numbers")
+    p.add_argument("--ablations", default="ablations",
+                   help="folder of ablation files whose primary families apply when the runs carry none")  # fmt: skip
 
 
 def machine_info() -> dict[str, str]:
-    """Where the report was built: platform, Python, CPU count and the versions of the packages it used."""
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": str(os.cpu_count())}
+    """Where the report was built: platform, CPU model and instruction-set level, Python, CPU count and the
+    versions of the packages it used."""
+    info = {"platform": platform.platform(), **this_machine(), "python": platform.python_version(),
+            "cpus": str(os.cpu_count())}  # fmt: skip
     for name in PACKAGES:
         try:
             info[name] = metadata.version(name)
@@ -45,7 +50,8 @@ def command_line(args: argparse.Namespace) -> str:
     words = ["softclip", "report", *args.runs, "--out", args.out]
     for flag, value, default in (("--title", args.title, "softclip report"), ("--baseline", args.baseline, None),
                                  ("--metrics", args.metrics, None), ("--n-boot", args.n_boot, 10000),
-                                 ("--paper-reference", args.paper_reference, str(DEFAULT_REFERENCE))):  # fmt: skip
+                                 ("--paper-reference", args.paper_reference, str(DEFAULT_REFERENCE)),
+                                 ("--ablations", getattr(args, "ablations", "ablations"), "ablations")):  # fmt: skip
         if value != default:
             words += [flag, str(value)]
     return shlex.join(words)
@@ -58,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     path = build_report(
         args.runs, args.out, title=args.title, baseline=args.baseline, metrics=args.metrics,
         command=command_line(args), machine=machine_info(), n_boot=args.n_boot,
-        paper_reference=args.paper_reference,
+        paper_reference=args.paper_reference, ablations=getattr(args, "ablations", "ablations"),
     )  # fmt: skip
     print(path)
     return 0

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from softclip import atomic
 from softclip.registry import Registry
+from softclip.report.calibration import CALIBRATED, calibration_table
 from softclip.report.stats import t_interval
 
 HEATMAP_KEYS = ("loss.beta", "loss.tau")
@@ -38,6 +39,7 @@ class FigureData:
     curves: pd.DataFrame
     configs: pd.DataFrame
     metrics: Sequence[str]
+    summary: pd.DataFrame | None = None
 
     def headline(self, ablation: str) -> str | None:
         """The first of ``metrics`` the ablation has, else its first metric key."""
@@ -244,6 +246,32 @@ def recall_at_k(data: FigureData, out: Path) -> Written:
             ax.set_xticks(list(RECALL_KS), [str(k) for k in RECALL_KS])
             ax.minorticks_off()
         written.append((ablation, save(fig, out / f"recall_{slug(ablation)}.png")))
+    return written
+
+
+@FIGURES.register("calibration")
+def calibration(data: FigureData, out: Path) -> Written:
+    """Δ vs CLIP (95% interval) against measured target precision: the oracle's knob as a line, every other
+    method as a labelled point at its own measured precision; one panel per calibrated metric."""
+    table = calibration_table(data.frame, data.summary) if data.summary is not None else pd.DataFrame()
+    written: Written = []
+    for ablation, part in table.groupby("ablation", sort=True) if not table.empty else []:
+        fig, axes = new_figure(5.0, 4.0, ncols=len(CALIBRATED))
+        for ax, key in zip(axes, CALIBRATED, strict=True):
+            rows = part[part["key"] == key]
+            curve = rows[rows["on_curve"]].sort_values("precision")
+            yerr = lambda r: np.vstack([r["delta"] - r["ci_low"], r["ci_high"] - r["delta"]])  # noqa: E731
+            ax.errorbar(curve["precision"], curve["delta"], yerr=yerr(curve), marker="o", capsize=3, color="black",
+                        label="oracle at its precision knob")  # fmt: skip
+            others = rows[~rows["on_curve"]]
+            for colour, r in zip(sns.color_palette("deep", max(1, len(others))), others.to_dict("records"), strict=False):
+                ax.errorbar([r["precision"]], [r["delta"]], yerr=[[r["delta"] - r["ci_low"]], [r["ci_high"] - r["delta"]]],
+                            marker="s", capsize=3, color=colour, linestyle="none", label=r["label"])  # fmt: skip
+            ax.axhline(0.0, color="grey", linewidth=0.8)
+            ax.set(xlabel="measured target precision", ylabel=f"Δ {key} vs baseline")
+            set_title(ax, f"{ablation}: Δ {key} (95% interval) vs target precision", 4.0)
+            ax.legend(fontsize="x-small")
+        written.append((ablation, save(fig, out / f"calibration_{slug(ablation)}.png")))
     return written
 
 

@@ -6,7 +6,14 @@ Layout of ``out/``::
     frame.csv                      the tidy result frame (one row per run x metric)
     curves.csv                     the training/evaluation curves of metrics.jsonl (one row per run x step x key)
     configs.csv                    the config values the report shows (β, τ, the paper's hyperparameters) per run
-    stats.csv                      the summary of every (ablation, variant, metric)
+    stats.csv                      the summary of every (ablation, variant, metric), raw and adjusted p
+    contrasts.csv                  declared A:B primary contrasts that are not a variant-vs-baseline row
+    interactions.csv               differences of differences (compare_within levels, 2x2 factorials)
+    validity.csv                   per metric: does the oracle control beat hard targets on it
+    seeds.csv                      per variant: expected, fine, failed, unfinished and missing seeds
+    calibration.csv                Δ vs measured target precision (only with an oracle precision knob)
+    families.json                  each ablation's primary family as used (and where it was declared)
+    findings.md                    what survives correction, in words (generated)
     tables/<ablation>.{md,tex,html,csv}
     figures/<kind>_<ablation>.png
 
@@ -21,12 +28,18 @@ import difflib
 import html
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from softclip import atomic
+from softclip.metric_catalog import load_catalog
+from softclip.report import families as fams
+from softclip.report.calibration import calibration_table
+from softclip.report.contrasts import declared_contrasts, interactions
 from softclip.report.discover import Collection, ReportError, load_runs
 from softclip.report.document import (
     Block,
@@ -43,10 +56,14 @@ from softclip.report.document import (
     render_html,
     render_md,
 )
+from softclip.report.failures import flag, seed_status
 from softclip.report.figures import HEATMAP_KEYS, FigureData, build_figures, slug
+from softclip.report.findings import write_findings
 from softclip.report.frame import all_curves, config_values, frame_from_runs
+from softclip.report.hardware import runs_hardware
+from softclip.report.multiplicity import Family, correct
 from softclip.report.paper import DEFAULT_REFERENCE, load_reference, reference_blocks, reference_keys
-from softclip.report.stats import summarize
+from softclip.report.stats import decide, summarize
 from softclip.report.tables import (
     HEADLINE,
     WRITERS,
@@ -56,6 +73,7 @@ from softclip.report.tables import (
     html_table_grid,
     md_table_grid,
 )
+from softclip.report.validity import metric_validity, short_verdicts
 
 log = logging.getLogger("softclip.report")
 
@@ -63,9 +81,10 @@ MEASURED_NOTE = (
     "Every number in this report is measured: it is computed from the result JSON (eval/*.json) of the runs "
     "listed below, as mean ± std over seeds and, against each variant's baseline (its ablation's, or the one "
     "named in the table's vs column), the mean per-seed difference Δ with its 95% Student-t interval, the paired "
-    "t-test and the minimum detectable effect (MDE: power 0.8 at α = 0.05 for these seeds). "
-    "Nothing here is asserted by the code that produced it; read the intervals before the means, and an "
-    "interval inside ±MDE as \"no difference larger than its bound\", not as a win or a loss."
+    "t-test's raw p and its adjusted p (Holm within each ablation's pre-declared primary family, "
+    "Benjamini–Hochberg over every other comparison). better/worse come only from the adjusted p; "
+    "\"equivalent\" only from a TOST within the margin declared per metric (softclip/metrics.yaml); the MDE is a "
+    "planning figure from a stated pilot sd. findings.md says in words what survives."
 )
 CURVE_FIGURES = ("train_loss", "eval")
 
@@ -79,11 +98,17 @@ def _check_baseline(collection: Collection, baseline: str | None) -> None:
 
 
 def _parse_metrics(metrics: Sequence[str] | str | None, frame: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """(requested keys, the ones no run has); raises when none of the requested keys exist."""
+    """(requested keys, the ones no run has); raises on a key that is neither catalogued nor in the runs, and
+    when none of the requested keys exist."""
     if metrics is None:
         return list(HEADLINE), []
     keys = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
     present = sorted(set(frame["key"]))
+    catalog = load_catalog()
+    for key in keys:
+        if key not in present and not catalog.is_known(key):
+            hint = catalog.closest(key, present)
+            raise ReportError(f"--metrics: unknown metric {key!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
     missing = [k for k in keys if k not in present]
     if keys and len(missing) == len(keys):
         hints = {k: difflib.get_close_matches(k, present, n=1) for k in missing}
@@ -146,8 +171,10 @@ def run_root(frame: pd.DataFrame) -> str:
     return shown_path(os.path.commonpath([os.path.abspath(p) for p in frame["run_dir"].unique()]))
 
 
-def _runs_grid(frame: pd.DataFrame, root: str) -> Tables:
-    """One row per (ablation, variant): label, runs, seeds and the folder holding them, relative to ``root``."""
+def _runs_grid(frame: pd.DataFrame, root: str, seeds: pd.DataFrame | None = None) -> Tables:
+    """One row per (ablation, variant): label, runs, seeds, the seeds without usable results (failed, diverged,
+    unfinished or missing: :mod:`~softclip.report.failures`) and the folder holding them, relative to ``root``."""
+    bad = {} if seeds is None else {(r["ablation"], r["variant"]): r["detail"] for r in seeds.to_dict("records")}
     per = frame.drop_duplicates(["ablation", "variant", "seed", "run_dir"])
     rows = []
     for (ablation, variant), group in per.groupby(["ablation", "variant"], sort=False):
@@ -157,10 +184,10 @@ def _runs_grid(frame: pd.DataFrame, root: str) -> Tables:
         if len(dirs) == 1:
             folder = Path(folder).parent.as_posix() + "/" if Path(folder).parent.as_posix() != "." else "./"
         rows.append([str(ablation), str(variant), str(group["label"].iloc[0]), str(len(group)),
-                     ", ".join(map(str, seeds)), folder])  # fmt: skip
-    headers = ["ablation", "variant", "label", "runs", "seeds", "folder"]
-    md = Grid(headers, [[md_escape(c) for c in r] for r in rows], "lllrll")
-    return Tables(md, Grid(headers, [[html.escape(c) for c in r] for r in rows], "lllrll"))
+                     ", ".join(map(str, seeds)), bad.get((ablation, variant)) or "none", folder])  # fmt: skip
+    headers = ["ablation", "variant", "label", "runs", "seeds", "without results", "folder"]
+    md = Grid(headers, [[md_escape(c) for c in r] for r in rows], "lllrlll")
+    return Tables(md, Grid(headers, [[html.escape(c) for c in r] for r in rows], "lllrlll"))
 
 
 def _inputs_text(inputs: Sequence[str]) -> str:
@@ -189,7 +216,8 @@ def baseline_text(table: Table) -> str:
 def compose(doc: Document, *, title: str, generated: str | None, command: str | None, machine: object,
             frame: pd.DataFrame, collection: Collection, tables: Mapping[str, Table],
             table_files: Mapping[str, Mapping[str, Path]], figures: list[tuple[str, Path]], missing: list[str],
-            paper: list[Block], out: Path, carried: Sequence[tuple[str, Path]] = ()) -> Document:  # fmt: skip
+            paper: list[Block], out: Path, carried: Sequence[tuple[str, Path]] = (),
+            stats: Analysis | None = None) -> Document:  # fmt: skip
     """Assemble the index page."""
     rel = lambda p: Path(os.path.relpath(p, out)).as_posix()  # noqa: E731
     doc.add(Heading(title, 1))
@@ -206,13 +234,16 @@ def compose(doc: Document, *, title: str, generated: str | None, command: str | 
     doc.add(Heading("Runs"),
             Para("{} in {}, {}; inputs: ".format(*counts) + _inputs_text(collection.inputs)
                  + f". Run folders are under {root}/ (the folder column is relative to it)."),
-            _runs_grid(frame, root))  # fmt: skip
+            _runs_grid(frame, root, stats.seeds if stats is not None else None))  # fmt: skip
     if collection.notes:
         doc.add(Heading("Notes"), Bullets(list(collection.notes)))
     if collection.skipped:
         doc.add(Heading("Skipped files"), Bullets([f"{s.path}: {s.reason}" for s in collection.skipped]))
     if missing:
         doc.add(Para(f"Requested metrics found in no run: {', '.join(missing)}."))
+    if stats is not None:
+        doc.add(Heading("Multiplicity and findings"), Para(stats.family_note),
+                Links([("findings.md", "findings.md")], lead="What survives correction, in words:"))
     for ablation, table in tables.items():
         doc.add(Heading(f"Ablation: {ablation}"), Para(baseline_text(table)))
         if table.columns:
@@ -228,8 +259,74 @@ def compose(doc: Document, *, title: str, generated: str | None, command: str | 
         doc.add(Para("Curve figures carried over from the earlier build of this folder (the saved frame it was "
                      "rebuilt from holds no curves): " + ", ".join(rel(p) for _, p in carried) + "."))
     doc.add(Heading("Paper reference"), *paper)
-    doc.add(Heading("Files"), Links([(n, n) for n in ("frame.csv", "curves.csv", "configs.csv", "stats.csv")], lead="Data:"))
+    data = ("frame.csv", "curves.csv", "configs.csv", "stats.csv", "contrasts.csv", "interactions.csv",
+            "validity.csv", "seeds.csv", "calibration.csv", "families.json", "findings.md")  # fmt: skip
+    optional = ("curves.csv", "calibration.csv")
+    doc.add(Heading("Files"), Links([(n, n) for n in data if (out / n).is_file() or n not in optional], lead="Data:"))
     return doc
+
+
+@dataclass
+class Analysis:
+    """Every statistic of a report, corrected together (see :func:`analyse`)."""
+
+    summary: pd.DataFrame
+    contrasts: pd.DataFrame
+    interactions: pd.DataFrame
+    validity: pd.DataFrame
+    seeds: pd.DataFrame
+    families: dict[str, Family]
+    family_note: str
+
+
+def analyse(frame: pd.DataFrame, collection: Collection, ablations: str | Path | None, n_boot: int) -> Analysis:
+    """Summary, declared contrasts and interactions, corrected as one report (Holm per primary family, BH over
+    the rest), then the findings from the adjusted p, metric validity and the seed status."""
+    names = sorted(frame["ablation"].unique())
+    families = fams.resolve(collection, names, ablations)
+    summary = summarize(frame, n_boot=n_boot, adjust=False)
+    contrasts = declared_contrasts(frame, families, n_boot)
+    inter = interactions(frame)
+    parts = [summary, *([contrasts] if not contrasts.empty else []), inter]
+    corrected = correct(parts, families)
+    for part in corrected:
+        part["finding"] = decide(part) if not part.empty else pd.Series(dtype=object)
+    summary, inter = corrected[0], corrected[-1]
+    contrasts = corrected[1] if len(corrected) == 3 else contrasts
+    kinds: dict[str, list[str]] = {}
+    for ablation, fam in sorted(families.items()):
+        kinds.setdefault(re.sub(r"[^ ]*/[^/ ]+\.yaml", "ablations/<name>.yaml", fam.source), []).append(ablation)
+    without = [a for a in names if a not in families]
+    note = ("Primary families from " + "; ".join(f"{k} ({', '.join(v)})" for k, v in kinds.items()) + "."
+            if kinds else "No primary family found.")  # fmt: skip
+    if without:
+        note += " Without one (all comparisons in the BH family): " + ", ".join(without) + "."
+    return Analysis(summary, contrasts, inter, metric_validity(summary, frame), seed_status(collection), families,
+                    note)
+
+
+def write_statistics(out: Path, frame: pd.DataFrame, collection: Collection, stats: Analysis,
+                     machine: Mapping[str, object] | str | None) -> dict[str, object]:  # fmt: skip
+    """stats.csv, contrasts/interactions/validity/seeds(/calibration).csv, families.json and findings.md; returns
+    the machine description (the report's and the runs' own record) the index shows."""
+    csv = lambda df: df.to_csv(index=False, lineterminator="\n")  # noqa: E731
+    write_text(out / "stats.csv", csv(stats.summary))
+    for name, part in (("contrasts", stats.contrasts), ("interactions", stats.interactions),
+                       ("validity", stats.validity), ("seeds", stats.seeds)):  # fmt: skip
+        write_text(out / f"{name}.csv", csv(part))
+    write_text(out / "families.json", fams.to_json(stats.families))
+    calib = calibration_table(frame, stats.summary)
+    if not calib.empty:
+        write_text(out / "calibration.csv", csv(calib))
+    hardware = {**(dict(machine) if isinstance(machine, Mapping) else {"machine": str(machine or "not given")}),
+                **runs_hardware(collection)}  # fmt: skip
+    labels = {(a, v): lab for a, v, lab in frame[["ablation", "variant", "label"]].drop_duplicates().itertuples(index=False)}
+    inputs = collection.inputs
+    sources = [shown_path(p) for p in inputs] if len(inputs) <= 3 else [_inputs_text(inputs)]
+    write_text(out / "findings.md", write_findings(
+        pd.concat([stats.summary, stats.contrasts], ignore_index=True), stats.interactions, stats.validity,
+        stats.seeds, stats.families, hardware, labels, sources, stats.family_note, calib))  # fmt: skip
+    return hardware
 
 
 def build_report(
@@ -237,6 +334,7 @@ def build_report(
     metrics: Sequence[str] | str | None = None, command: str | None = None,
     machine: Mapping[str, object] | str | None = None, n_boot: int = 10000,
     paper_reference: str | Path | None = DEFAULT_REFERENCE, generated: str | None = None,
+    ablations: str | Path | None = None,
 ) -> Path:  # fmt: skip
     """Build the report of the runs under ``paths`` into ``out``; returns the path of ``report.md``.
 
@@ -252,6 +350,8 @@ def build_report(
         n_boot: bootstrap resamples per comparison.
         paper_reference: the paper-numbers YAML (None: no paper section).
         generated: an optional "generated" line (e.g. a timestamp); omitted by default for reproducible output.
+        ablations: folder of ablation files, read by ablation name for the primary families the runs (or a
+            saved frame's families.json) do not carry; None: none.
 
     Raises:
         ReportError: no run folders, no readable results, an unknown baseline, or none of ``metrics`` present.
@@ -266,14 +366,16 @@ def build_report(
         raise ReportError("no readable results (eval/*.json with a 'metrics' mapping) under: "
                           + ", ".join(collection.inputs))  # fmt: skip
     keys, missing = _parse_metrics(metrics, frame)
-    summary = summarize(frame, n_boot=n_boot)  # each variant against the frame's per-variant baseline
-    tables = build_tables(summary, keys)
+    stats = analyse(frame, collection, ablations, n_boot)
+    summary = stats.summary
+    tables = build_tables(summary, keys, short_verdicts(stats.validity),
+                          lambda a, v: flag(stats.seeds, a, v))  # fmt: skip
     table_files = write_tables(tables, out)
     reference = load_reference(paper_reference) if paper_reference is not None else None
     shown = list(dict.fromkeys([*HEATMAP_KEYS, *reference_keys(reference)]))
     configs = config_values(collection, shown)
     curves = all_curves(collection)
-    data = FigureData(frame, curves, configs, keys)
+    data = FigureData(frame, curves, configs, keys, summary)
     figures = build_figures(data, out / "figures")
     carried = carried_figures(out / "figures", collection, curves, figures)
     figures += carried
@@ -281,11 +383,11 @@ def build_report(
     if not curves.empty or not (out / "curves.csv").is_file():
         write_text(out / "curves.csv", curves.to_csv(index=False, lineterminator="\n"))
     write_text(out / "configs.csv", configs.to_csv(index=False, lineterminator="\n"))
-    write_text(out / "stats.csv", summary.to_csv(index=False, lineterminator="\n"))
+    hardware = write_statistics(out, frame, collection, stats, machine)
     paper = reference_blocks(reference, summary, collection.runs)
-    doc = compose(Document(), title=title, generated=generated, command=command, machine=machine, frame=frame,
+    doc = compose(Document(), title=title, generated=generated, command=command, machine=hardware, frame=frame,
                   collection=collection, tables=tables, table_files=table_files, figures=figures, missing=missing,
-                  paper=paper, out=out, carried=carried)  # fmt: skip
+                  paper=paper, out=out, carried=carried, stats=stats)  # fmt: skip
     write_text(out / "report.html", render_html(doc.blocks, title))
     report = write_text(out / "report.md", render_md(doc.blocks))
     keep = {p.resolve() for files in table_files.values() for p in files.values()} | {p.resolve() for _, p in figures}

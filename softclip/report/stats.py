@@ -13,11 +13,15 @@ Pure functions of numbers (numpy/scipy); :func:`summarize` applies them to a res
   ~85% of the time.
 * **Unpaired** (no seed in common): Welch's interval and Welch's t-test on the two groups' finite values.
 * Below 2 pairs (2 per side when unpaired) there is no interval and no p: the finding is ``n too small``.
-* **Power**: ``sd_diff`` is the std of the paired differences; ``mde`` the smallest true |Δ| that a two-sided
-  test at α = 0.05 detects with power 0.8 at this seed count (exact, from the noncentral t distribution). An
-  interval inside ±MDE supports "no difference larger than max(|low|, |high|)", not a win or a loss.
-* **Best**: per (ablation, metric), the variant with the best mean, only where its interval against the
-  runner-up (the same paired rule) excludes 0; otherwise no variant is best.
+* **Verdicts** come from the *adjusted* p (:mod:`~softclip.report.multiplicity`: Holm within the ablation's
+  primary family, BH over the rest): ``better``/``worse`` when p_adj < 0.05 (by the metric's direction);
+  else ``equivalent`` when the TOST against the metric's declared margin ±m (``softclip/metrics.yaml``) has
+  p < 0.05, i.e. the 90% paired t-interval lies inside ±m; else ``inconclusive``.
+* **Planning**: ``mde`` is the smallest true |Δ| a two-sided paired test at α = 0.05 detects with power 0.8 at
+  this pair count, from the metric's declared *pilot* sd (``pilot_sd`` in ``softclip/metrics.yaml``, from the
+  power study), never from these seeds; ``sd_diff`` is the observed std of the paired differences.
+* **Best**: per (ablation, metric), the variant with the best mean, only where its comparison against the
+  runner-up (the same paired rule) holds after BH over all such comparisons; otherwise no variant is best.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ import pandas as pd
 from scipy import optimize
 from scipy import stats as sps
 
+from softclip.metric_catalog import load_catalog
 from softclip.registry import Registry
+from softclip.report.multiplicity import Families, bh, correct
 
 # Substrings of metric names whose smaller values are better; everything else is higher-is-better.
 METRIC_DIRECTIONS: Registry[str] = Registry("report.metric_direction")
@@ -40,8 +46,9 @@ for _pattern in ("mean_rank", "median_rank", "loss"):
 
 SUMMARY_COLUMNS = [
     "ablation", "variant", "label", "order", "benchmark", "metric", "key", "n", "seeds", "mean", "std",
-    "higher_is_better", "baseline", "delta", "ci_low", "ci_high", "pairing", "n_pairs", "n_unmatched", "sd_diff",
-    "mde", "finding", "p_ttest", "p_wilcoxon", "p_welch", "boot_low", "boot_high", "best",
+    "higher_is_better", "baseline", "kind", "delta", "ci_low", "ci_high", "pairing", "n_pairs", "n_unmatched",
+    "sd_diff", "mde", "finding", "p", "family", "p_adj", "margin", "ci90_low", "ci90_high", "p_tost", "p_ttest",
+    "p_wilcoxon", "p_welch", "boot_low", "boot_high", "best",
 ]  # fmt: skip
 COMPARE_KEYS = SUMMARY_COLUMNS[SUMMARY_COLUMNS.index("delta"):SUMMARY_COLUMNS.index("best")]
 MIN_WILCOXON = 5
@@ -51,9 +58,9 @@ POWER = 0.8
 
 # What a comparison supports, in the order they are decided.
 N_TOO_SMALL = "n too small"
-WITHIN_MDE = "no difference > MDE"
-BETTER, WORSE, INCONCLUSIVE = "better", "worse", "inconclusive"
-FINDINGS = (N_TOO_SMALL, WITHIN_MDE, BETTER, WORSE, INCONCLUSIVE)
+BETTER, WORSE, EQUIVALENT, INCONCLUSIVE = "better", "worse", "equivalent", "inconclusive"
+NOT_COUNTED = "not counted"
+FINDINGS = (N_TOO_SMALL, BETTER, WORSE, EQUIVALENT, INCONCLUSIVE, NOT_COUNTED)
 
 
 def higher_is_better(metric: str) -> bool:
@@ -177,14 +184,6 @@ def mde_paired(sd_diff: float, n: int, alpha: float = ALPHA, power: float = POWE
     return mde_in_se(n - 1, alpha, power) * sd_diff / math.sqrt(n)
 
 
-def mde_welch(a: np.ndarray, b: np.ndarray, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Minimum detectable mean(a) − mean(b) for Welch's test at these group sizes and sample variances."""
-    if a.size < MIN_PAIRS or b.size < MIN_PAIRS:
-        return math.nan
-    se = math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
-    return mde_in_se(welch_df(a, b), alpha, power) * se
-
-
 # ------------------------------------------------------------------------------------------- comparisons
 
 
@@ -199,17 +198,51 @@ def _pvalue(test, *args, **kwargs) -> float:
     return p if math.isfinite(p) else math.nan
 
 
-def finding(low: float, high: float, mde: float, higher: bool) -> str:
-    """What an interval supports (one of :data:`FINDINGS`): ``n too small`` without one; ``no difference > MDE``
-    when it lies inside ±MDE; ``better``/``worse`` (by the metric's direction) when it excludes 0; else
-    ``inconclusive``."""
-    if not (math.isfinite(low) and math.isfinite(high)):
+def tost(diffs: Sequence[float] | np.ndarray, margin: float, alpha: float = ALPHA) -> tuple[float, float, float]:
+    """Two one-sided paired t-tests of |mean(d)| < ``margin`` for differences d [n].
+
+    Returns (p, low, high): p = max of the one-sided p-values of H0 mean ≤ −m and H0 mean ≥ +m (equivalence at
+    level α iff p < α, iff the (1 − 2α) t-interval (low, high) lies inside ±m); NaNs below 2 values or without a
+    margin. Constant differences have a zero-width interval: p is 0 inside the margin, 1 outside.
+    """
+    d = np.asarray(diffs, dtype=float)
+    if d.size < MIN_PAIRS or not (math.isfinite(margin) and margin > 0):
+        return math.nan, math.nan, math.nan
+    mean, se, df = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(d.size), d.size - 1
+    low, high = t_interval(d, 1 - 2 * alpha)
+    if se == 0:
+        return (0.0 if abs(mean) < margin else 1.0), low, high
+    p_low = float(sps.t.sf((mean + margin) / se, df))   # H0: mean <= -m
+    p_high = float(sps.t.cdf((mean - margin) / se, df))  # H0: mean >= +m
+    return max(p_low, p_high), low, high
+
+
+def finding(delta: float, has_interval: bool, p_adj: float, p_tost: float, higher: bool,
+            alpha: float = ALPHA) -> str:  # fmt: skip
+    """What a comparison supports (one of :data:`FINDINGS`), from the *adjusted* p only: ``n too small`` without
+    an interval; ``better``/``worse`` (by the metric's direction) when p_adj < α; ``equivalent`` when the TOST
+    p < α; else ``inconclusive``."""
+    if not has_interval:
         return N_TOO_SMALL
-    if math.isfinite(mde) and -mde <= low and high <= mde:
-        return WITHIN_MDE
-    if low > 0 or high < 0:
-        return BETTER if (low > 0) == higher else WORSE
+    if math.isfinite(p_adj) and p_adj < alpha:
+        return BETTER if (delta > 0) == higher else WORSE
+    if math.isfinite(p_tost) and p_tost < alpha:
+        return EQUIVALENT
     return INCONCLUSIVE
+
+
+def decide(table: pd.DataFrame, alpha: float = ALPHA) -> pd.Series:
+    """:func:`finding` for each row of a corrected comparison table (``family`` "not counted": no verdict)."""
+    out = []
+    for r in table.to_dict("records"):
+        if not math.isfinite(r.get("delta", math.nan)):
+            out.append("")
+        elif r.get("family") == "not counted":
+            out.append(NOT_COUNTED)
+        else:
+            out.append(finding(r["delta"], math.isfinite(r.get("ci_low", math.nan)), r.get("p_adj", math.nan),
+                               r.get("p_tost", math.nan), bool(r.get("higher_is_better", True)), alpha))  # fmt: skip
+    return pd.Series(out, index=table.index, dtype=object)
 
 
 def paired_seeds(values: pd.Series, base: pd.Series) -> tuple[np.ndarray, np.ndarray, int] | None:
@@ -228,19 +261,26 @@ def paired_seeds(values: pd.Series, base: pd.Series) -> tuple[np.ndarray, np.nda
 def empty_comparison() -> dict[str, float | str | int]:
     """A comparison row with nothing compared (a baseline row, or a variant without a baseline)."""
     out: dict[str, float | str | int] = dict.fromkeys(COMPARE_KEYS, math.nan)
-    out.update(pairing="", n_pairs=0, n_unmatched=0, finding="")
+    out.update(pairing="", n_pairs=0, n_unmatched=0, finding="", family="")
     return out
 
 
 def compare(values: pd.Series, base: pd.Series, *, higher: bool = True, n_boot: int = 10000, seed: int = 0,
-            level: float = 0.95) -> dict[str, float | str | int]:  # fmt: skip
-    """Δ of ``values`` against ``base`` (both indexed by seed), its interval, power and p-values.
+            level: float = 0.95, margin: float = math.nan, pilot_sd: float = math.nan) -> dict[str, float | str | int]:  # fmt: skip
+    """Δ of ``values`` against ``base`` (both indexed by seed), its interval, p-values, TOST and planning MDE.
+
+    Args:
+        margin: the metric's margin of practical equivalence (NaN: no TOST).
+        pilot_sd: the planning sd of a paired difference (NaN: no MDE); never these seeds' sd.
 
     Returns:
         The :data:`COMPARE_KEYS`: ``delta, ci_low, ci_high, pairing ('paired'|'unpaired'|''), n_pairs,
-        n_unmatched, sd_diff, mde, finding, p_ttest, p_wilcoxon, p_welch, boot_low, boot_high``.
+        n_unmatched, sd_diff, mde, finding, p (the test's raw p), family, p_adj, margin, ci90_low, ci90_high,
+        p_tost, p_ttest, p_wilcoxon, p_welch, boot_low, boot_high``. ``finding`` here is from the *raw* p (one
+        comparison alone); a report replaces it after :func:`~softclip.report.multiplicity.correct`.
     """
     out = empty_comparison()
+    out["margin"] = margin
     matched = paired_seeds(values, base)
     if matched is not None:
         xs, bs, unmatched = matched
@@ -249,10 +289,11 @@ def compare(values: pd.Series, base: pd.Series, *, higher: bool = True, n_boot: 
         if d.size >= MIN_PAIRS:
             out["ci_low"], out["ci_high"] = t_interval(d, level)
             out["sd_diff"] = float(d.std(ddof=1))
-            out["mde"] = mde_paired(out["sd_diff"], d.size, 1 - level)
+            out["mde"] = mde_paired(pilot_sd, d.size, 1 - level)
             out["boot_low"], out["boot_high"] = bootstrap_paired(d, n_boot, seed, level)
+            out["p_tost"], out["ci90_low"], out["ci90_high"] = tost(d, margin, (1 - level))
             if out["sd_diff"] > 0:  # constant differences: t is infinite and p undefined, not 0
-                out["p_ttest"] = _pvalue(sps.ttest_rel, xs, bs)
+                out["p_ttest"] = out["p"] = _pvalue(sps.ttest_rel, xs, bs)
         if d.size >= MIN_WILCOXON:
             out["p_wilcoxon"] = _pvalue(sps.wilcoxon, d)
     else:
@@ -262,10 +303,12 @@ def compare(values: pd.Series, base: pd.Series, *, higher: bool = True, n_boot: 
         out.update(pairing="unpaired", n_pairs=0, n_unmatched=int(x.size + b.size), delta=float(x.mean() - b.mean()))
         if x.size >= MIN_PAIRS and b.size >= MIN_PAIRS:
             out["ci_low"], out["ci_high"] = welch_interval(x, b, level)
-            out["mde"] = mde_welch(x, b, 1 - level)
+            if math.isfinite(pilot_sd):  # planning: the pilot's per-run sd is pilot_sd/√2
+                se = pilot_sd * math.sqrt((1 / x.size + 1 / b.size) / 2)
+                out["mde"] = mde_in_se(x.size + b.size - 2, 1 - level) * se
             out["boot_low"], out["boot_high"] = bootstrap_unpaired(x, b, n_boot, seed, level)
-            out["p_welch"] = _pvalue(sps.ttest_ind, x, b, equal_var=False)
-    out["finding"] = finding(out["ci_low"], out["ci_high"], out["mde"], higher)
+            out["p_welch"] = out["p"] = _pvalue(sps.ttest_ind, x, b, equal_var=False)
+    out["finding"] = finding(out["delta"], math.isfinite(out["ci_low"]), out["p"], out["p_tost"], higher, 1 - level)
     return out
 
 
@@ -295,9 +338,10 @@ def _baseline_lookup(frame: pd.DataFrame, baselines: Baselines | None) -> dict[t
 def mark_best(summary: pd.DataFrame, series: Mapping[tuple[str, str, str], pd.Series],
               level: float = 0.95) -> pd.Series:  # fmt: skip
     """True for the variant with the best mean of its (ablation, key) by the metric's direction, only where its
-    interval against the runner-up (paired on shared seeds, else Welch's) excludes 0; ties and ``n too small``
-    mark nothing."""
+    comparison against the runner-up (paired on shared seeds, else Welch's) holds after Benjamini–Hochberg over
+    every such leader-vs-runner-up comparison of the summary; ties and ``n too small`` mark nothing."""
     best = pd.Series(False, index=summary.index)
+    duels: list[tuple[object, float]] = []
     for (ablation, key), group in summary.groupby(["ablation", "key"], sort=False):
         ranked = group[group["mean"].notna()]
         if len(ranked) < 2:
@@ -307,14 +351,17 @@ def mark_best(summary: pd.DataFrame, series: Mapping[tuple[str, str, str], pd.Se
         first, second = ranked.iloc[0], ranked.iloc[1]
         duel = compare(series[(ablation, first["variant"], key)], series[(ablation, second["variant"], key)],
                        higher=higher, n_boot=1, level=level)  # fmt: skip
-        low, high = duel["ci_low"], duel["ci_high"]
-        if math.isfinite(low) and (low > 0 if higher else high < 0):
-            best.loc[ranked.index[0]] = True
+        if math.isfinite(duel["ci_low"]) and math.isfinite(duel["p"]) and (duel["delta"] > 0) == higher:
+            duels.append((ranked.index[0], float(duel["p"])))
+    if duels:
+        adjusted = bh([p for _, p in duels])
+        for (index, _), p_adj in zip(duels, adjusted, strict=True):
+            best.loc[index] = bool(p_adj < 1 - level)
     return best
 
 
 def summarize(frame: pd.DataFrame, baselines: Baselines | None = None, *, n_boot: int = 10000, seed: int = 0,
-              level: float = 0.95) -> pd.DataFrame:  # fmt: skip
+              level: float = 0.95, families: Families | None = None, adjust: bool = True) -> pd.DataFrame:  # fmt: skip
     """Per (ablation, variant, metric): n, mean, std, and Δ/interval/power/p against the variant's baseline.
 
     A variant that is its own baseline (or has none, or whose baseline lacks the metric) gets no Δ.
@@ -328,6 +375,8 @@ def summarize(frame: pd.DataFrame, baselines: Baselines | None = None, *, n_boot
         n_boot: bootstrap resamples per comparison (the extra ``boot_*`` columns).
         seed: seed of each comparison's ``default_rng``.
         level: interval coverage (α = 1 − level for the tests and the MDE).
+        families: each ablation's primary family (Holm); every other comparison is in the BH family.
+        adjust: correct here (False: the caller corrects this table together with others, then :func:`decide`).
 
     Returns:
         One row per (ablation, variant, key) with :data:`SUMMARY_COLUMNS`, in frame order.
@@ -347,12 +396,18 @@ def summarize(frame: pd.DataFrame, baselines: Baselines | None = None, *, n_boot
                "higher_is_better": higher, "baseline": base or ""}  # fmt: skip
         base_values = series.get((rec.ablation, base, rec.key)) if base else None
         if base_values is not None and rec.variant != base:
-            row.update(compare(values, base_values, higher=higher, n_boot=n_boot, seed=seed, level=level))
+            info = load_catalog().info(rec.key)
+            row.update(compare(values, base_values, higher=higher, n_boot=n_boot, seed=seed, level=level,
+                               margin=info.margin, pilot_sd=info.pilot_sd))  # fmt: skip
         else:
             row.update(empty_comparison())
         rows.append(row)
     summary = pd.DataFrame(rows, columns=[c for c in SUMMARY_COLUMNS if c != "best"])
     summary = summary.sort_values(["ablation", "order", "variant", "benchmark", "metric"], na_position="last",
                                   kind="mergesort").reset_index(drop=True)  # fmt: skip
+    summary["kind"] = "contrast"
     summary["best"] = mark_best(summary, series, level) if len(summary) else pd.Series(dtype=bool)
+    if adjust:
+        (summary,) = correct([summary], families or {})
+        summary["finding"] = decide(summary, 1 - level)
     return summary

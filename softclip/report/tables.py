@@ -1,7 +1,8 @@
 """Per-ablation tables: rows = variants (in ablation order), columns = metrics, cells ``mean ± std`` and
-``Δ [95% interval], p; sd Δ, MDE`` against the row's baseline; the best variant per column marked only where
-it is distinguishable from the runner-up; :func:`findings` says the same in words. Writers: md, latex, html,
-csv. When the rows of a table have different baselines (``compare_within``), every format gets a ``vs`` column
+``Δ [95% interval], p, adjusted p; sd Δ, MDE`` against the row's baseline; the best variant per column marked
+only where it is distinguishable from the runner-up; :func:`findings` says the same in words (better/worse
+only from the adjusted p). Composite columns (RSUM) carry the oracle control's verdict on them. Writers: md,
+latex, html, csv. When the rows of a table have different baselines (``compare_within``), every format gets a ``vs`` column
 (the baseline's label) and the caption says so; with one shared baseline the output has no such column.
 """
 
@@ -16,18 +17,21 @@ import pandas as pd
 
 from softclip.registry import Registry
 from softclip.report.document import Grid, html_grid, html_page, md_escape, md_grid
-from softclip.report.stats import BETTER, INCONCLUSIVE, N_TOO_SMALL, WITHIN_MDE, WORSE
+from softclip.report.multiplicity import PRIMARY
+from softclip.report.stats import BETTER, EQUIVALENT, INCONCLUSIVE, N_TOO_SMALL, NOT_COUNTED, WORSE
 
+# zero-shot shape accuracy is not a column: it coincides with top-1 here (softclip/metrics.yaml, alias_of)
 HEADLINE = (
-    "zeroshot/top1", "zeroshot/shape_acc", "retrieval/i2t_r1", "retrieval/t2i_r1", "retrieval/rsum",
-    "retrieval/t2i_sem_map", "instance/map_medium", "instance/map_hard", "copydays/map_strong",
+    "zeroshot/top1", "retrieval/i2t_sem_map", "retrieval/t2i_sem_map", "retrieval/i2t_r1", "retrieval/t2i_r1",
+    "retrieval/rsum", "instance/map_medium", "instance/map_hard", "copydays/map_strong",
 )  # fmt: skip
 HEADERS = {
     "zeroshot/top1": "zero-shot top-1", "zeroshot/shape_acc": "shape acc", "retrieval/i2t_r1": "i2t R@1",
     "retrieval/t2i_r1": "t2i R@1", "retrieval/rsum": "RSUM", "retrieval/t2i_sem_map": "t2i sem. mAP",
-    "instance/map_medium": "inst. mAP medium", "instance/map_hard": "inst. mAP hard",
-    "copydays/map_strong": "Copydays mAP strong",
+    "retrieval/i2t_sem_map": "i2t sem. mAP", "instance/map_medium": "inst. mAP medium",
+    "instance/map_hard": "inst. mAP hard", "copydays/map_strong": "Copydays mAP strong",
 }  # fmt: skip
+COMPOSITES = ("retrieval/rsum",)  # sums of other metrics: their header says whether the oracle control moves them
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class Row:
     cells: list[dict | None]
     baseline: str | None = None
     vs: str = ""
+    failed: str = ""  # e.g. "1 failed (s3)": seeds with no or NaN results, missing or unfinished
 
 
 @dataclass(frozen=True)
@@ -66,10 +71,12 @@ class Table:
     columns: list[str]
     rows: list[Row]
     stats: pd.DataFrame
+    validity: dict[str, str] | None = None  # key -> the oracle control's verdict on it (composites only shown)
 
     @property
     def headers(self) -> list[str]:
-        return [HEADERS.get(c, c) for c in self.columns]
+        said = self.validity or {}
+        return [HEADERS.get(c, c) + (f" ({said[c]})" if c in COMPOSITES and c in said else "") for c in self.columns]
 
     @property
     def mixed(self) -> bool:
@@ -78,15 +85,18 @@ class Table:
 
     @property
     def caption(self) -> str:
-        head = (f"{self.ablation}: mean ± std over seeds (n); bold: the best of a column, only where its 95% "
-                "interval against the runner-up excludes 0")  # fmt: skip
+        head = (f"{self.ablation}: mean ± std over seeds (n); bold: the best of a column, only where its "
+                "comparison against the runner-up holds after BH over all such comparisons")  # fmt: skip
         if not self.baseline and not self.mixed:
             return head + "; no baseline, so no Δ."
         against = "each row's baseline (column vs)" if self.mixed else self.baseline
         return (f"{head}; Δ vs {against}: the mean of the per-seed differences on the seeds both ran, with its "
-                "95% Student-t interval and p of the paired t-test († no shared seeds: Welch's interval and test); "
-                "sd Δ: std of the per-seed differences; MDE: the smallest true Δ these seeds detect with power "
-                "0.8 at α = 0.05; below 2 pairs no interval or p (n too small).")  # fmt: skip
+                "95% Student-t interval and p of the paired t-test († no shared seeds: Welch's interval and test), "
+                "then the adjusted p (Holm within the ablation's pre-declared primary family, BH over every other "
+                "comparison of the report); better/worse only where the adjusted p < 0.05; sd Δ: std of the "
+                "per-seed differences; MDE (planning): the smallest true Δ these many pairs detect with power 0.8 "
+                "at α = 0.05 given the metric's pilot sd (softclip/metrics.yaml), not these seeds'; below 2 pairs "
+                "no interval or p (n too small).")  # fmt: skip
 
 
 def choose_metrics(summary: pd.DataFrame, requested: Sequence[str] | None = None) -> list[str]:
@@ -95,8 +105,10 @@ def choose_metrics(summary: pd.DataFrame, requested: Sequence[str] | None = None
     return [k for k in (requested or HEADLINE) if k in present]
 
 
-def ablation_table(summary: pd.DataFrame, ablation: str, columns: Sequence[str]) -> Table:
-    """Build the table of ``ablation`` from a :func:`~softclip.report.stats.summarize` frame."""
+def ablation_table(summary: pd.DataFrame, ablation: str, columns: Sequence[str], validity: dict[str, str] | None = None,
+                   flags: Callable[[str, str], str] | None = None) -> Table:  # fmt: skip
+    """Build the table of ``ablation`` from a :func:`~softclip.report.stats.summarize` frame; ``validity``: key ->
+    the control's verdict (shown on composites); ``flags(ablation, variant)``: the row's failed-seed flag."""
     part = summary[summary["ablation"] == ablation]
     by_key = {(r["variant"], r["key"]): r for r in part.to_dict("records")}
     variants = part.drop_duplicates("variant")
@@ -110,15 +122,17 @@ def ablation_table(summary: pd.DataFrame, ablation: str, columns: Sequence[str])
         base = rec["baseline"] if isinstance(rec["baseline"], str) and rec["baseline"] else None
         own = base is not None and rec["variant"] == base
         vs = str(labels.get(base, base)) if base and not own else ""
-        rows.append(Row(rec["variant"], rec["label"], len(seeds), own, cells, base, vs))
+        failed = flags(ablation, rec["variant"]) if flags else ""
+        rows.append(Row(rec["variant"], rec["label"], len(seeds), own, cells, base, vs, failed))
     shared = {row.baseline for row in rows}
     baseline = next(iter(shared)) if len(shared) == 1 else None
-    return Table(ablation, baseline, list(columns), rows, part.reset_index(drop=True))
+    return Table(ablation, baseline, list(columns), rows, part.reset_index(drop=True), validity)
 
 
-def build_tables(summary: pd.DataFrame, metrics: Sequence[str] | None = None) -> dict[str, Table]:
+def build_tables(summary: pd.DataFrame, metrics: Sequence[str] | None = None, validity: dict[str, str] | None = None,
+                 flags: Callable[[str, str], str] | None = None) -> dict[str, Table]:  # fmt: skip
     """{ablation: table} for every ablation in ``summary`` (sorted by name)."""
-    return {a: ablation_table(summary, a, choose_metrics(summary[summary["ablation"] == a], metrics))
+    return {a: ablation_table(summary, a, choose_metrics(summary[summary["ablation"] == a], metrics), validity, flags)
             for a in sorted(summary["ablation"].unique())}  # fmt: skip
 
 
@@ -168,6 +182,10 @@ def cell_delta(cell: dict, style: Style) -> str:
         text += ", p" + fmt_p(cell["p_ttest"], style)
     elif math.isfinite(cell["p_welch"]):
         text += ", p(Welch)" + fmt_p(cell["p_welch"], style)
+    if math.isfinite(cell.get("p_adj", math.nan)):
+        text += (", Holm p" if cell.get("family") == PRIMARY else ", BH p") + fmt_p(cell["p_adj"], style)
+    if cell.get("finding") == EQUIVALENT:
+        text += f", equivalent within ±{fmt_num(cell['margin'], style)}"
     power = []
     if math.isfinite(cell.get("sd_diff", math.nan)):
         power.append("sd Δ " + fmt_num(cell["sd_diff"], style, decimals=places))
@@ -176,14 +194,9 @@ def cell_delta(cell: dict, style: Style) -> str:
     return text + ("; " + ", ".join(power) if power else "")
 
 
-def bound(cell: dict) -> float:
-    """The largest |Δ| the cell's interval allows (what "no difference larger than X" may say)."""
-    return max(abs(cell["ci_low"]), abs(cell["ci_high"]))
-
-
 def findings(table: Table, style: Style | None = None) -> list[str]:
-    """One sentence per compared variant saying what its intervals support, metric by metric: better, worse,
-    no difference larger than the interval's bound (interval inside ±MDE), inconclusive, or n too small."""
+    """One sentence per compared variant saying what its comparisons support, metric by metric: better or worse
+    (adjusted p < 0.05), equivalent within the declared margin (TOST), inconclusive, or n too small."""
     style = style or Style()
     out = []
     for row in table.rows:
@@ -194,11 +207,10 @@ def findings(table: Table, style: Style | None = None) -> list[str]:
             places = cell.get("decimals")
             if cell["finding"] in (BETTER, WORSE):
                 lo, hi = (fmt_num(cell[k], style, decimals=places) for k in ("ci_low", "ci_high"))
-                text = f"{header} {fmt_num(cell['delta'], style, signed=True, decimals=places)} [{lo}, {hi}]"
-            elif cell["finding"] == WITHIN_MDE:
-                text = f"{header} (±{fmt_num(bound(cell), style, decimals=places)})"
-            elif cell["finding"] == INCONCLUSIVE:
-                text = f"{header} (MDE {fmt_num(cell['mde'], style, decimals=places)})"
+                text = (f"{header} {fmt_num(cell['delta'], style, signed=True, decimals=places)} [{lo}, {hi}], "
+                        f"adjusted p{fmt_p(cell['p_adj'], style)}")  # fmt: skip
+            elif cell["finding"] == EQUIVALENT:
+                text = f"{header} (±{fmt_num(cell['margin'], style)}, TOST p{fmt_p(cell['p_tost'], style)})"
             else:
                 text = header
             said.setdefault(cell["finding"], []).append(text)
@@ -210,13 +222,14 @@ def findings(table: Table, style: Style | None = None) -> list[str]:
 
 
 FINDING_WORDS = {
-    BETTER: "better on", WORSE: "worse on", WITHIN_MDE: "no difference larger than the bound on",
-    INCONCLUSIVE: "inconclusive (the interval includes 0 and reaches beyond ±MDE) on", N_TOO_SMALL: "n too small on",
+    BETTER: "better on", WORSE: "worse on", EQUIVALENT: "equivalent within the declared margin on",
+    INCONCLUSIVE: "inconclusive (neither a difference after correction nor equivalence) on",
+    NOT_COUNTED: "not counted (coincides with another metric, or a diagnostic) on", N_TOO_SMALL: "n too small on",
 }  # fmt: skip
 
 
 def row_name(row: Row) -> str:
-    return row.label + (" (baseline)" if row.is_baseline else "")
+    return row.label + (" (baseline)" if row.is_baseline else "") + (f" [flagged: {row.failed}]" if row.failed else "")
 
 
 def lead_cells(table: Table, row: Row, escape: Callable[[str], str]) -> list[str]:

@@ -31,10 +31,12 @@ def base_config(name: str, seed: int, **loss: Any) -> dict[str, Any]:
 
 def make_run(
     folder: Path, *, seed: int, results: dict[str, dict[str, float]], config: dict[str, Any] | None = None,
-    meta: dict[str, Any] | None = None, curve: list[dict[str, Any]] | None = None,
+    meta: dict[str, Any] | None = None, curve: list[dict[str, Any]] | None = None, done: bool = True,
 ) -> Path:  # fmt: skip
-    """Write one run folder and return it."""
+    """Write one run folder (with ``done.json`` unless ``done`` is False) and return it."""
     (folder / "eval").mkdir(parents=True, exist_ok=True)
+    if done:
+        (folder / "done.json").write_text(json.dumps({"step": 30}))
     cfg = config or base_config(folder.name, seed)
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     for bench, metrics in results.items():

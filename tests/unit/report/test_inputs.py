@@ -77,5 +77,5 @@ def test_runs_section_is_relative_to_the_runs_root(tmp_path: Path) -> None:
     dirs = sorted(str(p) for p in (tmp_path / "runs" / "ablations" / "abl0").glob("v*/s*"))
     text = build_report(dirs, tmp_path / "rep", n_boot=10).read_text()
     runs = text.split("## Runs", 1)[1].split("## Ablation", 1)[0]
-    assert "inputs: 4 paths" in runs and "| abl0 | v1 | variant 1 | 2 | 0, 1 | v1 |" in runs
+    assert "inputs: 4 paths" in runs and "| abl0 | v1 | variant 1 | 2 | 0, 1 | none | v1 |" in runs
     assert runs.count(str(tmp_path)) == 1  # the root, once; not every run folder

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from softclip.metric_catalog import load_catalog
 from softclip.report import ReportError, build_report
 from softclip.report.command import add_arguments, run
 from softclip.report.paper import DEFAULT_REFERENCE
-from softclip.report.tables import WRITERS
+from softclip.report.stats import mde_paired
+from softclip.report.tables import WRITERS, Style, fmt_num
 
 from .fakes import BENCH_METRICS, base_config, make_grid, make_run, value
 from .test_tables import assert_balanced_html, assert_balanced_latex
@@ -110,15 +112,22 @@ def test_frame_csv_counts(built: tuple[Path, Path]) -> None:
 
 def test_deterministic_and_baseline_override(tmp_path: Path) -> None:
     make_grid(tmp_path / "runs", n_ablations=1, n_variants=2, seeds=(0, 1), curves=False)
-    a = build_report([tmp_path / "runs"], tmp_path / "a", n_boot=100, baseline="v1", metrics="retrieval/rsum,nope")
-    b = build_report([tmp_path / "runs"], tmp_path / "b", n_boot=100, baseline="v1", metrics=["retrieval/rsum", "nope"])
+    absent = "instance/map_easy"  # a known metric these runs lack
+    a = build_report([tmp_path / "runs"], tmp_path / "a", n_boot=100, baseline="v1", metrics=f"retrieval/rsum,{absent}")
+    b = build_report([tmp_path / "runs"], tmp_path / "b", n_boot=100, baseline="v1", metrics=["retrieval/rsum", absent])
     files = sorted(p.relative_to(a.parent) for p in a.parent.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(b.parent) for p in b.parent.rglob("*") if p.is_file())
     for rel in files:
         assert (a.parent / rel).read_bytes() == (b.parent / rel).read_bytes(), rel
     text = a.read_text()
-    assert "Baseline: v1." in text and "Requested metrics found in no run: nope." in text
+    assert "Baseline: v1." in text and f"Requested metrics found in no run: {absent}." in text
     assert "| variant | n | RSUM |" in text
+
+
+def test_an_unknown_metric_is_refused_with_the_closest_name(tmp_path: Path) -> None:
+    make_grid(tmp_path / "runs", n_ablations=1, n_variants=2, seeds=(0,), curves=False)
+    with pytest.raises(ReportError, match=r"unknown metric 'retrieval/i2t_sem_mAP' \(did you mean 'retrieval/i2t_sem_map'"):
+        build_report([tmp_path / "runs"], tmp_path / "out", metrics="retrieval/rsum,retrieval/i2t_sem_mAP")
 
 
 def test_errors(tmp_path: Path) -> None:
@@ -174,4 +183,6 @@ def test_paper_row_shows_our_delta(tmp_path: Path) -> None:
                      meta={"ablation": "main", "variant": name, "baseline": "clip", "order": v})  # fmt: skip
     text = build_report([tmp_path / "main"], tmp_path / "rep", n_boot=50).read_text()
     assert "| +6.8 |" in text and "main: softclip vs clip, zeroshot/top1, n=2" in text
-    assert "| +5.50 [−0.85, 11.9], p=0.058; sd Δ 0.71, MDE 8.17 |" in text  # Student-t at 2 pairs: ±t(0.975, 1)·sd/√2
+    mde = fmt_num(mde_paired(load_catalog().info("zeroshot/top1").pilot_sd, 2), Style())  # from the planning sd
+    # Student-t at 2 pairs: ±t(0.975, 1)·sd/√2; one comparison in the report, so its BH p is its raw p
+    assert f"| +5.50 [−0.85, 11.9], p=0.058, BH p=0.058; sd Δ 0.71, MDE {mde} |" in text

@@ -126,7 +126,10 @@ def test_compare_small_and_degenerate() -> None:
     assert same["delta"] == 1.0 and same["sd_diff"] == 0.0 and (same["ci_low"], same["ci_high"]) == (1.0, 1.0)
     assert math.isnan(same["p_ttest"])  # constant differences: t is infinite, p undefined (scipy says 0)
     zero = compare(pd.Series([1.0, 2.0] * 3, index=range(6)), pd.Series([1.0, 2.0] * 3, index=range(6)), n_boot=10)
-    assert zero["delta"] == 0.0 and math.isnan(zero["p_ttest"]) and zero["finding"] == "no difference > MDE"
+    assert zero["delta"] == 0.0 and math.isnan(zero["p_ttest"]) and zero["finding"] == "inconclusive"  # no margin
+    within = compare(pd.Series([1.0, 2.0] * 3, index=range(6)), pd.Series([1.0, 2.0] * 3, index=range(6)),
+                     n_boot=10, margin=0.5)  # fmt: skip
+    assert within["p_tost"] == 0.0 and within["finding"] == "equivalent"  # a zero-width interval inside ±0.5
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = sps.wilcoxon(np.zeros(6)).pvalue
@@ -197,17 +200,17 @@ def test_mde_against_the_normal_approximation_and_power_function() -> None:
     assert math.isnan(mde_paired(2.0, 1))
 
 
-@pytest.mark.parametrize(("low", "high", "mde", "higher", "expected"), [
-    (math.nan, math.nan, math.nan, True, "n too small"),
-    (-0.5, 0.8, 2.0, True, "no difference > MDE"),
-    (0.1, 0.4, 2.0, True, "no difference > MDE"),  # clear of 0 yet smaller than the design can resolve
-    (0.5, 3.0, 2.0, True, "better"),
-    (0.5, 3.0, 2.0, False, "worse"),  # a loss went up
-    (-3.0, -0.5, 2.0, True, "worse"),
-    (-3.0, 2.5, 2.0, True, "inconclusive"),
+@pytest.mark.parametrize(("delta", "has_interval", "p_adj", "p_tost", "higher", "expected"), [
+    (1.0, False, math.nan, math.nan, True, "n too small"),
+    (1.0, True, 0.01, math.nan, True, "better"),
+    (1.0, True, 0.01, math.nan, False, "worse"),  # a loss went up
+    (-1.0, True, 0.049, 0.01, True, "worse"),  # a difference beats equivalence
+    (0.1, True, 0.2, 0.01, True, "equivalent"),
+    (0.1, True, 0.2, 0.2, True, "inconclusive"),
+    (2.0, True, 0.06, math.nan, True, "inconclusive"),  # raw p may be < 0.05: only the adjusted p counts
 ])  # fmt: skip
-def test_finding(low: float, high: float, mde: float, higher: bool, expected: str) -> None:
-    assert finding(low, high, mde, higher) == expected
+def test_finding(delta: float, has_interval: bool, p_adj: float, p_tost: float, higher: bool, expected: str) -> None:
+    assert finding(delta, has_interval, p_adj, p_tost, higher) == expected
 
 
 def _frame(rows: list[tuple[str, int, str, float]]) -> pd.DataFrame:
@@ -240,7 +243,13 @@ def test_summarize_against_brute_force() -> None:
         assert (row["ci_low"], row["ci_high"]) == pytest.approx(tuple(ref.confidence_interval(0.95)))
         assert (row["boot_low"], row["boot_high"]) == pytest.approx(_loop_paired(np.array(diffs), 3000, 0))
         assert row["p_ttest"] == pytest.approx(ref.pvalue)
-        assert row["mde"] == pytest.approx(mde_paired(statistics.stdev(diffs), 3))
+        assert math.isnan(row["mde"])  # no pilot sd for this key: the MDE never comes from these seeds
+        assert row["p"] == pytest.approx(ref.pvalue) and row["family"] == "secondary (BH)"
+    tested = summary[summary["p"].notna()]
+    assert len(tested) == 4  # soft and soft_re on two metrics
+    ranked = tested["p"].sort_values()
+    bh = np.minimum.accumulate((ranked * 4 / np.arange(1, 5)).to_numpy()[::-1])[::-1].clip(max=1)
+    assert tested.loc[ranked.index, "p_adj"].to_numpy() == pytest.approx(bh)
     # soft leads both columns, but its interval against the runner-up (clip) includes 0: nothing is bold
     assert not summary["best"].any()
 
