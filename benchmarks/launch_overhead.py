@@ -52,7 +52,7 @@ def timed_sweep(path: Path, profile: str = "smoke") -> tuple[float, dict[str, in
 
     spec = load_sweep(path, profile)
     t0 = time.perf_counter()
-    result = run_sweep(spec, poll=0.1)
+    result = run_sweep(spec)
     return time.perf_counter() - t0, result.counts
 
 

@@ -57,7 +57,7 @@ def measure(path: Path, args: argparse.Namespace) -> dict:
 
     spec = load_sweep(path, args.profile)
     t0 = time.perf_counter()
-    run_sweep(spec, launcher=args.launcher, workers=args.workers, poll=0.5)
+    run_sweep(spec, launcher=args.launcher, workers=args.workers)
     wall = time.perf_counter() - t0
     trials = [t for t in open_study(spec).trials if t.state.name in ("COMPLETE", "PRUNED")]
     steps = sum(args.steps if t.state.name == "COMPLETE" else max(t.intermediate_values, default=0) for t in trials)

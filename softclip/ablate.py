@@ -50,7 +50,7 @@ from softclip.config import (
     format_validation_error,
     read_yaml,
 )
-from softclip.launch import Launcher, Outcome, distributed_rank, launcher_for, run_jobs
+from softclip.launch import Launcher, Outcome, distributed_rank, launcher_for
 from softclip.runfiles import ABLATION, CHECKPOINTS, CONFIG, DONE, EVAL, META, METRICS
 
 log = logging.getLogger("softclip.ablate")
@@ -295,31 +295,41 @@ def _log_outcome(outcome: Outcome) -> None:
 
 
 def run_chunk(jobs: list[AblationJob]) -> list[dict[str, Any]]:
-    """Body of one launcher job: train and evaluate ``jobs`` in turn, each as ``{"value": ...}`` or
-    ``{"error": ...}`` (one failed run does not stop the others). A requeued job skips the runs that finished
-    and resumes the interrupted one from its checkpoint."""
+    """Body of one array task: train and evaluate ``jobs`` in turn, each as ``{"value": ...}`` or ``{"error":
+    ...}`` (one failed run does not stop the others). Finished runs are skipped (a requeued task resumes the
+    interrupted one from its checkpoint); a run another driver is training is waited for, then skipped."""
+    from softclip.train.errors import RunLockedError
+    from softclip.train.lock import wait_unlocked
+
     out: list[dict[str, Any]] = []
     for job in jobs:
-        if is_finished(job.run_dir, job.suite, job.config):
-            out.append({"value": {"variant": job.variant, "seed": job.seed, "run_dir": job.run_dir, "skipped": True}})
-            continue
-        try:
-            out.append({"value": run_ablation_job(job)})
-        except Exception as err:  # noqa: BLE001 - a failed run is reported with the others
-            out.append({"error": f"{type(err).__name__}: {err}\n{traceback.format_exc()}"})
+        summary = {"variant": job.variant, "seed": job.seed, "run_dir": job.run_dir}
+        waited = False
+        while True:
+            waited = wait_unlocked(job.run_dir) or waited
+            if is_finished(job.run_dir, job.suite, job.config):
+                out.append({"value": {**summary, "skipped": True, "waited": waited}})
+                break
+            try:
+                out.append({"value": run_ablation_job(job)})
+            except RunLockedError:  # another driver took it between the check and the start: wait for it
+                waited = True
+                continue
+            except Exception as err:  # noqa: BLE001 - a failed run is reported with the others
+                out.append({"error": f"{type(err).__name__}: {err}\n{traceback.format_exc()}"})
+            break
     return out
 
 
 def chunks(jobs: list[AblationJob], launcher: Launcher) -> list[list[AblationJob]]:
-    """One run per job on local launchers (they reuse warm processes); on submitit launchers (SLURM) one
-    array task per ``max_parallel`` share of the runs, dealt round-robin, so each task pays the job start and the
-    imports once."""
-    n = min(launcher.max_parallel, len(jobs)) if launcher.uses_cluster else len(jobs)
+    """One array task per ``max_parallel`` share of the runs, dealt round-robin: each task pays the job start
+    and the imports once, and trains its runs in turn."""
+    n = min(launcher.max_parallel, len(jobs))
     return [jobs[i::n] for i in range(n)]
 
 
 def run_planned(chosen: Launcher, jobs: list[AblationJob]) -> AblationResult:
-    """Run the unfinished ``jobs`` through an open launcher (data generated first); finished ones are skipped."""
+    """Run the unfinished ``jobs`` as one job array of chunks (data generated first); finished ones are skipped."""
     todo = [j for j in jobs if not is_finished(j.run_dir, j.suite, j.config)]
     skipped = [j for j in jobs if j not in todo]
     for job in skipped:
@@ -329,15 +339,18 @@ def run_planned(chosen: Launcher, jobs: list[AblationJob]) -> AblationResult:
     if distributed_rank() == 0:
         prepare_data(todo)
     outcomes: list[Outcome] = []
-
-    def expand(chunk: list[AblationJob], outcome: Outcome) -> None:
+    parts = chunks(todo, chosen) if todo else []
+    for chunk, outcome in zip(parts, chosen.map(run_chunk, [(part,) for part in parts]), strict=True):
         results = outcome.value if outcome.ok else [{"error": outcome.error}] * len(chunk)
         for job, result in zip(chunk, results, strict=True):
+            value = result.get("value") or {}
+            if value.get("skipped"):  # finished by another driver meanwhile
+                skipped.append(job)
+                log.info("skip %s seed %d: %s", job.variant, job.seed,
+                         "trained by another driver (waited for it)" if value.get("waited") else "finished")
+                continue
             outcomes.append(Outcome((job,), outcome.job_id, result.get("value"), result.get("error")))
             _log_outcome(outcomes[-1])
-
-    parts = chunks(todo, chosen) if todo else []
-    run_jobs(chosen, run_chunk, [(part,) for part in parts], on_done=lambda o: expand(o.args[0], o))
     return AblationResult(jobs, skipped, outcomes)
 
 

@@ -68,3 +68,15 @@ def write_text(path: str | Path, text: str, mode: int = 0o644) -> Path:
 def write_json(path: str | Path, obj: Any, indent: int | None = 1, mode: int = 0o644) -> Path:
     """Write ``obj`` as JSON (with a final newline) to ``path`` atomically."""
     return write_text(path, json.dumps(obj, indent=indent) + "\n", mode)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (someone else's counts): the owner of a lock file
+    or a staging folder named after its pid may still be writing."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True

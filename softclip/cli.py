@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 import traceback
 from collections.abc import Callable
@@ -275,9 +276,11 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-trials", type=int, default=None, help="complete + pruned trials to reach")
     p.add_argument("--workers", type=int, default=None, help="trials in flight at once")
     p.add_argument("--status", action="store_true", help="print the trials table, the best so far and failures")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete a study of this name run with another space/objective/sampler/base, and restart")
 
 
-@command("sweep", "run or resume an Optuna sweep (ask/tell through a launcher), or show its status", _add_sweep)
+@command("sweep", "run or resume an Optuna sweep (its workers as one job array), or show its status", _add_sweep)
 def cmd_sweep(args: argparse.Namespace) -> int:
     from softclip.config import with_cluster
     from softclip.sweep import SweepError, load_sweep, run_sweep, sweep_status
@@ -287,7 +290,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(sweep_status(spec))
         return 0
     try:
-        result = run_sweep(spec, launcher=args.launcher, n_trials=args.n_trials, workers=args.workers)
+        result = run_sweep(spec, launcher=args.launcher, n_trials=args.n_trials, workers=args.workers,
+                           overwrite=args.overwrite)
     except SweepError as err:
         print(f"softclip: sweep stopped: {err}", file=sys.stderr)
         return 1
@@ -367,7 +371,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from softclip.reproduce import reproduce
 
     result = reproduce(args.profile, launcher=args.launcher, workers=args.workers, only=args.only,
-                       seeds=args.seeds, out=args.out, cluster=args.cluster, exclude=args.exclude)  # fmt: skip
+                       seeds=args.seeds, out=args.out, cluster=args.cluster, exclude=args.exclude,
+                       command="softclip " + shlex.join(args.argv))  # fmt: skip
     print(f"reproduce {args.profile}: {result.planned} ablation runs ({result.unique} distinct): "
           f"{result.skipped} already finished, {result.trained} trained now, {len(result.failed)} failed; "
           f"sweeps {result.sweeps}; {result.seconds:.0f} s")  # fmt: skip
@@ -421,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # key=value overrides may come after options (`train CFG --run-dir X loss.beta=0.5`): collect the leftovers
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for records of the command line (reproduce)
     if extra:
         stray = [tok for tok in extra if tok.startswith("-") or "=" not in tok or not hasattr(args, "overrides")]
         if stray:

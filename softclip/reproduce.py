@@ -11,8 +11,6 @@ resumable: a re-run skips finished runs and finished sweep trials and rebuilds t
 from __future__ import annotations
 
 import logging
-import shlex
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -154,7 +152,7 @@ def reproduce(
         trial_dirs.append(str(sweep_dir(sweep).resolve() / "trials"))
     finished = [j.run_dir for j in jobs if (Path(j.run_dir) / runfiles.DONE).exists()]
     out = Path(out or Path("reports") / profile)
-    cmd = command or "softclip " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    cmd = command or f"softclip reproduce --profile {profile}"
     if finished or trial_dirs:
         data = "" if profile == "paper" else " on SynthScenes"
         result.report = build_report([*finished, *trial_dirs], out, title=f"SoftCLIP{data} — {profile} profile",

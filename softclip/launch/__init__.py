@@ -1,21 +1,21 @@
-"""Launchers: where jobs run. ``inprocess``, ``processes`` (local, within a CPU budget), ``slurm`` (submitit,
-job arrays, requeue) and its ``submitit-local`` twin. See :func:`launcher_for` and clusters/example.yaml."""
+"""Launchers: where jobs run. A launcher maps ``fn`` over a list of argument tuples as ONE submitit job array
+(``slurm``; ``processes`` / ``submitit-local``: submitit's LocalExecutor, one subprocess per task) or in this
+process (``inprocess``, for tests and debugging), and waits for it. The engines do the scheduling: callers make
+as many tasks as may run at once (:attr:`Launcher.max_parallel`), each doing its share of the work."""
 
-from softclip.launch import processes, submitit_launch  # noqa: F401  - register the launchers
 from softclip.launch.base import (
     LAUNCHERS,
     THREAD_ENV_VARS,
-    Job,
     JobFailed,
     Launcher,
     Outcome,
+    ResumableCall,
+    distributed_rank,
     launcher_for,
     layered,
     make_launcher,
-    run_jobs,
     uses_cluster,
 )
-from softclip.launch.submitit_launch import ResumableCall, distributed_rank
 
-__all__ = ["LAUNCHERS", "THREAD_ENV_VARS", "Job", "JobFailed", "Launcher", "Outcome", "ResumableCall", "distributed_rank",
-           "launcher_for", "layered", "make_launcher", "run_jobs", "uses_cluster"]  # fmt: skip
+__all__ = ["LAUNCHERS", "THREAD_ENV_VARS", "JobFailed", "Launcher", "Outcome", "ResumableCall", "distributed_rank",
+           "launcher_for", "layered", "make_launcher", "uses_cluster"]  # fmt: skip

@@ -1,213 +1,41 @@
-"""Launcher interface: submit ``fn(*args)`` somewhere, get a :class:`Job` handle back.
+"""The launchers: ``Launcher.map(fn, args_list)`` runs ``fn(*args)`` per tuple as one submitit job array (or in
+this process) and returns an :class:`Outcome` per tuple, in order; a failed task is data, never an exception.
 
-Launchers are registered by name in :data:`LAUNCHERS` (``inprocess``, ``processes``, ``slurm``,
-``submitit-local``) and built from plain keyword arguments with :func:`make_launcher`. Sweeps start their Optuna
-workers through :meth:`Launcher.submit_many` and watch them with :meth:`Launcher.wait`; ablations use
-:func:`run_jobs`.
+Every submitit task is wrapped in :class:`ResumableCall`, a ``submitit.helpers.Checkpointable``: on the timeout
+or preemption signal submitit calls :meth:`ResumableCall.checkpoint`, which saves the running trainer and
+requeues the same call; the requeued task resumes from its run folders (finished runs are skipped, the trainer
+resumes from its last checkpoint). A task that SLURM itself requeues (``scontrol requeue``, node failure) reruns
+the same pickled call and resumes the same way.
 """
 
 from __future__ import annotations
 
-import abc
+import contextlib
 import os
-import time
+import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import submitit
+
 from softclip.registry import Registry
+from softclip.schema import ClusterConfig
 
 LAUNCHERS: Registry[type[Launcher]] = Registry("launcher.name")
-
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # `processes`: a laptop has no wall-time limit
 
 
 class JobFailed(RuntimeError):
-    """A job raised, was killed or vanished; the message holds the job id and the error (with traceback)."""
-
-
-class Job(abc.ABC):
-    """Handle of one submitted job."""
-
-    job_id: str
-
-    @abc.abstractmethod
-    def done(self) -> bool:
-        """True once the job finished (successfully or not); never blocks for long."""
-
-    @abc.abstractmethod
-    def result(self) -> Any:
-        """The job's return value (waits for it); raises :class:`JobFailed` when the job failed."""
-
-    @abc.abstractmethod
-    def cancel(self) -> None:
-        """Stop the job if it is still running."""
-
-
-class CompletedJob(Job):
-    """A job that already ran (in-process): holds its value or its error."""
-
-    def __init__(self, job_id: str, value: Any = None, error: str | None = None) -> None:
-        self.job_id = job_id
-        self._value = value
-        self._error = error
-
-    def done(self) -> bool:
-        return True
-
-    def result(self) -> Any:
-        if self._error is not None:
-            raise JobFailed(f"job {self.job_id}: {self._error}")
-        return self._value
-
-    def cancel(self) -> None:
-        return None
-
-
-class Launcher(abc.ABC):
-    """Base class. Subclasses register with ``@LAUNCHERS.register(name)``.
-
-    Args:
-        workers: jobs the caller keeps in flight at most.
-        cpus_per_job: CPU threads each job may use (OMP/MKL/torch threads are set to this).
-        cpu_budget: CPUs the launcher may use in all (local launchers; None: every CPU of this machine).
-        cluster: submitit cluster settings (``softclip.schema.ClusterConfig``), submitit launchers only.
-        folder: where logs and job files go.
-        job_name: label for the jobs (sweep or ablation name).
-    """
-
-    name: ClassVar[str] = "base"
-    #: True when the launcher queues any number of jobs itself (SLURM arrays): callers may submit all at once.
-    queues_itself: ClassVar[bool] = False
-    #: True when the launcher reads a cluster YAML (``launcher.cluster``): the submitit launchers
-    uses_cluster: ClassVar[bool] = False
-    #: seconds between state checks in :meth:`wait`
-    poll_interval: ClassVar[float] = 0.5
-
-    def __init__(
-        self,
-        *,
-        workers: int = 1,
-        cpus_per_job: int = 1,
-        cpu_budget: int | None = None,
-        cluster: Any = None,
-        folder: str | Path = "runs/launch",
-        job_name: str = "softclip",
-    ) -> None:
-        self.workers = max(1, int(workers))
-        self.cpus_per_job = max(1, int(cpus_per_job))
-        self.cpu_budget = cpu_budget or available_cpus()
-        self.cluster = cluster
-        self.folder = Path(folder)
-        self.job_name = job_name
-
-    @property
-    def max_parallel(self) -> int:
-        """Jobs that may run at once: ``workers`` (local launchers also cap by the CPU budget)."""
-        return self.workers
-
-    @abc.abstractmethod
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Job:
-        """Start ``fn(*args)`` and return its handle."""
-
-    def submit_many(self, fn: Callable[..., Any], args_list: Sequence[tuple[Any, ...]]) -> list[Job]:
-        """Start ``fn(*args)`` for every tuple (SLURM: one job array)."""
-        return [self.submit(fn, *args) for args in args_list]
-
-    def wait(self, jobs: Sequence[Job], timeout: float) -> list[Job]:
-        """Block until one of ``jobs`` is done or ``timeout`` seconds pass; returns the done ones."""
-        deadline = time.monotonic() + timeout
-        while True:
-            finished = [job for job in jobs if job.done()]
-            if finished or time.monotonic() >= deadline:
-                return finished
-            time.sleep(min(self.poll_interval, max(0.0, deadline - time.monotonic())))
-
-    def close(self) -> None:  # noqa: B027 - optional hook, most launchers hold nothing
-        """Release resources (jobs already submitted keep running unless cancelled)."""
-
-    def __enter__(self) -> Launcher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def available_cpus() -> int:
-    """CPUs this process may use (affinity-aware)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def thread_env(threads: int) -> dict[str, str]:
-    """Environment variables that cap BLAS/OpenMP threads of a job."""
-    return {name: str(threads) for name in THREAD_ENV_VARS}
-
-
-def make_launcher(name: str, **kwargs: Any) -> Launcher:
-    """Build the launcher registered as ``name`` (RegistryError naming the choices when unknown); the built-in
-    ones register when ``softclip.launch`` is imported, which importing this module already did."""
-    return LAUNCHERS.get(name)(**kwargs)
-
-
-def layered(config: Any, *layers: dict[str, Any]) -> Any:
-    """``config`` (a ``launcher:`` section) with each layer's not-None values applied in turn."""
-    for layer in layers:
-        config = config.model_copy(update={k: v for k, v in layer.items() if v is not None})
-    return config
-
-
-def launcher_for(config: Any, *layers: dict[str, Any], folder: str | Path, job_name: str) -> Launcher:
-    """The launcher a ``launcher:`` config section describes (``schema.LauncherConfig``), each of ``layers`` (a
-    sweep's or ablation's own section, then the CLI flags) overriding it in turn with its not-None values.
-
-    Submitit launchers read ``cluster`` and put their job files under its ``folder``/``job_name``; the local
-    ones under ``folder``.
-    """
-    from softclip.config import load_cluster
-
-    config = layered(config, *layers)
-    cluster = load_cluster(config.cluster) if uses_cluster(config.name) else None
-    return make_launcher(
-        config.name, workers=config.workers, cpus_per_job=config.cpus_per_job, cpu_budget=config.cpu_budget,
-        cluster=cluster, folder=Path(cluster.folder) / job_name if cluster else folder, job_name=job_name,
-    )  # fmt: skip
-
-
-def uses_cluster(name: str) -> bool:
-    """Whether the launcher registered as ``name`` takes a cluster YAML (RegistryError when unknown)."""
-    return LAUNCHERS.get(name).uses_cluster
-
-
-@LAUNCHERS.register("inprocess")
-class InProcessLauncher(Launcher):
-    """Runs each job synchronously in this process (debugging, tests, a single CPU)."""
-
-    name = "inprocess"
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._count = 0
-
-    @property
-    def max_parallel(self) -> int:
-        return 1
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Job:
-        self._count += 1
-        job_id = f"inprocess-{self._count}"
-        try:
-            return CompletedJob(job_id, value=fn(*args))
-        except KeyboardInterrupt:
-            raise
-        except BaseException as err:  # noqa: BLE001 - a failed job is data, the caller decides
-            return CompletedJob(job_id, error=f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
+    """A job raised, was killed or vanished; the message holds the job id and the error."""
 
 
 @dataclass
 class Outcome:
-    """What :func:`run_jobs` returns per submitted item: the value, or the error text."""
+    """What :meth:`Launcher.map` returns per argument tuple: the value, or the error text."""
 
     args: tuple[Any, ...]
     job_id: str
@@ -219,34 +47,215 @@ class Outcome:
         return self.error is None
 
 
-def run_jobs(
-    launcher: Launcher,
-    fn: Callable[..., Any],
-    args_list: Sequence[tuple[Any, ...]],
-    on_done: Callable[[Outcome], None] | None = None,
-) -> list[Outcome]:
-    """Run ``fn(*args)`` for every tuple, keeping ``launcher.max_parallel`` in flight; never raises for a job.
+def distributed_rank() -> int:
+    """Global rank of this process in a multi-task job (0 outside distributed jobs)."""
+    return int(os.environ.get("RANK", "0"))
 
-    A launcher that queues itself (SLURM) gets everything at once as one array.
+
+def available_cpus() -> int:
+    """CPUs this process may use (affinity-aware)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def thread_env(threads: int) -> Iterator[None]:
+    """OMP/MKL/... thread caps in ``os.environ`` while jobs start (a subprocess inherits them at its start)."""
+    saved = {k: os.environ.get(k) for k in THREAD_ENV_VARS}
+    os.environ.update({k: str(threads) for k in THREAD_ENV_VARS})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+class ResumableCall(submitit.helpers.Checkpointable):
+    """``fn(*args)`` as a requeueable submitit task (``fn`` resumes from its own output folders when called
+    again); ``threads`` CPU threads per task; with several tasks per job each is pinned to one GPU."""
+
+    def __init__(self, fn: Callable[..., Any], threads: int = 1, gpus_per_node: int = 0) -> None:
+        self.fn, self.threads, self.gpus_per_node = fn, threads, gpus_per_node
+
+    def __call__(self, *args: Any) -> Any:
+        os.environ.update({k: str(self.threads) for k in THREAD_ENV_VARS})
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(self.threads)
+        if submitit.JobEnvironment().num_tasks > 1:  # MASTER_ADDR/PORT, RANK, WORLD_SIZE for env:// init
+            submitit.helpers.TorchDistributedEnvironment().export(
+                set_cuda_visible_devices=self.gpus_per_node > 0, overwrite=True
+            )
+        return self.fn(*args)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Timeout/preemption: save the running trainer's state (if this process trains), requeue the call."""
+        trainer = sys.modules.get("softclip.train")  # imported iff this process is training
+        if trainer is not None:
+            trainer.save_now()
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+class Launcher:
+    """Base class; subclasses register with ``@LAUNCHERS.register(name)`` and implement :meth:`map`.
+
+    Args:
+        workers: tasks that may run at once.
+        cpus_per_job: CPU threads each task may use (OMP/MKL/torch threads are set to this).
+        cpu_budget: CPUs the local launchers may use in all (None: every CPU of this machine).
+        cluster: submitit cluster settings (``softclip.schema.ClusterConfig``), submitit launchers only.
+        folder: where job files and logs go.
+        job_name: label for the jobs (sweep or ablation name).
     """
-    todo = list(enumerate(args_list))
-    outcomes: list[Outcome | None] = [None] * len(todo)
-    running: dict[int, Job] = {}
-    while todo or running:
-        slots = len(todo) if launcher.queues_itself else launcher.max_parallel - len(running)
-        if slots > 0 and todo:
-            batch, todo = todo[:slots], todo[slots:]
-            for (index, _), job in zip(batch, launcher.submit_many(fn, [a for _, a in batch]), strict=True):
-                running[index] = job
-        for job in launcher.wait(list(running.values()), timeout=5.0):
-            index = next(i for i, j in running.items() if j is job)
-            del running[index]
-            outcome = Outcome(tuple(args_list[index]), job.job_id)
+
+    name: ClassVar[str] = "base"
+    #: True when the launcher reads a cluster YAML (``launcher.cluster``)
+    uses_cluster: ClassVar[bool] = False
+
+    def __init__(self, *, workers: int = 1, cpus_per_job: int = 1, cpu_budget: int | None = None,
+                 cluster: ClusterConfig | None = None, folder: str | Path = "runs/launch",
+                 job_name: str = "softclip") -> None:  # fmt: skip
+        self.workers, self.cpus_per_job = max(1, int(workers)), max(1, int(cpus_per_job))
+        self.cpu_budget = cpu_budget or available_cpus()
+        self.cluster, self.folder, self.job_name = cluster, Path(folder), job_name
+
+    @property
+    def max_parallel(self) -> int:
+        """Tasks that run at once: ``workers``, capped by the CPU budget on this machine."""
+        return max(1, min(self.workers, self.cpu_budget // self.cpus_per_job))
+
+    def map(self, fn: Callable[..., Any], args_list: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+        """Run ``fn(*args)`` for every tuple, wait for all; one :class:`Outcome` per tuple, in order."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Launcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@LAUNCHERS.register("inprocess")
+class InProcessLauncher(Launcher):
+    """Runs the tasks one after the other in this process (tests, debugging, a single CPU)."""
+
+    name = "inprocess"
+
+    @property
+    def max_parallel(self) -> int:
+        return 1
+
+    def map(self, fn: Callable[..., Any], args_list: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+        outcomes = []
+        for i, args in enumerate(args_list):
+            outcome = Outcome(tuple(args), f"inprocess-{i}")
             try:
-                outcome.value = job.result()
-            except JobFailed as err:
-                outcome.error = str(err)
-            outcomes[index] = outcome
-            if on_done is not None:
-                on_done(outcome)
-    return [o for o in outcomes if o is not None]
+                outcome.value = fn(*args)
+            except Exception as err:  # noqa: BLE001 - a failed task is data, the caller decides
+                outcome.error = f"{type(err).__name__}: {err}\n{traceback.format_exc()}"
+            outcomes.append(outcome)
+        return outcomes
+
+
+class SubmititLauncher(Launcher):
+    """One submitit executor; :meth:`map` submits one job array of :class:`ResumableCall` tasks."""
+
+    uses_cluster = True
+    executor_kind: ClassVar[str] = "slurm"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cluster = self.cluster or ClusterConfig(executor=self.executor_kind)  # type: ignore[call-arg]
+
+    @property
+    def max_parallel(self) -> int:
+        """SLURM: ``array_parallelism`` (else ``workers``); local: ``workers`` within the CPU budget."""
+        if self.executor_kind == "local":
+            return super().max_parallel
+        return self.cluster.array_parallelism or self.workers
+
+    def executor(self) -> submitit.Executor:
+        """Job files under ``folder/<job id>``; sbatch options (SLURM) or local ones from the cluster file."""
+        cluster, folder = self.cluster, self.folder / "%j"
+        if self.executor_kind == "local":
+            executor = submitit.LocalExecutor(folder=folder, max_num_timeout=cluster.max_num_timeout)
+            executor.update_parameters(**cluster.local_parameters())
+            return executor
+        extra = {"python": cluster.python} if cluster.python else {}
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=cluster.max_num_timeout, **extra)
+        executor.update_parameters(**cluster.slurm_parameters(self.cpus_per_job, self.workers, self.job_name))
+        return executor
+
+    def map(self, fn: Callable[..., Any], args_list: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+        if not args_list:
+            return []
+        call = ResumableCall(fn, self.cluster.cpus_per_task or self.cpus_per_job, self.cluster.gpus_per_node)
+        executor = self.executor()
+        with thread_env(self.cpus_per_job), executor.batch():
+            jobs = [executor.submit(call, *args) for args in args_list]
+        outcomes = []
+        for args, job in zip(args_list, jobs, strict=True):
+            outcome = Outcome(tuple(args), str(job.job_id))
+            try:
+                outcome.value = job.results()[0]  # a multi-task (DDP) job: rank 0's value
+            except Exception as err:  # noqa: BLE001 - FailedJobError, UncompletedJobError, the task's own error
+                outcome.error = f"job {job.job_id}: {err}"
+            outcomes.append(outcome)
+        return outcomes
+
+
+@LAUNCHERS.register("slurm")
+class SlurmLauncher(SubmititLauncher):
+    """sbatch through submitit: one job array (``%array_parallelism``), requeued on timeout/preemption."""
+
+    name = "slurm"
+
+
+@LAUNCHERS.register("submitit-local")
+class SubmititLocalLauncher(SubmititLauncher):
+    """submitit's LocalExecutor with a cluster file's settings (time limit, tasks per job): SLURM's twin."""
+
+    name = "submitit-local"
+    executor_kind = "local"
+
+
+@LAUNCHERS.register("processes")
+class ProcessesLauncher(SubmititLocalLauncher):
+    """submitit's LocalExecutor on this machine, no cluster file: one subprocess per task, as many as the CPU
+    budget allows (``cpu_budget // cpus_per_job``), no time limit."""
+
+    name = "processes"
+    uses_cluster = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["cluster"] = kwargs.get("cluster") or ClusterConfig(executor="local", timeout_min=LOCAL_TIMEOUT_MIN)
+        super().__init__(**kwargs)
+
+
+def make_launcher(name: str, **kwargs: Any) -> Launcher:
+    """Build the launcher registered as ``name`` (RegistryError naming the choices when unknown)."""
+    return LAUNCHERS.get(name)(**kwargs)
+
+
+def uses_cluster(name: str) -> bool:
+    """Whether the launcher registered as ``name`` takes a cluster YAML (RegistryError when unknown)."""
+    return LAUNCHERS.get(name).uses_cluster
+
+
+def layered(config: Any, *layers: dict[str, Any]) -> Any:
+    """``config`` (a ``launcher:`` section) with each layer's not-None values applied in turn."""
+    for layer in layers:
+        config = config.model_copy(update={k: v for k, v in layer.items() if v is not None})
+    return config
+
+
+def launcher_for(config: Any, *layers: dict[str, Any], folder: str | Path, job_name: str) -> Launcher:
+    """The launcher a ``launcher:`` config section describes (``schema.LauncherConfig``), each of ``layers`` (a
+    sweep's or ablation's own section, then the CLI flags) overriding it with its not-None values. Launchers
+    with a cluster file put their job files under its ``folder``/``job_name``, the others under ``folder``."""
+    from softclip.config import load_cluster
+
+    config = layered(config, *layers)
+    cluster = load_cluster(config.cluster) if uses_cluster(config.name) else None
+    return make_launcher(
+        config.name, workers=config.workers, cpus_per_job=config.cpus_per_job, cpu_budget=config.cpu_budget,
+        cluster=cluster, folder=Path(cluster.folder) / job_name if cluster else folder, job_name=job_name,
+    )  # fmt: skip

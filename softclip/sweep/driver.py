@@ -1,18 +1,13 @@
-"""The sweep driver: keeps ``workers`` Optuna workers (:mod:`softclip.sweep.worker`) on the study until it is done.
+"""``run_sweep``: create (or resume) the study, then run its Optuna workers as one job array and wait for it.
 
-The driver creates the study, starts the workers through a launcher (one SLURM job array, local processes, or
-in this process), and watches the storage: the sweep ends when COMPLETE + PRUNED trials reach ``n_trials``. A
-worker that ends while trials are still to run (it was lost, or it stopped because running trials covered the
-target) is replaced, up to ``workers`` at once and never more than the trials left. A stale RUNNING trial (no
-heartbeat for ``grace_period``: killed sweep, lost node) is failed and re-enqueued with the same parameters by
-Optuna's retry callback, and the retry resumes from the same run folder; meanwhile the driver keeps beating for
-the trials of worker jobs that are still alive (a requeued SLURM job resumes its own trial). So a killed sweep
-that is restarted ends with exactly ``n_trials`` finished trials.
+There is no supervisor: the workers stop themselves (Optuna's ``MaxTrialsCallback``), Optuna's heartbeat fails
+and re-enqueues a lost worker's trial, and a requeued job resumes its own. Before launching, trials whose
+heartbeat went stale are failed and re-enqueued (:func:`~softclip.sweep.study.fail_stale`); trials RUNNING for a
+live worker (another driver's) are waited for, so two drivers of one sweep never run more than ``n_trials``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -22,24 +17,16 @@ from typing import Any
 
 import optuna
 import yaml
-from optuna.trial import TrialState
 
 from softclip.atomic import write_text
 from softclip.config import ConfigError, base_data, build_run_config, load_cluster
 from softclip.errors import SoftclipError
-from softclip.launch import Job, JobFailed, Launcher, launcher_for, layered, uses_cluster
+from softclip.launch import Launcher, launcher_for, layered, uses_cluster
 from softclip.sweep.space import grid_size
 from softclip.sweep.spec import SweepSpec, sweep_dir
-from softclip.sweep.study import (
-    Heartbeat,
-    best_of,
-    fail_stale_trials,
-    open_study,
-    redact_url,
-    resolve_storage_url,
-)
+from softclip.sweep.study import best_of, fail_stale, open_study, redact_url, resolve_storage_url
 from softclip.sweep.trial import failures
-from softclip.sweep.worker import JOB_ATTR, SURPLUS_ATTR, WorkerTask, run_worker
+from softclip.sweep.worker import SURPLUS_ATTR, WorkerTask, run_worker
 
 log = logging.getLogger("softclip.sweep")
 
@@ -50,13 +37,14 @@ class SweepError(SoftclipError, RuntimeError):
 
 @dataclass
 class SweepResult:
-    """What :func:`run_sweep` returns."""
+    """What :func:`run_sweep` returns (``waited``: trials of other workers it waited for)."""
 
     study_name: str
     storage_url: str
     sweep_dir: Path
     counts: dict[str, int]
     best: list[dict[str, Any]] = field(default_factory=list)
+    waited: int = 0
 
 
 def target_trials(spec: SweepSpec, n_trials: int | None = None) -> int:
@@ -76,83 +64,6 @@ def count_states(study: optuna.Study) -> Counter[str]:
     return Counter("SURPLUS" if SURPLUS_ATTR in t.user_attrs else t.state.name for t in study.get_trials(deepcopy=False))
 
 
-class SweepDriver:
-    """Holds the study, the launcher and the worker jobs for one :func:`run_sweep` call."""
-
-    def __init__(self, spec: SweepSpec, launcher: Launcher, target: int, storage_url: str) -> None:
-        self.spec, self.launcher, self.target, self.url = spec, launcher, target, storage_url
-        self.study = open_study(spec, storage_url)
-        self.storage = self.study._storage
-        self.workers: list[Job] = []
-        self.started = 0
-        self.heartbeat = Heartbeat(self.storage, spec.heartbeat_interval)
-        self.max_failures = spec.max_failures or max(target, 3)
-        self._last_stale_check = 0.0
-
-    def start_workers(self, counts: Counter[str]) -> None:
-        """Start workers (one array) up to ``max_parallel`` alive and the trials nobody runs yet.
-
-        Every live worker covers a trial: the one it runs, or, still queued or starting, the one it will ask
-        for. So a worker waiting in the SLURM queue is not joined by a second one for the same trial.
-        """
-        covered = max(counts["RUNNING"], len(self.workers))
-        left = self.target - counts["COMPLETE"] - counts["PRUNED"] - covered
-        n = min(self.launcher.max_parallel - len(self.workers), left)
-        if n <= 0:
-            return
-        dump = self.spec.model_dump(mode="json")  # workers may start elsewhere: paths made absolute here
-        dump.update(source=str(Path(self.spec.source).resolve()), output_dir=str(Path(self.spec.output_dir).resolve()))
-        tasks = [(WorkerTask(dump, self.url, self.target, self.started + i, self.max_failures),) for i in range(n)]
-        self.started += n
-        jobs = self.launcher.submit_many(run_worker, tasks)
-        self.workers += jobs
-        log.info("started %d worker(s): %s", n, ", ".join(job.job_id for job in jobs))
-
-    def collect(self, timeout: float) -> None:
-        for job in self.launcher.wait(self.workers, timeout):
-            self.workers.remove(job)
-            try:
-                log.info("worker %s ended: %s", job.job_id, json.dumps(job.result()))
-            except JobFailed as err:  # its trials go stale and are retried
-                log.warning("worker %s was lost: %s", job.job_id, str(err).splitlines()[0])
-
-    def keep_alive(self) -> None:
-        """Beat for the RUNNING trials of worker jobs that are still alive (a requeued job resumes them)."""
-        alive = {job.job_id for job in self.workers}
-        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        self.heartbeat.replace({t._trial_id for t in running if t.system_attrs.get(JOB_ATTR) in alive})
-
-    def check_stale(self) -> None:
-        now = time.monotonic()
-        if now - self._last_stale_check < max(1.0, self.spec.heartbeat_interval / 2):
-            return
-        self._last_stale_check = now
-        for number in fail_stale_trials(self.study, self.spec.effective_grace, self.spec.max_retry):
-            log.warning("trial %d was stale (no heartbeat for %ds): failed and re-enqueued", number,
-                        self.spec.effective_grace)  # fmt: skip
-
-    def run(self, poll: float) -> Counter[str]:
-        with self.heartbeat:
-            try:
-                while True:
-                    self.check_stale()
-                    counts = count_states(self.study)
-                    if counts["COMPLETE"] + counts["PRUNED"] >= self.target:
-                        return counts  # workers still alive have nothing left to run
-                    if failures(self.study) >= self.max_failures:
-                        raise SweepError(f"{failures(self.study)} trials failed (max_failures={self.max_failures}); "
-                                         f"see `softclip sweep {self.spec.source} --status`")  # fmt: skip
-                    self.start_workers(counts)
-                    self.keep_alive()
-                    if self.workers:
-                        self.collect(poll)
-                    else:
-                        time.sleep(poll)  # trials still RUNNING for lost workers: wait until they go stale
-            finally:
-                for job in self.workers:
-                    job.cancel()
-
-
 def make_sweep_launcher(spec: SweepSpec, name: str | None, workers: int | None, cfg_launcher: Any) -> Launcher:
     """The launcher from CLI flags > the sweep file's ``launcher`` > the base config's ``launcher``."""
     config = layered(cfg_launcher, spec.launcher.model_dump(), {"name": name, "workers": workers})
@@ -164,39 +75,86 @@ def make_sweep_launcher(spec: SweepSpec, name: str | None, workers: int | None, 
     return launcher_for(config, folder=sweep_dir(spec) / "jobs", job_name=spec.name)
 
 
-def run_sweep(
-    spec: SweepSpec,
-    launcher: str | None = None,
-    n_trials: int | None = None,
-    workers: int | None = None,
-    poll: float = 1.0,
-) -> SweepResult:
+def wait_for_others(study: optuna.Study, spec: SweepSpec, url: str, target: int) -> tuple[Counter[str], int]:
+    """Fail stale trials; while finished + RUNNING trials cover the target but some still run (another
+    driver's workers, or lost ones not yet stale), wait for them. Returns the counts and the trials waited for."""
+    waited: set[int] = set()
+    while True:
+        for number in fail_stale(study, spec, url):
+            log.warning("trial %d was stale (no heartbeat for %ds): failed and re-enqueued", number,
+                        spec.effective_grace)  # fmt: skip
+        counts = count_states(study)
+        finished = counts["COMPLETE"] + counts["PRUNED"]
+        if finished >= target or finished + counts["RUNNING"] < target or failures(study) >= (spec.max_failures or target):
+            return counts, len(waited)
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if not waited.issuperset(t.number for t in running):
+            log.info("waiting for %d running trial(s) of other workers", counts["RUNNING"])
+        waited.update(t.number for t in running)
+        time.sleep(min(spec.heartbeat_interval, spec.effective_grace))
+
+
+def write_record(spec: SweepSpec, path: Path) -> None:
+    """The sweep as run, beside its results; the copy never holds the database password."""
+    copy = spec.model_dump(mode="json")
+    if copy.get("storage"):
+        copy["storage"] = redact_url(copy["storage"])
+    write_text(path, yaml.safe_dump(copy, sort_keys=False))
+
+
+def run_workers(spec: SweepSpec, chosen: Launcher, url: str, target: int, left: int, max_failures: int) -> None:
+    """Start ``min(max_parallel, left)`` workers as one job array and wait for it."""
+    n = min(chosen.max_parallel, left)
+    log.info("sweep %s: %d trials to go, %d worker(s) on %s, storage %s", spec.name, left, n, chosen.name,
+             redact_url(url))  # fmt: skip
+    dump = spec.model_dump(mode="json")  # workers may start elsewhere: paths made absolute here
+    dump.update(source=str(Path(spec.source).resolve()), output_dir=str(Path(spec.output_dir).resolve()))
+    tasks = [(WorkerTask(dump, url, target, i, max_failures),) for i in range(n)]
+    for outcome in chosen.map(run_worker, tasks):
+        if not outcome.ok:  # its trials go stale and are retried by the others or the next pass
+            log.warning("worker %s was lost: %s", outcome.job_id, (outcome.error or "").splitlines()[0])
+
+
+def run_sweep(spec: SweepSpec, launcher: str | None = None, n_trials: int | None = None, workers: int | None = None,
+              overwrite: bool = False) -> SweepResult:  # fmt: skip
     """Run (or resume) the sweep until ``n_trials`` trials are COMPLETE or PRUNED.
 
     Args:
         spec: the loaded sweep (:func:`softclip.sweep.load_sweep`).
         launcher: launcher name (default: the sweep file's, else the base config's ``launcher.name``).
         n_trials: overrides the file's ``n_trials``.
-        workers: trials in flight at once (default: the file's, else the base config's ``launcher.workers``).
-        poll: seconds between state checks.
+        workers: workers at once (default: the file's, else the base config's ``launcher.workers``).
+        overwrite: delete a study of the same name whose identity differs, instead of refusing it.
     """
     target = target_trials(spec, n_trials)
     folder = sweep_dir(spec)
     folder.mkdir(parents=True, exist_ok=True)
     url = resolve_storage_url(spec.storage, folder)
-    copy = spec.model_dump(mode="json")
-    if copy.get("storage"):  # the copy beside the results never holds the database password
-        copy["storage"] = redact_url(copy["storage"])
-    write_text(folder / "sweep.yaml", yaml.safe_dump(copy, sort_keys=False))
+    record = folder / "sweep.yaml"  # the file this study was started from: never rewritten on resume
+    if not record.is_file():
+        write_record(spec, record)
+    study = open_study(spec, url, overwrite=overwrite)  # refuses a study of another identity
+    if overwrite:
+        write_record(spec, record)
     cfg = build_run_config(base_data(spec), {}, spec.source)
-    if spec.trial == "train":  # generate the data once here, not racing in the trials
-        from softclip.train.run import ensure_synth_data
+    chosen = make_sweep_launcher(spec, launcher, workers, cfg.launcher)  # a bad launcher fails before any wait
+    max_failures = spec.max_failures or max(target, 3)
+    waited, finished = 0, -1
+    while True:  # one array per pass; a second pass only for trials of workers lost during the first
+        counts, w = wait_for_others(study, spec, url, target)
+        waited += w
+        left = target - counts["COMPLETE"] - counts["PRUNED"] - counts["RUNNING"]
+        if left <= 0 or failures(study) >= max_failures or counts["COMPLETE"] + counts["PRUNED"] == finished:
+            break
+        finished = counts["COMPLETE"] + counts["PRUNED"]
+        if spec.trial == "train":  # generate the data once here, not racing in the trials
+            from softclip.train.run import ensure_synth_data
 
-        ensure_synth_data(cfg.data)
-    with make_sweep_launcher(spec, launcher, workers, cfg.launcher) as chosen:
-        driver = SweepDriver(spec, chosen, target, url)
-        log.info("sweep %s: %d trials, launcher %s x%d, storage %s", spec.name, target, chosen.name,
-                 chosen.max_parallel, redact_url(url))  # fmt: skip
-        counts = driver.run(poll)
-    best = [{"number": t.number, "values": t.values, "params": t.params} for t in best_of(driver.study)]
-    return SweepResult(driver.study.study_name, url, folder, dict(counts), best)
+            ensure_synth_data(cfg.data)
+        run_workers(spec, chosen, url, target, left, max_failures)
+    counts = count_states(study)
+    if failures(study) >= max_failures:
+        raise SweepError(f"{failures(study)} trials failed (max_failures={max_failures}); "
+                         f"see `softclip sweep {spec.source} --status`")  # fmt: skip
+    best = [{"number": t.number, "values": t.values, "params": t.params} for t in best_of(study)]
+    return SweepResult(study.study_name, url, folder, dict(counts), best, waited)

@@ -124,6 +124,13 @@ class SweepSpec(_Strict):
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, dict) else v
 
+    @field_validator("space")
+    @classmethod
+    def _not_empty(cls, v: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
+        if not v:
+            raise ValueError("the search space is empty: name at least one parameter to search")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> SweepSpec:
         for key, param in self.space.items():
@@ -172,7 +179,18 @@ def sweep_dir(spec: SweepSpec) -> Path:
 
 
 
+def sweep_identity(spec: SweepSpec) -> dict[str, Any]:
+    """What a sweep is: its search space, objective, sampler, seeds, trial function and base run identity
+    (:func:`softclip.identity.run_identity`), as JSON-able data (stored as a study user attribute)."""
+    from softclip.identity import run_identity
 
+    base = build_run_config(base_data(spec), {}, spec.source, profile=spec.profile).to_dict()
+    return json.loads(json.dumps({
+        "space": {k: p.model_dump(mode="json", exclude_defaults=True) for k, p in spec.space.items()},
+        "objective": [o.model_dump(mode="json") for o in spec.objective],
+        "sampler": spec.sampler.model_dump(mode="json"), "seeds": list(spec.seeds), "trial": spec.trial,
+        "base": run_identity(base),
+    }, default=str))  # fmt: skip
 
 
 def validate_against_config(spec: SweepSpec) -> None:

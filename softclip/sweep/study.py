@@ -1,10 +1,10 @@
-"""Optuna plumbing: sampler and pruner registries, storage URLs, heartbeats and stale-trial retry.
+"""Optuna plumbing: sampler and pruner registries, storage URLs, the study and its identity, stale trials.
 
 Storage URLs: ``sqlite:///path/study.db`` (default, one machine), ``postgresql://user:pw@host/db`` (many
 workers), ``journal:PATH`` (optuna's JournalStorage with a JournalFileBackend: a shared file system without a
 database). RDB storages use optuna's own heartbeat (``heartbeat_interval``, ``grace_period``) with
-``RetryHeartbeatStaleTrialCallback``; the journal storage has no heartbeat in optuna, so the same bookkeeping is
-kept in a trial system attribute and the same retry callback is applied.
+``RetryHeartbeatStaleTrialCallback``; optuna's JournalStorage has no heartbeat, so its workers beat into a trial
+user attribute (:class:`JournalHeartbeat`) and :func:`fail_stale` applies the same retry callback.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +28,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 from softclip.config import ConfigError
 from softclip.errors import SoftclipError
+from softclip.identity import identity_diff
 from softclip.registry import Registry, RegistryError
 from softclip.sweep.space import grid_space
-from softclip.sweep.spec import SweepSpec, sweep_dir
+from softclip.sweep.spec import SweepSpec, sweep_dir, sweep_identity
 
 log = logging.getLogger("softclip.sweep")
 
 SAMPLERS: Registry[Callable[[SweepSpec], optuna.samplers.BaseSampler]] = Registry("sampler.name")
 PRUNERS: Registry[Callable[[dict[str, Any]], optuna.pruners.BasePruner]] = Registry("pruner.name")
 HEARTBEAT_ATTR = "softclip:heartbeat"
+IDENTITY_ATTR = "softclip:identity"
 JOURNAL_PREFIX = "journal:"
 
 
@@ -231,14 +233,13 @@ def make_storage(
             raise StorageError(f"cannot open the study storage {redact_url(url)}: {_first_line(err)}") from None
 
 
-def open_study(
-    spec: SweepSpec, storage_url: str | None = None, create: bool = True, worker_index: int | None = None
-) -> optuna.Study:
+def open_study(spec: SweepSpec, storage_url: str | None = None, create: bool = True, worker_index: int | None = None,
+               overwrite: bool = False) -> optuna.Study:  # fmt: skip
     """The sweep's study with its sampler, pruner, directions and heartbeat storage.
 
-    ``create``: create it unless it exists (the driver; other directions than the spec's are a ConfigError).
-    ``worker_index``: a worker's connection (no schema work); with the trials already in the study it shifts
-    the random samplers' seed (:func:`make_sampler`).
+    ``create``: create it unless it exists, and check the sweep's identity (:func:`check_identity`; with
+    ``overwrite`` an existing study of another identity is deleted first). ``worker_index``: a worker's
+    connection (no schema work); with the trials already in the study it shifts the random samplers' seed.
     """
     url = storage_url or resolve_storage_url(spec.storage, sweep_dir(spec))
     storage = make_storage(url, spec.heartbeat_interval, spec.effective_grace, spec.max_retry,
@@ -248,16 +249,34 @@ def open_study(
     if not create:
         study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(spec), pruner=pruner)
     else:
+        if overwrite and name in optuna.get_all_study_names(storage):
+            optuna.delete_study(study_name=name, storage=storage)
         study = optuna.create_study(study_name=name, storage=storage, sampler=make_sampler(spec), pruner=pruner,
                                     directions=spec.directions, load_if_exists=True)  # fmt: skip
-        if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in spec.directions]:
-            raise ConfigError(f"{spec.source}: study {name!r} in {redact_url(url)} exists with other objective directions")
+        check_identity(study, spec, url)
         with quiet_optuna():
             study.set_metric_names([o.metric for o in spec.objective])
     offset = len(study.get_trials(deepcopy=False)) + 100_003 * (worker_index or 0)
     if offset:
         study.sampler = make_sampler(spec, offset=offset)
     return study
+
+
+def check_identity(study: optuna.Study, spec: SweepSpec, url: str) -> None:
+    """Record the sweep's identity on a new study; refuse to resume one of another identity (ConfigError naming
+    the differing keys). A study from before identities were recorded adopts this one."""
+    mine = sweep_identity(spec)
+    saved = study.user_attrs.get(IDENTITY_ATTR)
+    if saved is None:
+        study.set_user_attr(IDENTITY_ATTR, mine)
+        return
+    diffs = identity_diff(saved, mine)
+    if diffs:
+        raise ConfigError(
+            f"{spec.source}: sweep {study.study_name!r} in {redact_url(url)} was run with another search space, "
+            f"objective, sampler or base config; differing keys: {'; '.join(diffs)}. Give the sweep a new name "
+            "(or study_name), or pass --overwrite to delete the study and start again"
+        )
 
 
 def best_of(study: optuna.Study) -> list[FrozenTrial]:
@@ -268,49 +287,33 @@ def best_of(study: optuna.Study) -> list[FrozenTrial]:
         return []
 
 
-# ---------------------------------------------------------------------------------------------- heartbeat
+# -------------------------------------------------------------------------------------------- stale trials
 
 
-def record_heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
-    """One heartbeat: optuna's own for RDB storages, a timestamp system attribute for the journal."""
-    try:
-        if isinstance(unwrap_storage(storage), optuna.storages.RDBStorage):
-            storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
-        else:
-            storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
-    except optuna.exceptions.UpdateFinishedTrialError:
-        pass
+def is_journal(url: str) -> bool:
+    """Whether the storage URL names a journal file (optuna keeps no heartbeat there)."""
+    return url.startswith(JOURNAL_PREFIX)
 
 
-class Heartbeat:
-    """Background thread that records a heartbeat for a changing set of trial ids every ``interval`` s."""
+class JournalHeartbeat:
+    """Beats into the trial's ``softclip:heartbeat`` user attribute every ``interval`` s while a trial runs.
 
-    def __init__(self, storage: optuna.storages.BaseStorage, interval: float, trial_ids: Iterable[int] = ()) -> None:
-        self.storage = storage
-        self.interval = interval
-        self.trial_ids: set[int] = set(trial_ids)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
+    Covers an optuna limitation: JournalStorage has no heartbeat (RDB storages get optuna's own)."""
+
+    def __init__(self, trial: optuna.Trial, interval: float) -> None:
+        self.trial, self.interval, self._stop = trial, interval, threading.Event()
         self._thread = threading.Thread(target=self._run, name="softclip-heartbeat", daemon=True)
-
-    def replace(self, trial_ids: Iterable[int]) -> None:
-        """Beat for exactly ``trial_ids`` from now on."""
-        with self._lock:
-            self.trial_ids = set(trial_ids)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            with self._lock:
-                ids = list(self.trial_ids)
-            for trial_id in ids:
-                try:
-                    record_heartbeat(self.storage, trial_id)
-                except Exception as err:  # noqa: BLE001 - a missed beat is retried; never kill the run
-                    log.warning("heartbeat for trial %d failed: %s", trial_id, err)
+            try:
+                self.trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+            except Exception as err:  # noqa: BLE001 - a finished trial or a missed beat: never kill the run
+                log.debug("heartbeat of trial %d: %s", self.trial.number, err)
+                return
 
-    def __enter__(self) -> Heartbeat:
-        for trial_id in list(self.trial_ids):
-            record_heartbeat(self.storage, trial_id)
+    def __enter__(self) -> JournalHeartbeat:
+        self.trial.set_user_attr(HEARTBEAT_ATTR, time.time())
         self._thread.start()
         return self
 
@@ -319,43 +322,31 @@ class Heartbeat:
         self._thread.join()
 
 
-def fail_stale_trials(study: optuna.Study, grace_period: float, max_retry: int) -> list[int]:
-    """Fail RUNNING trials whose heartbeat is older than ``grace_period`` and re-enqueue them (WAITING).
-
-    Returns the numbers of the trials failed here. RDB storages use optuna's ``fail_stale_trials``.
-    """
-    storage = study._storage
-    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    if not isinstance(unwrap_storage(storage), optuna.storages.JournalStorage):
-        with quiet_optuna():
-            optuna.storages.fail_stale_trials(study)
-        after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        return sorted(before - after)
+def fail_stale(study: optuna.Study, spec: SweepSpec, url: str) -> list[int]:
+    """Fail RUNNING trials without a heartbeat for ``grace_period`` and re-enqueue them (WAITING) with optuna's
+    retry callback; returns their numbers. RDB storages: optuna's ``fail_stale_trials``; journal: by the
+    :class:`JournalHeartbeat` attribute (the start time counts as a beat)."""
+    running = lambda: {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}  # noqa: E731
+    before = running()
     with quiet_optuna():
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        if not is_journal(url):
+            optuna.storages.fail_stale_trials(study)
+            return sorted(before - running())
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry)
     now, failed = time.time(), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        # a retried trial inherits its original's (old) beat, and a worker may die before its first beat:
-        # the start time counts as a beat too
-        beat = float(trial.system_attrs.get(HEARTBEAT_ATTR, 0.0))
         started = trial.datetime_start.timestamp() if trial.datetime_start else now
-        if now - max(beat, started) <= grace_period:
+        if now - max(float(trial.user_attrs.get(HEARTBEAT_ATTR, 0.0)), started) <= spec.effective_grace:
             continue
-        try:
-            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                failed.append(trial.number)
-                retry(study, storage.get_trial(trial._trial_id))
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass
+        with contextlib.suppress(RuntimeError, ValueError):  # finished meanwhile
+            study.tell(trial.number, state=TrialState.FAIL)
+            failed.append(trial.number)
+            retry(study, next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number))
     return failed
-
-
-def unwrap_storage(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
-    """The storage behind optuna's cache wrapper (RDB storages are wrapped in ``_CachedStorage``)."""
-    return getattr(storage, "_backend", storage)
 
 
 def run_key(trial: FrozenTrial) -> int:
     """The trial number its run folder is named after: a retried trial reuses (and resumes) the original's."""
-    history = trial.system_attrs.get("retry_history") or []
+    with quiet_optuna():
+        history = RetryHeartbeatStaleTrialCallback.retry_history(trial)
     return int(history[0]) if history else trial.number

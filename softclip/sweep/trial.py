@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from softclip import runfiles
 from softclip.config import Config
-from softclip.launch.submitit_launch import distributed_rank
+from softclip.launch import distributed_rank
 from softclip.registry import Registry
 
 log = logging.getLogger("softclip.sweep")
@@ -56,22 +56,22 @@ def flatten_results(results: dict[str, dict[str, Any]]) -> dict[str, float]:
 class Reporter:
     """``report(step, metrics)`` for the first seed: intermediate value, prune check, stale check."""
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial, metric: str, active: bool, pruning: bool) -> None:
-        self.study, self.trial, self.metric = study, trial, metric
+    def __init__(self, trial: optuna.Trial, metric: str, active: bool, pruning: bool) -> None:
+        self.trial, self.metric = trial, metric
         self.active = active  # intermediate values are recorded for the first seed only
         self.pruning = pruning
         self.reported = 0
 
     def __call__(self, step: int, metrics: dict[str, float]) -> None:
-        state = self.study._storage.get_trial(self.trial._trial_id).state
-        if state != TrialState.RUNNING:
-            raise TrialAbandoned(f"trial {self.trial.number} is {state.name} in the study")
         if not self.active or self.metric not in metrics:
             return
         value = float(metrics[self.metric])
         if not math.isfinite(value):
             return
-        self.trial.report(value, step)
+        try:
+            self.trial.report(value, step)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise TrialAbandoned(f"trial {self.trial.number} was failed as stale; its retry takes over") from None
         self.reported += 1
         if self.pruning and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} ({self.metric}={value:.4g})")

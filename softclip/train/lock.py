@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from softclip.atomic import atomic_write
+from softclip.atomic import atomic_write, pid_alive
 from softclip.runfiles import LOCK
 from softclip.train.errors import RunLockedError
 
@@ -40,16 +40,6 @@ def slurm_job_id(env: dict[str, str] | None = None) -> str | None:
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
         return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
     return env.get("SLURM_JOB_ID") or None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
 
 
 def describe_owner(owner: dict[str, Any]) -> str:
@@ -68,13 +58,13 @@ def stale_reason(owner: dict[str, Any], stale_s: float = STALE_S, now: float | N
     now = time.time() if now is None else now
     same_host = owner.get("host") == socket.gethostname()
     pid = owner.get("pid")
-    if same_host and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
+    if same_host and isinstance(pid, int) and pid != os.getpid() and not pid_alive(pid):
         return f"its owner (pid {pid} on this host) is gone"
     beat = owner.get("heartbeat")
     if not isinstance(beat, (int, float)) or now - beat > stale_s:
         return f"its heartbeat is older than {stale_s:.0f} s"
     mine = slurm_job_id()
-    if mine is not None and owner.get("job_id") == mine and not (same_host and isinstance(pid, int) and _pid_alive(pid)):
+    if mine is not None and owner.get("job_id") == mine and not (same_host and isinstance(pid, int) and pid_alive(pid)):
         return f"it belongs to this SLURM job ({mine}), requeued"
     return None
 
@@ -234,3 +224,16 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def wait_unlocked(run_dir: str | Path, poll_s: float = 2.0, stale_s: float = STALE_S) -> bool:
+    """Block while another live trainer holds ``run_dir``'s lock; True when it had to wait."""
+    lock, waited = RunLock(run_dir, stale_s=stale_s), False
+    while (owner := lock.read()) and stale_reason(owner, stale_s) is None:
+        if owner and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+            return waited  # our own (this process trains it): not another driver
+        if not waited:
+            log.info("%s is being trained by another driver (%s): waiting for it", run_dir, describe_owner(owner))
+        waited = True
+        time.sleep(poll_s)
+    return waited

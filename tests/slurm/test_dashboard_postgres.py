@@ -24,7 +24,7 @@ def test_dashboard_shows_a_sweep_stored_in_postgresql(tmp_path, postgres_url):
         "sampler": {"name": "random", "seed": 0}, "n_trials": 2, "output_dir": str(tmp_path / "runs"),
     }  # fmt: skip
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
-    result = run_sweep(load_sweep(tmp_path / "sweep.yaml", "smoke"), launcher="inprocess", poll=0.01)
+    result = run_sweep(load_sweep(tmp_path / "sweep.yaml", "smoke"), launcher="inprocess")
     assert result.counts == {"COMPLETE": 2}
     shown = dashboard_command(postgres_url)[1]
     assert shown.startswith("postgresql+psycopg2://")  # CI's venv has psycopg2 only

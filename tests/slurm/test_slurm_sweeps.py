@@ -49,7 +49,7 @@ def finished(study) -> Counter:
 
 def test_six_trials_on_two_workers_of_one_job_array(tmp_path, cluster_file):
     spec = load_sweep(make_sweep(tmp_path, cluster_file, n_trials=6), "smoke")
-    result = run_sweep(spec, workers=2, poll=0.5)
+    result = run_sweep(spec, workers=2)
     assert result.counts["COMPLETE"] == 6 and set(result.counts) <= {"COMPLETE", "SURPLUS"}
     study = open_study(spec)
     job_ids = [t.system_attrs[JOB_ATTR] for t in study.trials if t.state.name == "COMPLETE"]
@@ -76,27 +76,27 @@ def _progress(run_dir: Path) -> dict:
 
 
 def test_requeued_job_resumes_from_its_checkpoint(tmp_path, cluster_file, monkeypatch):
-    """The worker keeps its job id through the requeue (the driver beats for the trial meanwhile), so the
-    requeued worker finishes the same trial, resuming its run folder."""
+    """The worker keeps its job id through the requeue, so the requeued worker fails and re-enqueues the trial
+    it was running and finishes the retry in the same run folder, resuming from its checkpoint."""
     monkeypatch.setenv("SOFTCLIP_FAKE_STEP_S", "1.0")
     spec = load_sweep(make_sweep(tmp_path, cluster_file, n_trials=1, overrides={"train.steps": 20, "train.eval_every": 4},
                                  launcher={"name": "slurm", "cluster": str(cluster_file)}), "smoke")  # fmt: skip
-    runner = threading.Thread(target=run_sweep, args=(spec,), kwargs={"poll": 0.5}, daemon=True)
+    runner = threading.Thread(target=run_sweep, args=(spec,), daemon=True)
     runner.start()
     run_dir = tmp_path / "runs" / "smoke" / "slurm" / "trials" / "slurm-t0000-s0"  # <output_dir>/<profile>/<name>
     _wait_for(lambda: _progress(run_dir).get("step", 0) >= 4, 180, "the job to reach step 4")
-    job_id = open_study(spec).trials[0].system_attrs[JOB_ATTR]
+    job_id = open_study(spec).trials[0].user_attrs[JOB_ATTR]
     subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
     runner.join(timeout=400)
     assert not runner.is_alive(), "sweep did not finish after the requeue"
     trials = open_study(spec).trials
-    assert len(trials) == 1, "the requeued worker continues its trial: no retry"
-    trial = trials[0]
-    assert trial.state.name == "COMPLETE"
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"], "the requeued worker retries its own trial"
+    trial = trials[1]
+    assert run_key(trial) == 0 and trial.params == trials[0].params
     assert trial.values[0] == pytest.approx(fakes.score(trial.params["loss.beta"], trial.params["loss.tau"]))
     progress = _progress(run_dir)
     assert progress["starts"] == 2 and progress["step"] == 20  # resumed, not restarted
-    assert sorted(trial.intermediate_values) == [4, 8, 12, 16, 20]
+    assert max(trial.intermediate_values) == 20 and min(trial.intermediate_values) > 4  # reported after resuming
 
 
 def test_killed_sweep_restarted_ends_with_exactly_n_trials(tmp_path, cluster_file):
@@ -104,7 +104,7 @@ def test_killed_sweep_restarted_ends_with_exactly_n_trials(tmp_path, cluster_fil
                        launcher={"name": "slurm", "cluster": str(cluster_file)})  # fmt: skip
     code = ("import logging, sys; logging.basicConfig(level=logging.INFO);"
             "from softclip.sweep import load_sweep, run_sweep;"
-            f"run_sweep(load_sweep({str(sweep)!r}, 'smoke'), workers=2, poll=0.5)")  # fmt: skip
+            f"run_sweep(load_sweep({str(sweep)!r}, 'smoke'), workers=2)")  # fmt: skip
     env = {**os.environ, "SOFTCLIP_FAKE_STEP_S": "1.0"}
     driver = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True)
     spec = load_sweep(sweep, "smoke")
@@ -118,7 +118,7 @@ def test_killed_sweep_restarted_ends_with_exactly_n_trials(tmp_path, cluster_fil
     _wait_for(lambda: not subprocess.run(["squeue", "-h", "--name=slurm"], capture_output=True, text=True,
                                          timeout=30).stdout.strip(), 60, "the jobs to leave the queue")  # fmt: skip
     assert finished(open_study(spec))["RUNNING"] >= 1
-    result = run_sweep(spec, workers=2, poll=0.5)
+    result = run_sweep(spec, workers=2)
     study = open_study(spec)
     states = finished(study)
     assert states["COMPLETE"] == 4 and states["RUNNING"] == 0 and states["WAITING"] == 0
@@ -140,7 +140,7 @@ def test_same_sweep_on_each_storage(tmp_path, cluster_file, storage, request):
     if url:
         fields["storage"] = url
     spec = load_sweep(make_sweep(tmp_path, cluster_file, **fields), "smoke")
-    result = run_sweep(spec, workers=2, poll=0.5)
+    result = run_sweep(spec, workers=2)
     assert result.counts["COMPLETE"] == 2 and set(result.counts) <= {"COMPLETE", "SURPLUS"}
     study = open_study(spec, result.storage_url)
     assert all(sorted(t.intermediate_values) == [2, 4, 6, 8] for t in study.trials if t.state.name == "COMPLETE")
@@ -149,6 +149,6 @@ def test_same_sweep_on_each_storage(tmp_path, cluster_file, storage, request):
 def test_median_pruner_prunes_on_slurm(tmp_path, cluster_file):
     spec = load_sweep(make_sweep(tmp_path, cluster_file, n_trials=3, sampler={"name": "random", "seed": 1},
                                  pruner={"name": "median", "options": {"n_startup_trials": 2}}), "smoke")  # fmt: skip
-    result = run_sweep(spec, workers=1, poll=0.5)
+    result = run_sweep(spec, workers=1)
     assert result.counts.get("PRUNED", 0) >= 1
     assert result.counts.get("COMPLETE", 0) + result.counts.get("PRUNED", 0) == 3

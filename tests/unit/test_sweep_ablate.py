@@ -96,15 +96,13 @@ def test_finished_runs_are_skipped_on_rerun(tmp_path, fake_runs):
 
 
 class _Cluster:
-    """Stands in for a submitit launcher in :func:`chunks` (``uses_cluster``, ``max_parallel``)."""
-
-    uses_cluster = True
+    """Stands in for a launcher in :func:`chunks` (``max_parallel``)."""
 
     def __init__(self, max_parallel: int) -> None:
         self.max_parallel = max_parallel
 
 
-def test_submitit_launchers_get_one_chunk_of_runs_per_array_task(tmp_path):
+def test_every_launcher_gets_one_chunk_of_runs_per_array_task(tmp_path):
     from softclip.ablate import chunks
 
     jobs = plan_jobs(load_ablation(write(tmp_path, seeds=[0, 1, 2])))  # 2 variants x 3 seeds
@@ -112,8 +110,7 @@ def test_submitit_launchers_get_one_chunk_of_runs_per_array_task(tmp_path):
     assert len(parts) == 4 and sorted(len(p) for p in parts) == [1, 1, 2, 2]
     assert sorted(j.run_dir for p in parts for j in p) == sorted(j.run_dir for j in jobs)  # each run once
     assert [len(p) for p in chunks(jobs[:2], _Cluster(4))] == [1, 1]
-    local = type("Local", (), {"uses_cluster": False, "max_parallel": 2})()
-    assert [len(p) for p in chunks(jobs, local)] == [1] * 6  # local launchers: one run per job, warm workers
+    assert [len(p) for p in chunks(jobs, _Cluster(1))] == [6]  # in process: one task trains every run in turn
 
 
 def test_a_failed_run_fails_alone_and_the_chunk_goes_on(tmp_path, fake_runs, monkeypatch):
@@ -147,3 +144,36 @@ def test_a_folder_holding_another_configs_run_fails_and_is_never_re_evaluated(tm
         run_ablation_job(job)
     assert "different config" in run_chunk([job])[0]["error"]
     assert not (run / "eval").exists()  # nothing was evaluated under the new identity
+
+
+def test_two_drivers_of_one_ablation_share_the_work_and_both_succeed(tmp_path, fake_runs, monkeypatch):
+    """While the first driver trains a run (its lock held by a live process), the second waits for it, skips
+    it as finished, trains the rest, and reports what it did; the first then finds everything finished."""
+    import os
+    import socket
+    import time
+
+    import softclip.train.lock
+    from softclip.ablate import run_ablation
+
+    spec = load_ablation(write(tmp_path, overrides={"eval.suite": str(ROOT / "eval" / "synthetic.yaml")}))
+    jobs = plan_jobs(spec)
+    busy = Path(jobs[0].run_dir)
+    busy.mkdir(parents=True)
+    owner = {"host": socket.gethostname(), "pid": os.getppid(), "job_id": None, "token": "other",
+             "heartbeat": time.time()}  # a live process on this host: the first driver's trainer
+    (busy / "lock.json").write_text(json.dumps(owner))
+    waits = []
+
+    def first_driver_finishes(seconds: float) -> None:  # what the first driver does while the second waits
+        waits.append(seconds)
+        fakes.ablation_job(jobs[0])
+        (busy / "lock.json").unlink()
+
+    monkeypatch.setattr(softclip.train.lock.time, "sleep", first_driver_finishes)
+    second = run_ablation(spec, launcher="inprocess")
+    assert len(waits) == 1 and not second.failed
+    assert [j.run_dir for j in second.skipped] == [str(busy)]  # waited for, then skipped as finished
+    assert sorted(o.args[0].run_dir for o in second.outcomes) == sorted(j.run_dir for j in jobs[1:])
+    first = run_ablation(spec, launcher="inprocess")
+    assert len(first.skipped) == 4 and not first.outcomes and not first.failed

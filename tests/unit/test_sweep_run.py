@@ -14,7 +14,7 @@ import sqlalchemy
 import yaml
 
 from softclip.sweep import load_sweep, open_study, run_sweep, sweep_status
-from softclip.sweep.study import record_heartbeat, run_key, unwrap_storage
+from softclip.sweep.study import run_key
 from tests.unit.launch import fakes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,11 +37,13 @@ def make_spec(tmp_path: Path, **fields):
     return load_sweep(path, "smoke")
 
 
-def backdate_heartbeats(storage, hours: float) -> None:
-    """Move every recorded heartbeat of an RDB storage into the past (a lost worker, without waiting for it)."""
-    with unwrap_storage(storage).engine.begin() as conn:
-        conn.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = :t"),
-                     {"t": datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(hours=hours)})  # fmt: skip
+def old_heartbeat(url: str, number: int, hours: float) -> None:
+    """Give trial ``number`` of an RDB study a heartbeat ``hours`` old (a lost worker, without waiting for it)."""
+    with sqlalchemy.create_engine(url).begin() as conn:
+        conn.execute(sqlalchemy.text("INSERT INTO trial_heartbeats (trial_id, heartbeat) "
+                                     "SELECT trial_id, :t FROM trials WHERE number = :n"),
+                     {"n": number, "t": datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+                      - datetime.timedelta(hours=hours)})  # fmt: skip
 
 
 def states(spec) -> Counter:
@@ -50,7 +52,7 @@ def states(spec) -> Counter:
 
 def test_sweep_reaches_n_trials_and_values_come_from_the_trial(tmp_path):
     spec = make_spec(tmp_path)
-    result = run_sweep(spec, launcher="inprocess", poll=0.01)
+    result = run_sweep(spec, launcher="inprocess")
     assert result.counts == {"COMPLETE": 4}
     study = open_study(spec)
     for t in study.trials:
@@ -64,7 +66,7 @@ def test_sweep_reaches_n_trials_and_values_come_from_the_trial(tmp_path):
 def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     spec = make_spec(tmp_path, space={"loss.beta": {"type": "categorical", "choices": [0.2, 0.97]}},
                      sampler={"name": "grid", "seed": 0}, n_trials=1)  # fmt: skip
-    result = run_sweep(spec, launcher="inprocess", poll=0.01)
+    result = run_sweep(spec, launcher="inprocess")
     study = open_study(spec)
     failed = [t for t in study.trials if t.state.name == "FAIL"]
     assert result.counts["COMPLETE"] == 1
@@ -78,13 +80,13 @@ def test_too_many_failures_stop_the_sweep(tmp_path):
 
     spec = make_spec(tmp_path, space={"loss.beta": {"type": "float", "low": 0.96, "high": 0.99}}, max_failures=2)
     with pytest.raises(SweepError, match="2 trials failed"):
-        run_sweep(spec, launcher="inprocess", poll=0.01)
+        run_sweep(spec, launcher="inprocess")
 
 
 def test_median_pruner_prunes_on_a_seeded_case(tmp_path):
     spec = make_spec(tmp_path, n_trials=8, pruner={"name": "median", "options": {"n_startup_trials": 2}},
                      sampler={"name": "random", "seed": 1})  # fmt: skip
-    result = run_sweep(spec, launcher="inprocess", poll=0.01)
+    result = run_sweep(spec, launcher="inprocess")
     assert result.counts["COMPLETE"] + result.counts.get("PRUNED", 0) == 8
     assert result.counts.get("PRUNED", 0) >= 1
     pruned = [t for t in open_study(spec).trials if t.state.name == "PRUNED"]
@@ -93,9 +95,9 @@ def test_median_pruner_prunes_on_a_seeded_case(tmp_path):
 
 def test_restart_reaches_exactly_n_trials_without_duplicates(tmp_path):
     spec = make_spec(tmp_path)
-    run_sweep(spec, launcher="inprocess", n_trials=2, poll=0.01)
-    run_sweep(spec, launcher="inprocess", poll=0.01)
-    run_sweep(spec, launcher="inprocess", poll=0.01)  # already finished: no new trial
+    run_sweep(spec, launcher="inprocess", n_trials=2)
+    run_sweep(spec, launcher="inprocess")
+    run_sweep(spec, launcher="inprocess")  # already finished: no new trial
     trials = open_study(spec).trials
     assert Counter(t.state.name for t in trials) == {"COMPLETE": 4}
     params = [tuple(t.params.values()) for t in trials]
@@ -108,12 +110,14 @@ def test_stale_running_trial_is_retried_and_resumes_its_run_folder(tmp_path):
     study = open_study(spec)
     lost = study.ask({"loss.beta": optuna.distributions.FloatDistribution(0.0, 0.9),
                       "loss.tau": optuna.distributions.FloatDistribution(0.02, 0.3, log=True)})  # fmt: skip
-    record_heartbeat(study._storage, lost._trial_id)  # a worker started it ... and died an hour ago
-    backdate_heartbeats(study._storage, hours=1)
+    from softclip.sweep import sweep_dir
+    from softclip.sweep.study import resolve_storage_url
+
+    old_heartbeat(resolve_storage_url(spec.storage, sweep_dir(spec)), lost.number, hours=1)  # a lost worker's
     run_dir = tmp_path / "runs" / "smoke" / "fake" / "trials" / f"fake-t{lost.number:04d}-s0"
     run_dir.mkdir(parents=True)
     (run_dir / "progress.json").write_text('{"step": 5, "starts": 1}')  # its checkpoint
-    run_sweep(spec, launcher="inprocess", poll=0.05)
+    run_sweep(spec, launcher="inprocess")
     trials = open_study(spec).trials
     assert Counter(t.state.name for t in trials) == {"COMPLETE": 2, "FAIL": 1}
     retry = next(t for t in trials if t.number != lost.number and t.params == lost.params)
@@ -126,7 +130,7 @@ def test_stale_running_trial_is_retried_and_resumes_its_run_folder(tmp_path):
 def test_journal_storage(tmp_path):
     spec = make_spec(tmp_path, storage=f"journal:{tmp_path / 'j' / 'study.log'}", n_trials=3,
                      pruner={"name": "median", "options": {"n_startup_trials": 1}})  # fmt: skip
-    result = run_sweep(spec, launcher="inprocess", poll=0.01)
+    result = run_sweep(spec, launcher="inprocess")
     assert result.storage_url.startswith("journal:/")
     assert (tmp_path / "j" / "study.log").is_file()
     assert sum(result.counts.get(s, 0) for s in ("COMPLETE", "PRUNED")) == 3
@@ -141,7 +145,7 @@ def test_status_before_any_run(tmp_path):
 @pytest.mark.integration
 def test_processes_launcher_sweep(tmp_path):
     spec = make_spec(tmp_path, n_trials=3)
-    result = run_sweep(spec, launcher="processes", workers=2, poll=0.1)
+    result = run_sweep(spec, launcher="processes", workers=2)
     assert result.counts == {"COMPLETE": 3}
 
 
@@ -150,7 +154,7 @@ def test_grid_sweep_on_two_worker_processes_runs_each_point_once(tmp_path):
     spec = make_spec(tmp_path, n_trials=None, sampler={"name": "grid", "seed": 0},
                      space={"loss.beta": {"type": "categorical", "choices": [0.1, 0.3]},
                             "loss.tau": {"type": "categorical", "choices": [0.03, 0.07]}})  # fmt: skip
-    result = run_sweep(spec, launcher="processes", workers=2, poll=0.1)
+    result = run_sweep(spec, launcher="processes", workers=2)
     assert result.counts["COMPLETE"] == 4
     points = [tuple(sorted(t.params.items())) for t in open_study(spec).trials if t.state.name == "COMPLETE"]
     assert len(set(points)) == 4, f"a grid point ran twice: {points}"
@@ -163,7 +167,7 @@ def test_real_smoke_training_trial(tmp_path):
                      space={"loss.beta": {"type": "categorical", "choices": [0.3]}},
                      objective={"metric": "retrieval/rsum"}, sampler={"name": "grid"},
                      pruner={"name": "median"}, heartbeat_interval=30)  # fmt: skip
-    result = run_sweep(spec, launcher="inprocess", poll=0.1)
+    result = run_sweep(spec, launcher="inprocess")
     assert result.counts == {"COMPLETE": 1}
     trial = open_study(spec).trials[0]
     assert sorted(trial.intermediate_values) == [10, 20, 30]
@@ -208,19 +212,19 @@ def _worker(spec, target: int):
 
 
 def test_a_trial_started_when_the_target_is_covered_is_failed_as_surplus(tmp_path):
-    from softclip.sweep.worker import COVERING, SURPLUS_ATTR, TrialAbandoned
+    from softclip.sweep.worker import SURPLUS_ATTR, TrialAbandoned
 
     spec = make_spec(tmp_path, n_trials=1)
-    run_sweep(spec, launcher="inprocess", poll=0.01)
+    run_sweep(spec, launcher="inprocess")
     worker = _worker(spec, target=1)
-    assert worker._count(COVERING) >= 1  # finished and running trials cover the target
+    assert worker.count() >= 1  # finished and running trials cover the target
     assert worker.run()["trials"] == 0  # a late worker starts nothing
     # two workers asked at once, past the pre-check: the later trial gives way at its start
     worker.study.optimize(worker.objective, n_trials=3, catch=(TrialAbandoned,))
     trials = worker.study.trials
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"]  # and the worker stopped
     assert "cover the target" in trials[1].user_attrs[SURPLUS_ATTR] and not trials[1].intermediate_values
-    assert run_sweep(spec, launcher="inprocess", poll=0.01).counts == {"COMPLETE": 1, "SURPLUS": 1}
+    assert run_sweep(spec, launcher="inprocess").counts == {"COMPLETE": 1, "SURPLUS": 1}
 
 
 def test_other_ranks_of_a_multi_task_job_train_the_trials_rank_0_starts(tmp_path, monkeypatch):
@@ -230,49 +234,85 @@ def test_other_ranks_of_a_multi_task_job_train_the_trials_rank_0_starts(tmp_path
     worker = _worker(spec, target=2)
     trial = worker.study.ask({"loss.beta": optuna.distributions.FloatDistribution(0.0, 0.9),
                               "loss.tau": optuna.distributions.FloatDistribution(0.02, 0.3, log=True)})  # fmt: skip
-    worker.storage.set_trial_system_attr(trial._trial_id, JOB_ATTR, worker.id)  # rank 0 started it
+    trial.set_user_attr(JOB_ATTR, worker.id)  # rank 0 started it
     calls = []
     monkeypatch.setattr(worker, "fn", lambda cfg, run_dir, report: calls.append((cfg.loss.beta, run_dir.name)))
-    worker.storage.set_study_system_attr(worker.study._study_id, LEFT_ATTR + worker.id, True)  # and then left
+    worker.study.set_user_attr(LEFT_ATTR + worker.id, True)  # and then left
     monkeypatch.setenv("RANK", "1")
     assert worker.run() == {"worker": worker.id, "trials": 1, "rank": 1}
     assert calls == [(trial.params["loss.beta"], f"fake-t{trial.number:04d}-s0")]
 
 
-def test_a_queued_worker_is_not_joined_by_a_second_for_the_same_trial(tmp_path):
-    """A SLURM worker can wait in the queue for longer than a poll: it covers a trial although none runs yet."""
-    from softclip.launch import Job, Launcher
-    from softclip.sweep.driver import SweepDriver
-    from softclip.sweep.spec import sweep_dir
-    from softclip.sweep.study import resolve_storage_url
-
-    class Queued(Job):
-        def __init__(self, n: int) -> None:
-            self.job_id = f"queued_{n}"
-
-        def done(self) -> bool:
-            return False
-
-        def result(self):
-            raise AssertionError("never runs")
-
-        def cancel(self) -> None:
-            return None
-
-    class QueueOnly(Launcher):
-        name = "queue-only"
-
-        def submit(self, fn, *args):
-            self.submitted = getattr(self, "submitted", 0) + 1
-            return Queued(self.submitted)
+def test_a_requeued_worker_retries_its_running_trial_in_the_same_run_folder(tmp_path):
+    """A job requeued by SLURM keeps its job id: the trial it was running is failed, re-enqueued, and resumed
+    from its run folder by the same worker."""
+    from softclip.sweep.worker import JOB_ATTR
 
     spec = make_spec(tmp_path, n_trials=1)
-    sweep_dir(spec).mkdir(parents=True)
-    launcher = QueueOnly(workers=2)
-    driver = SweepDriver(spec, launcher, 1, resolve_storage_url(spec.storage, sweep_dir(spec)))
-    for _ in range(3):  # three polls, the first worker still queued, no trial RUNNING
-        driver.start_workers(Counter())
-    assert launcher.submitted == 1
-    driver.workers.clear()  # it was lost: a replacement starts
-    driver.start_workers(Counter())
-    assert launcher.submitted == 2
+    worker = _worker(spec, target=1)
+    trial = worker.study.ask({"loss.beta": optuna.distributions.FloatDistribution(0.0, 0.9),
+                              "loss.tau": optuna.distributions.FloatDistribution(0.02, 0.3, log=True)})  # fmt: skip
+    trial.set_user_attr(JOB_ATTR, worker.id)  # this job ran it before the requeue
+    run_dir = tmp_path / "runs" / "smoke" / "fake" / "trials" / f"fake-t{trial.number:04d}-s0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "progress.json").write_text('{"step": 7, "starts": 1}')
+    assert worker.run()["trials"] == 1
+    trials = open_study(spec).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert run_key(trials[1]) == trial.number and trials[1].params == trial.params
+    assert sorted(trials[1].intermediate_values) == [9, 12]  # resumed after step 7
+
+
+def test_a_second_driver_waits_for_the_trials_another_one_runs(tmp_path, monkeypatch):
+    """A trial RUNNING with a fresh heartbeat belongs to a live worker: a second driver waits for it instead of
+    starting more than n_trials, and reports that it waited."""
+    import softclip.sweep.driver
+    from softclip.sweep import sweep_dir
+    from softclip.sweep.study import resolve_storage_url
+
+    spec = make_spec(tmp_path, n_trials=1)
+    study = open_study(spec)
+    other = study.ask({"loss.beta": optuna.distributions.FloatDistribution(0.0, 0.9),
+                       "loss.tau": optuna.distributions.FloatDistribution(0.02, 0.3, log=True)})  # fmt: skip
+    old_heartbeat(resolve_storage_url(spec.storage, sweep_dir(spec)), other.number, hours=0)  # alive just now
+    waits = []
+    # the first driver's worker finishes its trial while the second driver waits
+    monkeypatch.setattr(softclip.sweep.driver.time, "sleep", lambda s: waits.append(study.tell(other, 1.0)))
+    result = run_sweep(spec, launcher="inprocess")
+    assert result.waited == 1 and len(waits) == 1
+    assert result.counts == {"COMPLETE": 1}
+
+
+def test_resuming_a_sweep_with_another_identity_names_the_keys_and_keeps_the_record(tmp_path, capsys):
+    """Adding a parameter, changing a categorical's choices or the objective under the same name is refused
+    (one line, exit 2, the differing keys named); the sweep file recorded beside the study is not rewritten;
+    --overwrite starts the study again from the new file."""
+    from softclip.cli import main
+
+    spec = make_spec(tmp_path, n_trials=1, space={"loss.beta": {"type": "categorical", "choices": [0.1, 0.3]}},
+                     sampler={"name": "grid", "seed": 0})  # fmt: skip
+    run_sweep(spec, launcher="inprocess")
+    record = tmp_path / "runs" / "smoke" / "fake" / "sweep.yaml"
+    before = record.read_text()
+    edits = [({"space": {"loss.beta": {"type": "categorical", "choices": [0.1, 0.5]}}}, "space.loss.beta.choices"),
+             ({"space": {"loss.beta": {"type": "categorical", "choices": [0.1, 0.3]},
+                         "loss.tau": {"type": "categorical", "choices": [0.07]}}}, "space.loss.tau.choices"),
+             ({"objective": {"metric": "synth/score", "direction": "minimize"}}, "objective"),
+             ({"overrides": {"train.steps": 13, "train.eval_every": 3}}, "base.train.steps: 12 -> 13")]  # fmt: skip
+    for fields, key in edits:
+        edited = make_spec(tmp_path, n_trials=1, sampler={"name": "grid", "seed": 0},
+                           **{"space": {"loss.beta": {"type": "categorical", "choices": [0.1, 0.3]}}, **fields})
+        assert main(["sweep", edited.source, "--profile", "smoke", "--launcher", "inprocess"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and key in err and "--overwrite" in err and "new name" in err, err
+        assert record.read_text() == before
+    assert Counter(t.state.name for t in open_study(spec).trials) == {"COMPLETE": 1}  # no FAIL trial left behind
+    assert main(["sweep", edited.source, "--profile", "smoke", "--launcher", "inprocess", "--overwrite"]) == 0
+    assert "13" in yaml.safe_load(record.read_text())["overrides"].__repr__()
+
+
+def test_an_empty_search_space_is_a_config_error(tmp_path):
+    from softclip.config import ConfigError
+
+    with pytest.raises(ConfigError, match="search space is empty"):
+        make_spec(tmp_path, space={})

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from softclip.atomic import pid_alive
 from softclip.data.layout import CARD_JSON, CARD_MD
 from softclip.data.synth import copydays_set, instance_set, retrieval_set, train_set, zeroshot_set  # noqa: F401
 from softclip.data.synth.base import SETS
@@ -78,16 +79,6 @@ def _build(root: Path, spec: SynthConfig, seed: int, workers: int) -> dict[str, 
     return card
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale_staging(out: Path) -> None:
     """Delete staging folders of ``out`` left by generations whose process is gone."""
     for path in out.parent.glob(f".{out.name}.tmp-*"):
@@ -95,7 +86,7 @@ def _remove_stale_staging(out: Path) -> None:
             pid = int(path.name.split(".tmp-")[1].split("-")[0])
         except (IndexError, ValueError):
             continue
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             shutil.rmtree(path, ignore_errors=True)
 
 

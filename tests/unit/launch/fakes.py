@@ -85,5 +85,24 @@ def ablation_job(job) -> dict:
     return {"variant": job.variant, "seed": job.seed}
 
 
-def dist_env() -> dict[str, str]:
-    return {k: os.environ.get(k, "") for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+def dist_envs(folder: str) -> dict[str, str]:
+    """Each task of a multi-task job writes its torch.distributed environment to ``folder/<rank>.json``."""
+    env = {k: os.environ.get(k, "") for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / f"{env['RANK']}.json").write_text(json.dumps(env))
+    return env
+
+
+def rendezvous(folder: str, name: str, limit_s: float = 120.0) -> dict:
+    """Mark ``name`` started, wait (at most ``limit_s``) until every other task of the test has started too,
+    and return this task's running interval, whether it met the others, and its environment. Two tasks that
+    run one after the other cannot meet: the first gives up after ``limit_s`` and its interval ends before the
+    second's starts."""
+    start = time.time()
+    (Path(folder) / f"started-{name}").write_text(str(start))
+    deadline = time.monotonic() + limit_s
+    met = False
+    while time.monotonic() < deadline and not met:
+        met = len(list(Path(folder).glob("started-*"))) >= 2
+        time.sleep(0.05)
+    return {"interval": (start, time.time()), "met": met, "env": environment()}

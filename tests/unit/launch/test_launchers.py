@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +10,7 @@ import submitit
 from submitit.slurm.slurm import _get_default_parameters, _make_sbatch_string
 
 from softclip.config import ConfigError, load_cluster
-from softclip.launch import LAUNCHERS, JobFailed, ResumableCall, make_launcher, run_jobs
+from softclip.launch import LAUNCHERS, ResumableCall, make_launcher
 from softclip.registry import RegistryError
 from softclip.schema import ClusterConfig
 from tests.unit.launch import fakes
@@ -31,11 +31,9 @@ def test_unknown_launcher_names_the_closest():
 def test_inprocess_returns_values_and_captures_errors():
     launcher = make_launcher("inprocess", workers=4)
     assert launcher.max_parallel == 1
-    assert launcher.submit(fakes.square, 7).result() == 49
-    job = launcher.submit(fakes.fail, "boom")
-    assert job.done()
-    with pytest.raises(JobFailed, match="RuntimeError: boom"):
-        job.result()
+    ok, bad = launcher.map(fakes.dispatch, [("square", 7), ("fail", "boom")])
+    assert ok.ok and ok.value == 49
+    assert not bad.ok and "RuntimeError: boom" in bad.error
 
 
 def test_processes_budget_caps_parallel_jobs():
@@ -44,34 +42,32 @@ def test_processes_budget_caps_parallel_jobs():
     assert make_launcher("processes", workers=4, cpus_per_job=8, cpu_budget=2).max_parallel == 1
 
 
-def test_processes_run_in_parallel_with_thread_caps():
-    launcher = make_launcher("processes", workers=2, cpus_per_job=1, cpu_budget=2)
-    jobs = launcher.submit_many(fakes.sleep_then, [(1.5, 1), (1.5, 2)])
-    t0 = time.monotonic()
-    while not all(j.done() for j in jobs):
-        launcher.wait(jobs, timeout=5)
-        assert time.monotonic() - t0 < 120
-    assert [j.result() for j in jobs] == [1, 2]
-    env = launcher.submit(fakes.environment).result()
-    assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "1"
-    assert env["pid"] != fakes.environment()["pid"]
+def test_processes_run_in_parallel_with_thread_caps(tmp_path):
+    """Two tasks of one array run at once: each waits (bounded) until both have started, then records its
+    running interval; the intervals intersect. Each task sees one thread and runs in its own process."""
+    launcher = make_launcher("processes", workers=2, cpus_per_job=1, cpu_budget=2, folder=tmp_path / "jobs")
+    outcomes = launcher.map(fakes.rendezvous, [(str(tmp_path), "a"), (str(tmp_path), "b")])
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    (a_start, a_end), (b_start, b_end) = (o.value["interval"] for o in outcomes)
+    assert max(a_start, b_start) < min(a_end, b_end), "the two tasks did not run at the same time"
+    assert all(o.value["met"] for o in outcomes), "a task never saw the other one start"
+    envs = [o.value["env"] for o in outcomes]
+    assert all(e["OMP_NUM_THREADS"] == "1" and e["MKL_NUM_THREADS"] == "1" for e in envs)
+    assert len({e["pid"] for e in envs} | {fakes.environment()["pid"]}) == 3
 
 
-def test_processes_failures_are_isolated():
-    launcher = make_launcher("processes", workers=3, cpu_budget=3)
-    outcomes = run_jobs(launcher, fakes.dispatch, [("square", 3), ("fail", "bad"), ("crash", None)])
+def test_processes_failures_are_isolated(tmp_path):
+    launcher = make_launcher("processes", workers=3, cpu_budget=3, folder=tmp_path)
+    outcomes = launcher.map(fakes.dispatch, [("square", 3), ("fail", "bad"), ("crash", None)])
     assert [o.ok for o in outcomes] == [True, False, False]
     assert outcomes[0].value == 9
     assert "RuntimeError: bad" in outcomes[1].error
-    assert "exited with code 3" in outcomes[2].error
+    assert outcomes[2].error.startswith(f"job {outcomes[2].job_id}")
 
 
-def test_run_jobs_keeps_order_and_reports_each(tmp_path):
-    seen = []
-    launcher = make_launcher("inprocess")
-    outcomes = run_jobs(launcher, fakes.square, [(i,) for i in range(5)], on_done=lambda o: seen.append(o.value))
-    assert [o.value for o in outcomes] == [0, 1, 4, 9, 16]
-    assert sorted(seen) == [0, 1, 4, 9, 16]
+def test_map_keeps_order(tmp_path):
+    outcomes = make_launcher("inprocess").map(fakes.square, [(i,) for i in range(5)])
+    assert [o.value for o in outcomes] == [0, 1, 4, 9, 16] and [o.args for o in outcomes] == [(i,) for i in range(5)]
 
 
 def test_cluster_files_validate():
@@ -124,66 +120,19 @@ def test_resumable_call_checkpoint_saves_the_running_trainer_first(monkeypatch):
     assert saved == [True]
 
 
-def test_submitit_local_runs_a_job(tmp_path):
-    launcher = make_launcher("submitit-local", workers=1, folder=tmp_path, cluster=ClusterConfig(executor="local",
+def test_submitit_local_runs_one_array(tmp_path):
+    launcher = make_launcher("submitit-local", workers=2, folder=tmp_path, cluster=ClusterConfig(executor="local",
                                                                                                timeout_min=5))
-    job = launcher.submit(fakes.square, 6)
-    assert job.result() == 36
-    assert any(tmp_path.rglob("*_result.pkl"))
-
-
-def test_processes_reuse_workers_and_replace_crashed_ones():
-    launcher = make_launcher("processes", workers=1, cpu_budget=1)
-    try:
-        first = launcher.submit(fakes.environment).result()["pid"]
-        assert launcher.submit(fakes.environment).result()["pid"] == first  # torch imported once per worker
-        with pytest.raises(JobFailed, match="exited with code 3"):
-            launcher.submit(fakes.crash).result()
-        assert launcher.submit(fakes.environment).result()["pid"] != first
-    finally:
-        launcher.close()
+    outcomes = launcher.map(fakes.square, [(6,), (7,)])
+    assert [o.value for o in outcomes] == [36, 49]
+    assert len(list(tmp_path.rglob("*_result.pkl"))) == 2
 
 
 def test_multi_task_jobs_export_the_torch_distributed_environment(tmp_path):
     cluster = ClusterConfig(executor="local", tasks_per_node=2, timeout_min=5)
     launcher = make_launcher("submitit-local", folder=tmp_path, cluster=cluster)
-    job = launcher.submit(fakes.dist_env)
-    job.result()
-    envs = sorted(job.job.results(), key=lambda e: e["RANK"])
+    (outcome,) = launcher.map(fakes.dist_envs, [(str(tmp_path / "envs"),)])
+    assert outcome.ok, outcome.error
+    envs = sorted((json.loads(p.read_text()) for p in (tmp_path / "envs").glob("*.json")), key=lambda e: e["RANK"])
     assert [e["RANK"] for e in envs] == ["0", "1"] and {e["WORLD_SIZE"] for e in envs} == {"2"}
     assert envs[0]["MASTER_ADDR"] and envs[0]["MASTER_PORT"] == envs[1]["MASTER_PORT"]
-
-
-DRIVER = """
-from softclip.launch import make_launcher
-from tests.unit.launch import fakes
-launcher = make_launcher("processes", workers=1, cpu_budget=1)
-job = launcher.submit(fakes.sleep_then, 600, 1)
-print(job.job_id.split("-")[1], flush=True)
-job.result()  # blocks while the worker runs its 600 s job, until this driver is killed
-"""
-
-
-def test_processes_workers_die_with_a_killed_driver():
-    """SIGKILL of the driver (no cleanup runs) takes its busy worker with it: no orphan keeps training."""
-    import os
-    import select
-    import signal
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[3]
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=root, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(root)})  # fmt: skip
-    try:
-        worker = int(driver.stdout.readline())
-        exited = os.pidfd_open(worker)  # becomes readable when the worker exits (no polling)
-        try:
-            driver.send_signal(signal.SIGKILL)
-            driver.wait(timeout=30)
-            ready, _, _ = select.select([exited], [], [], 60)
-            assert ready, f"worker {worker} outlived its killed driver by 60 s"
-        finally:
-            os.close(exited)
-    finally:
-        driver.kill()

@@ -26,7 +26,7 @@ from softclip.sweep.study import JOURNAL_PREFIX, dashboard_command
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "dash"
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def dashboard_exe() -> str:
@@ -125,7 +125,7 @@ def study_detail(base: str) -> dict[str, Any]:
 def test_dashboard_shows_a_softclip_sweep(tmp_path, kind):
     storage = f"{JOURNAL_PREFIX}{tmp_path / 'journal' / 'study.log'}" if kind == "journal" else None
     spec = write_spec(tmp_path, storage)
-    result = run_sweep(spec, launcher="inprocess", poll=0.01)
+    result = run_sweep(spec, launcher="inprocess")
     assert result.counts == {"COMPLETE": 2}
     assert result.storage_url.startswith("sqlite:///" if kind == "sqlite" else JOURNAL_PREFIX)
 
@@ -137,5 +137,5 @@ def test_dashboard_shows_a_softclip_sweep(tmp_path, kind):
         assert {p["name"] for t in detail["trials"] for p in t["params"]} == {"loss.beta"}
         assert detail["best_trials"][0]["values"] == [result.best[0]["values"][0]]
 
-        run_sweep(spec, launcher="inprocess", n_trials=3, poll=0.01)  # the sweep goes on while watched
+        run_sweep(spec, launcher="inprocess", n_trials=3)  # the sweep goes on while watched
         wait_for(lambda: len(study_detail(base)["trials"]) == 3, 15, "third trial in the dashboard")
