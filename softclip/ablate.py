@@ -165,11 +165,10 @@ def prepare_data(jobs: list[AblationJob]) -> list[str]:
 
 
 def run_identity(config: dict[str, Any]) -> str:
-    """Identity of a run's training and evaluation: the config without where it lives or how it launches."""
-    from softclip.train.rundir import RESUME_FREE_KEYS, config_diff
+    """Identity of a run's training and evaluation (:func:`softclip.identity.run_identity`), as text."""
+    from softclip.identity import run_identity as identity
 
-    free = tuple(k for k in RESUME_FREE_KEYS if k != "eval")
-    return "\n".join(config_diff({}, config, free=free))
+    return json.dumps(identity(config), sort_keys=True, default=str)
 
 
 def dedupe(

@@ -1,7 +1,7 @@
 """What makes two runs (or two sweeps) the same: a config's identity, its flat form and its short hash.
 
 A run's identity is its resolved config without where it lives, how it launches, and the implementation knobs
-that change speed, not results (``train.host_memory``, ``loss.impl``, ...: ``rundir.RESUME_FREE_KEYS`` plus
+that change speed, not results (``train.host_memory``, ``loss.impl``, ...: ``RESUME_FREE_KEYS`` plus
 :data:`SPEED_KEYS`). Its evaluation suite stays in (an ablation's results belong to its suite).
 """
 
@@ -11,7 +11,10 @@ import hashlib
 import json
 from typing import Any
 
-#: implementation knobs outside ``rundir.RESUME_FREE_KEYS`` that do not change what a run computes
+#: keys a run may change and still resume (where it lives, how it launches and evaluates, speed knobs)
+RESUME_FREE_KEYS = ("name", "output_dir", "profile", "launcher", "eval", "data.workers", "train.tensorboard",
+                   "train.host_memory", "train.keep_when_done")
+#: implementation knobs outside ``RESUME_FREE_KEYS`` that do not change what a run computes
 SPEED_KEYS = ("loss.impl",)
 
 
@@ -27,8 +30,6 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def free_keys() -> tuple[str, ...]:
     """Dotted keys (and their sub-keys) left out of a run's identity."""
-    from softclip.train.rundir import RESUME_FREE_KEYS
-
     return (*(k for k in RESUME_FREE_KEYS if k != "eval"), *SPEED_KEYS)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from softclip import runfiles
+from softclip.identity import flatten
 from softclip.report.runs import Collection, ReportError, Run, Skipped, as_order, is_number
 from softclip.report.saved import drop_copies, runs_from_frame
 
@@ -147,16 +148,6 @@ def read_json(path: Path, skipped: list[Skipped]) -> Any | None:
         log.warning("skipping unreadable %s: %s", path, err)
         skipped.append(Skipped(str(path), f"unreadable JSON: {err}"))
         return None
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"loss": {"beta": 0.3}}`` -> ``{"loss.beta": 0.3}`` (lists stay values)."""
-    if not isinstance(tree, dict):
-        return {prefix: tree} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def read_results(run_dir: Path, skipped: list[Skipped]) -> dict[str, dict[str, float]]:

@@ -9,9 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from softclip.errors import SoftclipError
 
-class ReportError(ValueError):
+
+class ReportError(SoftclipError, ValueError):
     """Bad report input: no run folders, an unknown baseline or metric. The message names the paths/keys."""
+
+    exit_code = 2
+    label = "report error"
 
 
 @dataclass(frozen=True)

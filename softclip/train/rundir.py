@@ -18,33 +18,22 @@ import yaml
 from softclip import checkpoint as ckpt
 from softclip.atomic import write_json
 from softclip.config import Config, ConfigError, save_config
+from softclip.errors import SoftclipError
+from softclip.identity import RESUME_FREE_KEYS, flatten  # noqa: F401 - RESUME_FREE_KEYS re-exported
 from softclip.runfiles import CHECKPOINTS, CONFIG, DONE, EVAL, LOCK, META, METRICS, RUN_MARKERS  # noqa: F401 - re-exported
 
 log = logging.getLogger("softclip.train")
 
 # Keys that may change between a run and its resumption: where it lives and how it is launched or evaluated.
-RESUME_FREE_KEYS = ("name", "output_dir", "profile", "launcher", "eval", "data.workers", "train.tensorboard",
-                   "train.host_memory", "train.keep_when_done")
-
-
-class RunFinishedError(FileExistsError):
+class RunFinishedError(SoftclipError, FileExistsError):
     """The run folder holds a finished run and ``overwrite`` was not asked for."""
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix: data}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def config_diff(
     saved: dict[str, Any], current: dict[str, Any], free: tuple[str, ...] = RESUME_FREE_KEYS
 ) -> list[str]:
     """``key: old -> new`` for every dotted key that differs, except those under ``free``."""
-    a, b = _flatten(saved), _flatten(current)
+    a, b = flatten(saved), flatten(current)
     diffs = []
     for key in sorted(set(a) | set(b)):
         if any(key == f or key.startswith(f + ".") for f in free):
