@@ -2,7 +2,7 @@
 
 An ablation file::
 
-    name: disentangle                # folder runs/ablations/<profile>/<name>/<variant>/s<seed>
+    name: disentangle                # manifest runs/ablations/<profile>/<name>/manifest.json
     base: base.yaml                  # the run config every variant starts from (relative to this file)
     overrides: {train.steps: 800}    # applied to every variant
     variants:                        # name -> dotted overrides (a mapping, or a list of key=value strings)
@@ -17,12 +17,13 @@ An ablation file::
     profiles: {smoke: {seeds: [0]}}  # overlays on this file; --profile also selects the base config's profile
     exclude: []                      # variants left out (in a profile: e.g. one its data cannot run)
 
-Each job trains (resuming from its run folder), evaluates the run's suite and writes ``ablation.json``
-(ablation, variant, label, seed, profile, baseline, factors, order) beside the run for ``softclip report``;
-its ``baseline`` is the variant's own (:meth:`AblationSpec.baseline_of`).
-A run whose folder holds ``done.json``, the suite's result JSON and the same config is finished and skipped
-on re-run. Jobs of several ablations that resolve to the same run config train once (:func:`dedupe`): the
-others become alias folders whose files link to that run.
+A run folder is named once, by its identity (:mod:`softclip.identity`): ``<output_dir>/<profile>/runs/
+s<seed>-<hash>/``. Two ablations (or two variants) that resolve to the same run share that folder and train it
+once. Which runs an ablation uses is data: its ``manifest.json`` lists (variant, label, seed, baseline, factors,
+order, run folder, identity) for ``softclip report``; a variant's ``baseline`` is its own
+(:meth:`AblationSpec.baseline_of`). A run whose folder holds ``done.json``, the suite's result JSON and the same
+config is finished and skipped on re-run; a finished run in the layout before manifests
+(``<name>/<variant>/s<seed>``) is used where it is.
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ import json
 import logging
 import os
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from softclip import identity
 from softclip.ablation_spec import AblationSpec
 from softclip.atomic import write_json
 from softclip.config import (
@@ -50,8 +52,10 @@ from softclip.config import (
     format_validation_error,
     read_yaml,
 )
+from softclip.identity import identity_hash
 from softclip.launch import Launcher, Outcome, distributed_rank, launcher_for
-from softclip.runfiles import ABLATION, CHECKPOINTS, CONFIG, DONE, EVAL, META, METRICS
+from softclip.resources import resolve
+from softclip.runfiles import CONFIG, DONE, EVAL, MANIFEST, POOL
 
 log = logging.getLogger("softclip.ablate")
 
@@ -73,7 +77,7 @@ def load_ablation(
 ) -> AblationSpec:
     """Read, overlay ``profiles[profile]`` (when the file has it), leave out the ``exclude``d variants too,
     validate, and check every variant's config."""
-    path = Path(path)
+    path = resolve(path)
     data = read_yaml(path)
     profiles = data.get("profiles") or {}
     data = apply_profile(data, profile if profile in profiles else None, str(path))
@@ -94,21 +98,26 @@ def plan_jobs(spec: AblationSpec) -> list[AblationJob]:
     """Every (variant, seed) as a job with its resolved config; config errors name the variant."""
     base = base_data(spec)
     base_cfg = build_run_config(base, {}, spec.source, profile=spec.profile)
-    root = ablation_root(spec)
+    root, pool = ablation_root(spec), runs_pool(spec)
     jobs = []
     primary = spec.primary and {"contrasts": [list(p) for p in spec.primary_pairs()], "metrics": spec.primary.metrics}
     for order, (variant, overrides) in enumerate(spec.variants.items()):
         for seed in spec.seeds:
-            run_dir = root / variant / f"s{seed}"
             source = f"{spec.source} (variant {variant})"
             cfg = build_run_config(base, overrides, source, seed=seed, name=f"{spec.name}-{variant}-s{seed}",
-                                   output_dir=str(root / variant), profile=spec.profile)  # fmt: skip
+                                   output_dir=str(pool), profile=spec.profile)  # fmt: skip
             cfg = _own_data_root(cfg, base_cfg)
+            key = identity_hash(identity.run_identity(cfg.to_dict()))
+            run_dir = pool / f"s{seed}-{key}"
+            legacy = root / variant / f"s{seed}"  # the layout before manifests: a finished run there is used
+            if not (run_dir / DONE).is_file() and is_finished(legacy, cfg.eval.suite, cfg.to_dict()):
+                run_dir = legacy
             meta = {
                 "ablation": spec.name, "variant": variant, "label": spec.labels.get(variant, variant),
                 "seed": seed, "profile": spec.profile, "baseline": spec.baseline_of(variant),
                 "factors": spec.factors.get(variant, {}), "description": spec.description, "order": order,
                 "seeds": list(spec.seeds), "primary": primary,
+                "identity": key,
             }  # fmt: skip
             jobs.append(AblationJob(variant, seed, str(run_dir), cfg.to_dict(), cfg.eval.suite, meta))
     check_data_roots(jobs)
@@ -129,9 +138,14 @@ def _own_data_root(cfg: Config, base: Config) -> Config:
 
 
 def ablation_root(spec: AblationSpec) -> Path:
-    """``<output_dir>/<profile>/<name>`` (``<output_dir>/<name>`` without a profile), absolute."""
+    """``<output_dir>/<profile>/<name>`` (``<output_dir>/<name>`` without a profile), absolute: the manifest."""
+    return runs_pool(spec).parent / spec.name
+
+
+def runs_pool(spec: AblationSpec) -> Path:
+    """``<output_dir>/<profile>/runs``: the run folders of every ablation of the profile, named by identity."""
     parts = [spec.profile] if spec.profile else []
-    return Path(spec.output_dir, *parts, spec.name).resolve()
+    return Path(spec.output_dir, *parts, "runs").resolve()
 
 
 def check_data_roots(jobs: list[AblationJob]) -> None:
@@ -166,60 +180,27 @@ def prepare_data(jobs: list[AblationJob]) -> list[str]:
 
 def run_identity(config: dict[str, Any]) -> str:
     """Identity of a run's training and evaluation (:func:`softclip.identity.run_identity`), as text."""
-    from softclip.identity import run_identity as identity
-
-    return json.dumps(identity(config), sort_keys=True, default=str)
+    return json.dumps(identity.run_identity(config), sort_keys=True, default=str)
 
 
-def dedupe(
-    jobs: list[AblationJob], holds_run: Callable[[AblationJob], bool] = lambda job: False
-) -> tuple[list[AblationJob], list[tuple[AblationJob, AblationJob]]]:
-    """Split jobs into the ones to run and ``(alias, canonical)`` pairs whose config equals another job's.
-
-    A group's canonical run is its first job whose folder already ``holds_run`` (a finished run of its own, e.g.
-    from a part reproduced alone), else its first job. Any other job that holds a run stays a run too: what is
-    already computed is neither retrained nor replaced by links."""
-    keys = [run_identity(job.config) for job in jobs]
-    held = [holds_run(job) for job in jobs]
-    canonical: dict[str, AblationJob] = {}
-    for job, key, _ in sorted(zip(jobs, keys, held, strict=True), key=lambda t: not t[2]):  # stable: held runs first
-        canonical.setdefault(key, job)
-    unique, aliases = [], []
-    for job, key, holds in zip(jobs, keys, held, strict=True):
-        if holds or canonical[key] is job:
-            unique.append(job)
-        else:
-            aliases.append((job, canonical[key]))
-    return unique, aliases
+def dedupe(jobs: list[AblationJob]) -> tuple[list[AblationJob], list[tuple[AblationJob, AblationJob]]]:
+    """The jobs with each run folder once, and ``(job, first)`` for the others that share ``first``'s folder."""
+    first: dict[str, AblationJob] = {}
+    for job in jobs:
+        first.setdefault(job.run_dir, job)
+    return list(first.values()), [(job, first[job.run_dir]) for job in jobs if first[job.run_dir] is not job]
 
 
-def holds_finished_run(job: AblationJob) -> bool:
-    """Whether ``job.run_dir`` is a finished run of the job's config in a folder of its own (not an alias)."""
-    done = Path(job.run_dir) / DONE
-    return done.is_file() and not done.is_symlink() and is_finished(job.run_dir, job.suite, job.config)
-
-
-ALIAS_LINKS = (CONFIG, META, METRICS, CHECKPOINTS, EVAL, DONE)
-
-
-def link_alias(alias: AblationJob, canonical: AblationJob) -> None:
-    """Make ``alias.run_dir`` a folder of relative links to ``canonical``'s files plus its own ablation.json."""
-    target, here = Path(canonical.run_dir), Path(alias.run_dir)
-    if here.is_symlink() or (here.exists() and not (here / ABLATION).is_file() and any(here.iterdir())):
-        raise FileExistsError(f"{here} exists and is not an alias folder; remove it to link it to {target}")
-    here.mkdir(parents=True, exist_ok=True)
-    for name in ALIAS_LINKS:
-        link = here / name
-        if link.is_symlink():
-            link.unlink()
-        if (target / name).exists():
-            link.symlink_to(os.path.relpath(target / name, here))
-    write_ablation_json(alias, alias_of=canonical.run_dir)
-
-
-def write_ablation_json(job: AblationJob, **extra: Any) -> None:
-    """``<run_dir>/ablation.json``: the job's identity in its ablation, read by ``softclip report``."""
-    write_json(Path(job.run_dir) / ABLATION, {**job.meta, **extra})
+def write_manifest(spec: AblationSpec, jobs: list[AblationJob]) -> Path:
+    """``<ablation_root>/manifest.json``: which run folder each (variant, seed) of the ablation uses."""
+    runs = [{**job.meta, "run_dir": job.run_dir} for job in jobs if job.meta.get("ablation") == spec.name]
+    pool = runs_pool(spec) / POOL
+    ablation_root(spec).mkdir(parents=True, exist_ok=True)
+    pool.parent.mkdir(parents=True, exist_ok=True)
+    if not pool.is_file():
+        write_json(pool, {"note": "run folders named by identity; the ablations' manifest.json say which they use"})
+    return write_json(ablation_root(spec) / MANIFEST, {"ablation": spec.name, "description": spec.description,
+                                                       "baseline": spec.baseline, "runs": runs})  # fmt: skip
 
 
 def expected_benchmarks(suite: str) -> list[str]:
@@ -264,8 +245,6 @@ def run_ablation_job(job: AblationJob) -> dict[str, Any]:
     if distributed_rank() != 0:  # multi-task jobs: rank 0 evaluates
         return {"variant": job.variant, "seed": job.seed, "run_dir": job.run_dir, "metrics": {}}
     metrics = flatten_results(evaluate_checkpoint(run_dir, job.suite))
-    if job.meta:
-        write_ablation_json(job)
     return {"variant": job.variant, "seed": job.seed, "run_dir": job.run_dir, "metrics": metrics}
 
 
@@ -333,8 +312,6 @@ def run_planned(chosen: Launcher, jobs: list[AblationJob]) -> AblationResult:
     skipped = [j for j in jobs if j not in todo]
     for job in skipped:
         log.info("skip %s seed %d: finished (%s)", job.variant, job.seed, job.run_dir)
-        if job.meta:  # labels or factors may have been edited since
-            write_ablation_json(job)
     if distributed_rank() == 0:
         prepare_data(todo)
     outcomes: list[Outcome] = []
@@ -355,5 +332,7 @@ def run_planned(chosen: Launcher, jobs: list[AblationJob]) -> AblationResult:
 
 def run_ablation(spec: AblationSpec, launcher: str | None = None, workers: int | None = None) -> AblationResult:
     """Run every unfinished (variant, seed) through the launcher; finished runs are skipped."""
+    jobs = plan_jobs(spec)
+    write_manifest(spec, jobs)
     with ablation_launcher(spec, launcher, workers) as chosen:
-        return run_planned(chosen, plan_jobs(spec))
+        return run_planned(chosen, dedupe(jobs)[0])

@@ -1,11 +1,12 @@
 """``softclip reproduce``: every ablation table and the β×τ sweep of one profile, then their report.
 
 The parts (a registry, in report order) are the ablation files under ``ablations/`` and the sweep files under
-``sweeps/``. Their runs are planned together so that identical runs are trained once (``ablate.dedupe``: the
-CLIP baseline of ``main`` is the ``hard`` variant of ``targets``, ...), the SynthScenes data every run needs
-is generated first (once per ``data.root``), the unfinished runs go through one launcher (local processes on
-a laptop, SLURM job arrays on a cluster), and ``softclip report`` writes ``reports/<profile>/``. Everything is
-resumable: a re-run skips finished runs and finished sweep trials and rebuilds the report.
+``sweeps/`` (package data: a checkout's own files, else the installed copies). Their runs are planned together:
+a run folder is named by its identity, so identical runs are trained once (the CLIP baseline of ``main`` is
+the ``hard`` variant of ``targets``, ...) and each ablation's manifest points at it. The SynthScenes data every
+run needs is generated first (once per ``data.root``), the unfinished runs go out as one job array (local
+processes on a laptop, SLURM on a cluster), and ``softclip report`` writes ``reports/<profile>/`` from the
+manifests. Everything is resumable: a re-run skips finished runs and finished sweep trials.
 """
 
 from __future__ import annotations
@@ -17,23 +18,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from softclip import runfiles
 from softclip.ablate import (
     AblationJob,
     AblationSpec,
     ablation_launcher,
+    ablation_root,
     dedupe,
-    holds_finished_run,
-    link_alias,
     load_ablation,
     plan_jobs,
     run_planned,
+    write_manifest,
 )  # fmt: skip
 from softclip.config import ConfigError
+from softclip.resources import data_file
 
 log = logging.getLogger("softclip.reproduce")
 
-ROOT = Path(__file__).resolve().parents[1]
 ABLATIONS = (
     "main", "calibration", "targets", "disentangle", "divergence", "mechanism", "mu", "aggregation", "noise", "detector",
     "one_hot_rows", "zoo",
@@ -91,7 +91,7 @@ def plan(
     ablations, sweeps = [], []
     for name in parts:
         kind, rel = PARTS[name]
-        path = ROOT / rel
+        path = data_file(rel)
         if kind == "ablation":
             spec = load_ablation(path, profile=profile, seeds=seeds, exclude=left_out.get(name, []))
             ablations.append(with_cluster(spec, cluster))
@@ -103,23 +103,20 @@ def plan(
 def run_ablations(
     specs: list[AblationSpec], launcher: str | None, workers: int | None, result: ReproduceResult
 ) -> list[AblationJob]:
-    """Train and evaluate every distinct run of ``specs`` through one launcher; link the duplicates."""
-    jobs = [job for spec in specs for job in plan_jobs(spec)]
-    unique, aliases = dedupe(jobs, holds_run=holds_finished_run)
+    """Write every ablation's manifest, then train and evaluate each distinct run once through one launcher."""
+    per_spec = [plan_jobs(spec) for spec in specs]
+    jobs = [job for planned in per_spec for job in planned]
+    unique, shared = dedupe(jobs)
     result.planned, result.unique = len(jobs), len(unique)
-    log.info("%d ablation runs, %d distinct (%d shared between ablations)", len(jobs), len(unique), len(aliases))
-    if not unique:
-        return jobs
+    log.info("%d ablation runs, %d distinct (%d shared between ablations)", len(jobs), len(unique), len(shared))
+    for spec, planned in zip(specs, per_spec, strict=True):
+        write_manifest(spec, planned)
     with ablation_launcher(specs[0], launcher, workers) as chosen:
         outcome = run_planned(chosen, unique)
     result.trained = len(outcome.outcomes) - len(outcome.failed)
     result.skipped = len(outcome.skipped)
-    failed = {o.args[0].run_dir for o in outcome.failed}
     result.failed += [f"{o.args[0].meta['ablation']}/{o.args[0].variant}/s{o.args[0].seed}: "
                       f"{(o.error or '').splitlines()[0] if o.error else 'failed'}" for o in outcome.failed]  # fmt: skip
-    for alias, canonical in aliases:
-        if canonical.run_dir not in failed:
-            link_alias(alias, canonical)
     return jobs
 
 
@@ -149,13 +146,13 @@ def reproduce(
     for sweep in sweeps:
         done = run_sweep(sweep, launcher=launcher, workers=workers)
         result.sweeps[sweep.name] = done.counts
-        trial_dirs.append(str(sweep_dir(sweep).resolve() / "trials"))
-    finished = [j.run_dir for j in jobs if (Path(j.run_dir) / runfiles.DONE).exists()]
+        trial_dirs.append(str(sweep_dir(sweep).resolve()))  # its manifest names the trials' run folders
     out = Path(out or Path("reports") / profile)
     cmd = command or f"softclip reproduce --profile {profile}"
-    if finished or trial_dirs:
+    manifests = [str(ablation_root(spec)) for spec in specs]
+    if any((Path(j.run_dir) / "done.json").is_file() for j in jobs) or trial_dirs:
         data = "" if profile == "paper" else " on SynthScenes"
-        result.report = build_report([*finished, *trial_dirs], out, title=f"SoftCLIP{data} — {profile} profile",
+        result.report = build_report([*manifests, *trial_dirs], out, title=f"SoftCLIP{data} — {profile} profile",
                                      command=cmd, machine=machine_info())  # fmt: skip
     result.seconds = time.perf_counter() - start
     return result

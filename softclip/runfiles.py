@@ -3,7 +3,8 @@
 ``runs/<name>/`` holds ``config.yaml`` (the resolved config), ``meta.json`` (git SHA, versions, host, seed),
 ``metrics.jsonl`` (one line per log step), ``checkpoints/step_XXXXXXXX.pt`` (+ ``.json`` records), ``eval/``
 (one result JSON per benchmark of the final checkpoint; other checkpoints' under ``eval/step_<N>/``),
-``lock.json`` while a trainer owns it, and ``done.json`` once finished.
+``lock.json`` while a trainer owns it, and ``done.json`` once finished. An ablation or sweep folder holds
+``manifest.json``: which run folders it uses, as (variant, seed, run folder, ...) records.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ CHECKPOINTS = "checkpoints"
 EVAL = "eval"
 DONE = "done.json"
 LOCK = "lock.json"
-ABLATION = "ablation.json"
+ABLATION = "ablation.json"  # written beside runs before manifests; still read by the report
+MANIFEST = "manifest.json"  # an ablation's or sweep's list of the runs it uses
+POOL = "pool.json"  # marks the folder of run folders named by identity (the manifests point into it)
 
 #: What marks a folder as a run (``--overwrite`` refuses to clear a folder holding none of them).
 RUN_MARKERS = (CONFIG, DONE, METRICS, CHECKPOINTS)

@@ -33,6 +33,7 @@ from softclip.config import ConfigError
 from softclip.data.badsamples import DataError
 from softclip.evaluation.base import EVALUATORS, Options, list_evaluators
 from softclip.evaluation.search import SearchConfig
+from softclip.resources import resolve
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[a-z][a-z0-9_]*$"
@@ -116,7 +117,7 @@ def read_suite(suite: str | Path | dict[str, Any]) -> tuple[SuiteSpec, str]:
     if isinstance(suite, dict):
         data, source = suite, "<suite>"
     else:
-        source = str(suite)
+        source, suite = str(suite), resolve(suite)  # eval/*.yaml outside a checkout: the shipped copy
         if not Path(suite).is_file():
             raise SuiteError(f"suite file not found: {suite}")
         try:

@@ -1,8 +1,10 @@
 """Find run folders and read what the report needs from them: config, result JSON, ablation metadata.
 
-A run folder holds ``config.yaml`` and ``eval/*.json``. Its ablation, variant, label, order, baseline and
-factors come from ``ablation.json`` (written by the ablation runner) when present; otherwise from the folder
-layout (:data:`LAYOUTS`, tried in order) with factors derived from the config keys that tell variants apart.
+A run folder holds ``config.yaml`` and ``eval/*.json``. An ablation's or sweep's ``manifest.json`` says which
+run folders it uses and, per run, its variant, label, seed, order, baseline and factors (a sweep's entries
+leave factors to be derived). Folders from before manifests: ``ablation.json`` beside the run when present;
+otherwise the folder layout (:data:`LAYOUTS`, tried in order) with factors derived from the config keys that
+tell variants apart.
 
 Unreadable files never stop a report: each is logged, recorded in :attr:`Collection.skipped` and left out.
 """
@@ -103,11 +105,16 @@ def is_run_dir(path: Path) -> bool:
 
 
 def _walk(path: Path, ancestors: frozenset[str]) -> list[Path]:
-    """Run folders at or under ``path``; follows symlinks, never descends into a run folder or a cycle."""
+    """Run folders and manifests at or under ``path``; follows symlinks, never descends into a run folder, a
+    folder with a manifest (it names its runs), the shared folder of runs named by identity, or a cycle."""
     if not path.is_dir():
         return []
     if is_run_dir(path):
         return [path]
+    if (path / runfiles.MANIFEST).is_file():
+        return [path / runfiles.MANIFEST]
+    if ancestors and (path / runfiles.POOL).is_file():
+        return []
     real = os.path.realpath(path)
     if real in ancestors:
         return []
@@ -204,13 +211,30 @@ def read_meta(run_dir: Path, layout_ablation: str, skipped: list[Skipped]) -> tu
     return None, "layout"
 
 
-def read_run(run_dir: Path, skipped: list[Skipped]) -> Run | None:
-    """One :class:`Run`, or None when its config is unreadable."""
+def read_manifest(path: Path, skipped: list[Skipped]) -> list[dict[str, Any]]:
+    """The run records of a ``manifest.json`` whose folders hold results (unfinished runs are left out)."""
+    data = read_json(path, skipped)
+    records = data.get("runs") if isinstance(data, dict) else None
+    if not isinstance(records, list) or not all(isinstance(r, dict) and r.get("run_dir") for r in records):
+        skipped.append(Skipped(str(path), "not a manifest: no 'runs' list of records with a run_dir"))
+        return []
+    unfinished = [r for r in records if not is_run_dir(Path(r["run_dir"]))]
+    if unfinished:
+        log.info("%s: %d of %d runs have no results yet", path, len(unfinished), len(records))
+    return [r for r in records if is_run_dir(Path(r["run_dir"]))]
+
+
+def read_run(run_dir: Path, skipped: list[Skipped], record: dict[str, Any] | None = None) -> Run | None:
+    """One :class:`Run` (its metadata from a manifest ``record`` when given), or None when its config is
+    unreadable."""
     config = _read_config(run_dir, skipped)
     if config is None:
         return None
     ablation, variant, layout_seed, rule = identity_from_layout(run_dir)
-    meta, source = read_meta(run_dir, ablation, skipped)
+    if record is not None:
+        meta, source = record, "manifest" if "factors" in record else "manifest:derived"
+    else:
+        meta, source = read_meta(run_dir, ablation, skipped)
     meta = meta or {}
     factors = meta.get("factors") if isinstance(meta.get("factors"), dict) else {}
     seed = next((s for s in (meta.get("seed"), config.get("seed"), layout_seed) if is_number(s)), 0)
@@ -221,7 +245,7 @@ def read_run(run_dir: Path, skipped: list[Skipped]) -> Run | None:
         label=str(meta.get("label") or variant), seed=int(seed), name=str(config.get("name") or run_dir.name),
         order=as_order(meta.get("order")), baseline=str(baseline) if baseline else None,
         factors={_factor_name(k): _scalar(v) for k, v in factors.items()}, config=flatten(config),
-        results=read_results(run_dir, skipped), meta_source=source if meta else f"layout:{rule}",
+        results=read_results(run_dir, skipped), meta_source=source if meta else f"layout:{rule}", record=meta,
     )  # fmt: skip
 
 
@@ -243,7 +267,7 @@ def derive_factors(runs: list[Run]) -> None:
     """Give layout-only runs factors: config keys constant within each variant, varying across variants."""
     groups: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
-        if run.meta_source.startswith("layout"):
+        if run.meta_source.startswith(("layout", "manifest:derived")):
             groups[run.ablation].append(run)
     for members in groups.values():
         keys = sorted({k for run in members for k in run.config if not NOT_FACTORS.search(k)})
@@ -282,17 +306,21 @@ def load_runs(paths: Iterable[str | Path]) -> Collection:
     inputs = [str(p) for p in paths]
     skipped: list[Skipped] = []
     frames = [p for p in inputs if p.endswith(".csv") and Path(p).is_file()]
-    run_dirs = find_run_dirs([p for p in inputs if p not in frames], skipped)
+    found = find_run_dirs([p for p in inputs if p not in frames], skipped)
+    manifests = [p for p in found if p.name == runfiles.MANIFEST and p.is_file()]
+    records = [(Path(r["run_dir"]), r) for m in manifests for r in read_manifest(m, skipped)]
+    listed = {os.path.realpath(run_dir) for run_dir, _ in records}
+    plain = [(p, None) for p in found if p not in manifests and os.path.realpath(p) not in listed]
     runs: list[Run] = []
     for path in frames:
         runs.extend(runs_from_frame(Path(path)))
-    if not run_dirs and not runs:
+    if not records and not plain and not runs:
         raise ReportError(
             "no run folders (config.yaml + eval/*.json) found under: " + (", ".join(inputs) or "<no paths given>")
         )
     seen: set[tuple[str, str]] = set()
-    for run_dir in run_dirs:
-        run = read_run(run_dir, skipped)
+    for run_dir, record in [*records, *plain]:
+        run = read_run(run_dir, skipped, record)
         if run is None:
             continue
         key = (run.ablation, os.path.realpath(run_dir))

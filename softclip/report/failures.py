@@ -8,7 +8,6 @@ ablation has it, but this variant has no run for it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 
@@ -21,16 +20,12 @@ COLUMNS = ["ablation", "variant", "expected", "ok", "failed", "unfinished", "mis
 
 
 def declared_seeds(collection: Collection) -> dict[str, set[int]]:
-    """Seeds each ablation declares, from the ``seeds`` its runs' ``ablation.json`` records (when it does)."""
+    """Seeds each ablation declares, from the ``seeds`` its runs' records (manifest or ``ablation.json``) (when it does)."""
     out: dict[str, set[int]] = {}
     for run in collection.runs:
-        path = run.path / runfiles.ABLATION
-        if run.ablation in out or run.meta_source.startswith(("frame:", "layout")) or not path.is_file():
+        if run.ablation in out or run.meta_source.startswith(("frame:", "layout")):
             continue
-        try:
-            seeds = json.loads(path.read_text(encoding="utf-8")).get("seeds")
-        except (OSError, ValueError, AttributeError):
-            continue
+        seeds = run.record.get("seeds")
         if isinstance(seeds, list) and all(isinstance(s, int) for s in seeds):
             out[run.ablation] = set(seeds)
     return out

@@ -13,7 +13,6 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from softclip import runfiles
 from softclip.ablation_spec import AblationSpec
 from softclip.report.multiplicity import Family
 from softclip.report.runs import Collection, ReportError
@@ -28,17 +27,14 @@ def _family(raw: Any, source: str) -> Family | None:
 
 
 def from_runs(collection: Collection) -> dict[str, Family]:
-    """Families recorded in the runs' ``ablation.json`` (``primary``), first run of each ablation wins."""
+    """Families recorded with the runs (``primary`` in their manifest record or ``ablation.json``), first run of
+    each ablation wins."""
     out: dict[str, Family] = {}
     for run in collection.runs:
-        path = run.path / runfiles.ABLATION
-        if run.ablation in out or run.meta_source.startswith(("frame:", "layout")) or not path.is_file():
+        meta = run.record
+        if run.ablation in out or run.meta_source.startswith(("frame:", "layout")) or not meta:
             continue
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(meta, dict) and meta.get("ablation") == run.ablation:
+        if meta.get("ablation") == run.ablation:
             fam = _family(meta.get("primary"), "ablation.json of its runs")
             if fam is not None:
                 out[run.ablation] = fam

@@ -19,10 +19,11 @@ import yaml
 from softclip.report.discover import Run
 from softclip.report.document import Block, Grid, Links, Para, Tables, md_escape
 from softclip.report.tables import Style, cell_delta
+from softclip.resources import data_file
 
 log = logging.getLogger("softclip.report")
 
-DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "reports" / "paper_reference.yaml"
+DEFAULT_REFERENCE = data_file("reports/paper_reference.yaml")
 RESULT_HEADERS = ["quantity", "pre-training", "CLIP", "SoftCLIP", "Δ (paper)", "source", "ours: Δ (SynthScenes)",
                   "ours: from"]  # fmt: skip
 HYPER_HEADERS = ["symbol", "meaning", "paper", "source", "config key", "ours: values in these runs"]

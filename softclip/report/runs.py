@@ -43,6 +43,8 @@ class Run:
     config: dict[str, Any]
     results: dict[str, dict[str, float]]
     meta_source: str
+    #: what the ablation runner recorded for this run (its manifest record, or an older ``ablation.json``)
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -18,13 +18,14 @@ from typing import Any
 import optuna
 import yaml
 
-from softclip.atomic import write_text
+from softclip.atomic import write_json, write_text
 from softclip.config import ConfigError, base_data, build_run_config, load_cluster
 from softclip.errors import SoftclipError
 from softclip.launch import Launcher, launcher_for, layered, uses_cluster
+from softclip.runfiles import MANIFEST
 from softclip.sweep.space import grid_size
 from softclip.sweep.spec import SweepSpec, sweep_dir
-from softclip.sweep.study import best_of, fail_stale, open_study, redact_url, resolve_storage_url
+from softclip.sweep.study import best_of, fail_stale, open_study, redact_url, resolve_storage_url, run_key
 from softclip.sweep.trial import failures
 from softclip.sweep.worker import SURPLUS_ATTR, WorkerTask, run_worker
 
@@ -102,6 +103,15 @@ def write_record(spec: SweepSpec, path: Path) -> None:
     write_text(path, yaml.safe_dump(copy, sort_keys=False))
 
 
+def write_manifest(study: optuna.Study, spec: SweepSpec, folder: Path) -> Path:
+    """``<sweep_dir>/manifest.json``: the run folder of every seed of every COMPLETE trial, for the report
+    (variant ``t<run key>``; the report derives factors and labels from the searched keys)."""
+    runs = [{"ablation": spec.name, "variant": f"t{run_key(t):04d}", "seed": seed, "run_dir": run_dir,
+             "trial": t.number} for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            for seed, run_dir in zip(spec.seeds, t.user_attrs.get("run_dirs", []), strict=False)]  # fmt: skip
+    return write_json(folder / MANIFEST, {"sweep": spec.name, "study": study.study_name, "runs": runs})
+
+
 def run_workers(spec: SweepSpec, chosen: Launcher, url: str, target: int, left: int, max_failures: int) -> None:
     """Start ``min(max_parallel, left)`` workers as one job array and wait for it."""
     n = min(chosen.max_parallel, left)
@@ -153,6 +163,7 @@ def run_sweep(spec: SweepSpec, launcher: str | None = None, n_trials: int | None
             ensure_synth_data(cfg.data)
         run_workers(spec, chosen, url, target, left, max_failures)
     counts = count_states(study)
+    write_manifest(study, spec, folder)
     if failures(study) >= max_failures:
         raise SweepError(f"{failures(study)} trials failed (max_failures={max_failures}); "
                          f"see `softclip sweep {spec.source} --status`")  # fmt: skip

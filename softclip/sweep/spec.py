@@ -23,6 +23,7 @@ from softclip.config import (
     format_validation_error,
     read_yaml,
 )
+from softclip.resources import resolve
 from softclip.schema import LauncherOverrides, Seeds
 
 PosInt = Annotated[int, Field(ge=1)]
@@ -159,7 +160,7 @@ class SweepSpec(_Strict):
 
 def load_sweep(path: str | Path, profile: str | None = None) -> SweepSpec:
     """Read a sweep YAML, overlay ``profiles[profile]`` if the file has it, validate (schema and config keys)."""
-    path = Path(path)
+    path = resolve(path)
     data = read_yaml(path)
     profiles = data.get("profiles") or {}
     data = apply_profile(data, profile if profile in profiles else None, str(path))

@@ -1,4 +1,4 @@
-"""Per-variant baselines of an ablation (``compare_within``): resolution, load-time errors, ablation.json."""
+"""Per-variant baselines of an ablation (``compare_within``): resolution, load-time errors, manifests."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from softclip.ablate import AblationSpec, dedupe, link_alias, load_ablation, plan_jobs
+from softclip.ablate import AblationSpec, ablation_root, dedupe, load_ablation, plan_jobs, write_manifest
 from softclip.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,17 +96,19 @@ def test_compare_within_errors_name_file_variant_and_factors(tmp_path, change, m
     assert str(err.value).startswith(f"{path}: compare_within")
 
 
-def test_ablation_json_carries_each_ablations_own_baseline(tmp_path) -> None:
+def test_each_manifest_carries_its_own_baseline_for_a_shared_run(tmp_path) -> None:
     noise = load_ablation(write(tmp_path, **noise_fields((0.0, 0.2))), "smoke")
     main = load_ablation(write(tmp_path, "main", variants={"clip": CLIP, "soft": {}}, baseline="clip"), "smoke")
-    unique, aliases = dedupe(plan_jobs(main) + plan_jobs(noise))
-    pairs = {(a.meta["ablation"], a.variant, c.meta["ablation"], c.variant) for a, c in aliases}
+    unique, shared = dedupe(plan_jobs(main) + plan_jobs(noise))
+    pairs = {(a.meta["ablation"], a.variant, c.meta["ablation"], c.variant) for a, c in shared}
     assert pairs == {("noise", "clip_n0.0", "main", "clip"), ("noise", "soft_n0.0", "main", "soft")}
-    for alias, canonical in aliases:
-        link_alias(alias, canonical)  # canonical not run yet: only ablation.json is written
-        meta = json.loads(Path(alias.run_dir, "ablation.json").read_text())
-        assert meta["alias_of"] == canonical.run_dir and meta["baseline"] == "clip_n0.0"
-        assert canonical.meta["baseline"] == "clip"  # the shared run keeps main's answer in main's folder
+    assert all(a.run_dir == c.run_dir for a, c in shared)  # one run folder, named by identity
+    for spec in (main, noise):
+        write_manifest(spec, plan_jobs(spec))
+    records = {spec.name: {r["variant"]: r for r in json.loads((ablation_root(spec) / "manifest.json").read_text())["runs"]}
+               for spec in (main, noise)}  # fmt: skip
+    assert records["noise"]["clip_n0.0"]["run_dir"] == records["main"]["clip"]["run_dir"]
+    assert records["noise"]["clip_n0.0"]["baseline"] == "clip_n0.0" and records["main"]["clip"]["baseline"] == "clip"
     by_variant = {j.variant: j.meta["baseline"] for j in unique if j.meta["ablation"] == "noise"}
     assert by_variant == {"clip_n0.2": "clip_n0.2", "ls_n0.2": "clip_n0.2", "soft_n0.2": "clip_n0.2",
                           "ls_n0.0": "clip_n0.0"}  # fmt: skip

@@ -1,4 +1,4 @@
-"""softclip reproduce: parts, deduplicated shared runs, alias folders, per-spec data roots, ablation.json."""
+"""softclip reproduce: parts, shared runs trained once, manifests, per-spec data roots, the report."""
 
 from __future__ import annotations
 
@@ -10,15 +10,13 @@ import yaml
 
 from softclip import reproduce as rep
 from softclip.ablate import (
-    ablation_launcher,
+    ablation_root,
     check_data_roots,
     dedupe,
-    holds_finished_run,
     is_finished,
-    link_alias,
     load_ablation,
     plan_jobs,
-    run_planned,
+    run_ablation,
 )  # fmt: skip
 from softclip.cli import main
 from softclip.config import ConfigError
@@ -105,57 +103,40 @@ def test_variants_changing_synth_data_get_their_own_root(tmp_path):
         check_data_roots(clash)
 
 
-def test_shared_runs_become_alias_folders_with_their_own_identity(tmp_path, fake_runs):
+def test_a_run_shared_by_two_ablations_trains_once_and_both_manifests_point_at_it(tmp_path, fake_runs):
+    from softclip.report.discover import load_runs
+
     a = load_ablation(write(tmp_path, "a", {"clip": CLIP, "soft": {}}, baseline="clip"), "smoke")
     b = load_ablation(write(tmp_path, "b", {"hard": CLIP, "ls": {"loss.target": "label_smoothing"}},
                             baseline="hard", labels={"hard": "hard (CLIP)"}), "smoke")  # fmt: skip
-    unique, aliases = dedupe(plan_jobs(a) + plan_jobs(b))
-    assert len(unique) == 6 and len(aliases) == 2
-    with ablation_launcher(a, "inprocess") as launcher:
-        result = run_planned(launcher, unique)
-    assert len(result.outcomes) == 6 and not result.failed
-    for alias, canonical in aliases:
-        link_alias(alias, canonical)
-        here = Path(alias.run_dir)
-        assert (here / "config.yaml").is_symlink() and (here / "eval").resolve() == Path(canonical.run_dir, "eval")
-        meta = json.loads((here / "ablation.json").read_text())
-        assert meta["ablation"] == "b" and meta["variant"] == "hard" and meta["label"] == "hard (CLIP)"
-        assert meta["alias_of"] == canonical.run_dir and meta["baseline"] == "hard"
-        assert is_finished(here, alias.suite, alias.config)
-        link_alias(alias, canonical)  # idempotent on a re-run
-    Path(unique[0].run_dir, "x").mkdir()
-    with pytest.raises(FileExistsError, match="not an alias folder"):
-        link_alias(type(unique[0])(**{**aliases[0][0].__dict__, "run_dir": unique[0].run_dir}), unique[1])
+    unique, shared = dedupe(plan_jobs(a) + plan_jobs(b))
+    assert len(unique) == 6 and len(shared) == 2
+    first = run_ablation(a, launcher="inprocess")
+    assert len(first.outcomes) == 4 and not first.failed
+    second = run_ablation(b, launcher="inprocess")  # b's CLIP runs are a's: finished, not trained again
+    assert len(second.skipped) == 2 and len(second.outcomes) == 2 and not second.failed
+    manifests = {s.name: json.loads((ablation_root(s) / "manifest.json").read_text()) for s in (a, b)}
+    runs = {name: {(r["variant"], r["seed"]): r for r in m["runs"]} for name, m in manifests.items()}
+    assert runs["a"][("clip", 0)]["run_dir"] == runs["b"][("hard", 0)]["run_dir"]
+    assert runs["b"][("hard", 0)]["label"] == "hard (CLIP)" and runs["b"][("hard", 0)]["baseline"] == "hard"
+    assert not list(Path(tmp_path, "runs").rglob("ablation.json")) and not any(
+        p.is_symlink() for p in Path(tmp_path, "runs").rglob("*"))  # fmt: skip
+    collection = load_runs([tmp_path / "runs"])  # the report reads the manifests: the shared run in both
+    rows = sorted((r.ablation, r.variant, r.seed, r.label) for r in collection.runs)
+    assert rows == sorted([("a", "clip", 0, "clip"), ("a", "clip", 1, "clip"), ("a", "soft", 0, "soft"),
+                           ("a", "soft", 1, "soft"), ("b", "hard", 0, "hard (CLIP)"), ("b", "hard", 1, "hard (CLIP)"),
+                           ("b", "ls", 0, "ls"), ("b", "ls", 1, "ls")])  # fmt: skip
 
 
-def test_a_part_run_alone_first_is_reused_not_linked_over(tmp_path, fake_runs):
-    a = load_ablation(write(tmp_path, "a", {"clip": CLIP, "soft": {}}, baseline="clip"), "smoke")
-    b = load_ablation(write(tmp_path, "b", {"hard": CLIP, "ls": {"loss.target": "label_smoothing"}},
-                            baseline="hard"), "smoke")  # fmt: skip
-    with ablation_launcher(b, "inprocess") as launcher:
-        run_planned(launcher, plan_jobs(b))  # b alone: its hard runs are real folders
-    first = [(j.variant, j.seed) for j in plan_jobs(a) + plan_jobs(b)]
-    unique, aliases = dedupe(plan_jobs(a) + plan_jobs(b), holds_run=holds_finished_run)
-    assert [(j.variant, j.seed) for j in unique] == [("soft", 0), ("soft", 1), ("hard", 0), ("hard", 1),
-                                                      ("ls", 0), ("ls", 1)]  # fmt: skip
-    assert [(x.variant, c.variant, c.seed) for x, c in aliases] == [("clip", "hard", 0), ("clip", "hard", 1)]
-    assert first[:2] == [("clip", 0), ("clip", 1)]  # plan order kept: a's CLIP comes first, b's run is reused
-    with ablation_launcher(a, "inprocess") as launcher:
-        result = run_planned(launcher, unique)
-    assert len(result.skipped) == 4 and len(result.outcomes) == 2
-    for alias, canonical in aliases:
-        link_alias(alias, canonical)
-        assert is_finished(alias.run_dir, alias.suite, alias.config)
-    # both parts run alone first: each holds real runs of the same config, and neither is linked over
-    (tmp_path / "x").mkdir()
-    a2 = load_ablation(write(tmp_path / "x", "a", {"clip": CLIP}, baseline="clip"), "smoke")
-    b2 = load_ablation(write(tmp_path / "x", "b", {"hard": CLIP}, baseline="hard"), "smoke")
-    for spec in (a2, b2):
-        with ablation_launcher(spec, "inprocess") as launcher:
-            run_planned(launcher, plan_jobs(spec))
-    unique, aliases = dedupe(plan_jobs(a2) + plan_jobs(b2), holds_run=holds_finished_run)
-    assert len(unique) == 4 and not aliases
-    assert len(dedupe(plan_jobs(a2) + plan_jobs(b2))[1]) == 2  # without the check they would be linked over
+def test_a_finished_run_in_the_layout_before_manifests_is_used_where_it_is(tmp_path, fake_runs):
+    spec = load_ablation(write(tmp_path, "a", {"clip": CLIP}), "smoke")
+    job = plan_jobs(spec)[0]
+    legacy = ablation_root(spec) / "clip" / "s0"
+    fakes.ablation_job(type(job)(**{**job.__dict__, "run_dir": str(legacy)}))  # trained before manifests
+    planned = plan_jobs(spec)
+    assert planned[0].run_dir == str(legacy) and planned[1].run_dir != str(ablation_root(spec) / "clip" / "s1")
+    result = run_ablation(spec, launcher="inprocess")
+    assert [j.run_dir for j in result.skipped] == [str(legacy)] and len(result.outcomes) == 1
 
 
 def test_changed_config_is_not_finished(tmp_path):

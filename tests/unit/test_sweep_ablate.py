@@ -51,7 +51,8 @@ def test_variant_lists_and_profiles(tmp_path):
     soft = jobs[1].config
     assert soft["loss"]["beta"] == 0.5 and soft["loss"]["re_weight"] == 0
     assert soft["seed"] == 3 and soft["profile"] == "smoke" and soft["train"]["steps"] == 30  # base's smoke
-    assert jobs[0].run_dir.endswith("abl/clip/s3")
+    assert Path(jobs[0].run_dir).parent == tmp_path / "runs" / "smoke" / "runs"  # named by identity, not variant
+    assert Path(jobs[0].run_dir).name == f"s3-{jobs[0].meta['identity']}" != Path(jobs[1].run_dir).name
 
 
 @pytest.mark.parametrize(
