@@ -66,7 +66,10 @@ def thread_env(threads: int) -> Iterator[None]:
         yield
     finally:
         for key, value in saved.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class ResumableCall(submitit.helpers.Checkpointable):

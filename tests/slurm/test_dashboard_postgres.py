@@ -10,7 +10,7 @@ import yaml
 
 from softclip.sweep import load_sweep, run_sweep
 from softclip.sweep.study import _sqlalchemy_url, dashboard_command
-from tests.unit.test_dashboard import ROOT, dashboard, get_json, wait_for
+from tests.integration.test_dashboard import ROOT, dashboard, get_json, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(180)]
 

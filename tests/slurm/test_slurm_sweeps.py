@@ -52,7 +52,7 @@ def test_six_trials_on_two_workers_of_one_job_array(tmp_path, cluster_file):
     result = run_sweep(spec, workers=2)
     assert result.counts["COMPLETE"] == 6 and set(result.counts) <= {"COMPLETE", "SURPLUS"}
     study = open_study(spec)
-    job_ids = [t.system_attrs[JOB_ATTR] for t in study.trials if t.state.name == "COMPLETE"]
+    job_ids = [t.user_attrs[JOB_ATTR] for t in study.trials if t.state.name == "COMPLETE"]
     assert len({j.split("_")[0] for j in job_ids}) == 1, f"not one array: {job_ids}"
     assert set(j.split("_")[1] for j in job_ids) <= {"0", "1"}, f"more than two workers: {job_ids}"
     for t in study.trials:
