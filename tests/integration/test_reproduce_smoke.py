@@ -49,8 +49,11 @@ def test_reproduce_smoke_writes_every_table_and_figure(tmp_path, monkeypatch, ca
     assert not parser.stack
     report = (out / "report.md").read_text()
     assert all(f"Ablation: {name}" in report for name in ABLATIONS)
-    alias = json.loads((tmp_path / "runs/ablations/smoke/targets/hard/s0/ablation.json").read_text())
-    assert alias["alias_of"].endswith("main/clip/s0")
+    manifests = {name: json.loads((tmp_path / f"runs/ablations/smoke/{name}/manifest.json").read_text())
+                 for name in ("main", "targets")}  # fmt: skip
+    runs = {name: {(r["variant"], r["seed"]): r["run_dir"] for r in m["runs"]} for name, m in manifests.items()}
+    assert runs["targets"][("hard", 0)] == runs["main"][("clip", 0)]  # one run folder, in both manifests
+    assert not list((tmp_path / "runs").rglob("ablation.json"))
     capsys.readouterr()
     assert main(["reproduce", "--profile", "smoke", "--only", "main,beta_tau"]) == 0  # a re-run trains nothing
     assert "0 trained now" in capsys.readouterr().out
