@@ -29,7 +29,7 @@ import torch
 from open_clip.transformer import text_global_pool
 from torch import nn
 
-from softclip.config import RoiConfig
+from softclip.config import LossConfig, ModelConfig, RoiConfig
 from softclip.objective.momentum import ema_update_
 from softclip.objective.roi import RoIAggregator, build_aggregator
 from softclip.registry import Registry
@@ -255,70 +255,56 @@ def _from_scratch_is_intended() -> Iterator[None]:
             h.removeFilter(quiet)
 
 
-def loss_args(loss: Any) -> dict[str, Any]:
-    """What the ``loss`` config section asks of the model: ``contrastive`` and ``momentum`` for :func:`build_model`
-    (the bias of the sigmoid loss, the EMA teacher of the momentum target)."""
-    return {
-        "contrastive": loss.contrastive,
-        "momentum": loss.momentum if loss.target == "momentum" else None,
-    }
-
-
 def build_model(
-    model_name: str,
+    model: ModelConfig,
     roi: RoiConfig | None = None,
+    loss: LossConfig | None = None,
+    *,
     roi_in_dim: int | None = None,
     precision: str = "fp32",
-    contrastive: str = "infonce",
-    momentum: float | None = None,
+    teacher: bool = True,
 ) -> tuple[SoftCLIPModel, Callable, Callable, Callable]:
-    """Build a randomly initialised SoftCLIP model.
+    """Build a randomly initialised SoftCLIP model from its config sections.
 
     Args:
-        model_name: an open_clip config name (a preset in ``MODEL_PRESETS`` or a built-in such as ``ViT-B-32``).
-        roi: the ``roi`` config section (aggregation, train, width, layers, heads, dropout; default its
-            defaults) for ``softclip.objective.build_aggregator``; a learned one outputs the joint embedding size.
+        model: the ``model`` section; ``model.name`` is an open_clip config name (a preset in ``MODEL_PRESETS`` or
+            a built-in such as ``ViT-B-32``).
+        roi: the ``roi`` section (None: its defaults) for :func:`softclip.objective.build_aggregator`; a learned
+            aggregator outputs the joint embedding size.
+        loss: the ``loss`` section (None: its defaults), read for what the loss asks of the model
+            (:class:`softclip.schema.LossConfig`): an ROI aggregator when ``reads_regions``; SigLIP's learnable
+            bias b = −10 and s = 10 at initialisation when ``learns_bias`` (open_clip's ``init_logit_bias`` /
+            ``init_logit_scale``); an EMA teacher when ``teacher_momentum`` is set.
         roi_in_dim: region feature size D; None builds no aggregator (image source ``image`` only).
         precision: open_clip precision (``fp32``, ``bf16``, ``amp_bf16``, ...).
-        contrastive: ``loss.contrastive``; ``sigmoid`` gives the towers a learnable bias b = −10 and s = 10 at
-            initialisation (SigLIP's, through open_clip's ``init_logit_bias`` / ``init_logit_scale``).
-        momentum: ``loss.momentum`` when ``loss.target`` is ``momentum`` (an EMA teacher), else None.
+        teacher: False leaves the EMA teacher out even where the loss has one (evaluation uses the towers only).
 
     Returns:
         (model, preprocess_train, preprocess_val, tokenizer); the tokenizer maps list[str] -> [B, L] long.
     """
-    if ":" in model_name:
-        raise ValueError(
-            f"model {model_name!r}: schema names (hf-hub:, local-dir:) may load weights; use a config name"
-        )
-    config = open_clip.get_model_config(model_name.replace("/", "-"))  # open_clip accepts ViT-B/32
+    loss = loss if loss is not None else LossConfig()
+    name = model.name
+    if ":" in name:
+        raise ValueError(f"model {name!r}: schema names (hf-hub:, local-dir:) may load weights; use a config name")
+    config = open_clip.get_model_config(name.replace("/", "-"))  # open_clip accepts ViT-B/32
     if config is None:
-        raise ValueError(f"model {model_name!r} is not an open_clip config; presets: {', '.join(MODEL_PRESETS)}")
-    init = SIGMOID_INIT if contrastive == "sigmoid" else {}
+        raise ValueError(f"model {name!r} is not an open_clip config; presets: {', '.join(MODEL_PRESETS)}")
+    init = SIGMOID_INIT if loss.learns_bias else {}
     with _from_scratch_is_intended():
         clip, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-            model_name, pretrained=None, precision=precision, pretrained_image=False, pretrained_text=False, **init
+            name, pretrained=None, precision=precision, pretrained_image=False, pretrained_text=False, **init
         )
-    tokenizer = open_clip.get_tokenizer(model_name)
+    tokenizer = open_clip.get_tokenizer(name)
     embed_dim = int(config["embed_dim"])
     aggregator = None
-    if roi_in_dim is not None:
-        roi = roi if roi is not None else RoiConfig()
-        aggregator = build_aggregator(
-            roi.aggregation,
-            roi_in_dim,
-            out_dim=embed_dim,
-            width=roi.width,
-            layers=roi.layers,
-            heads=roi.heads,
-            dropout=roi.dropout,
-            train=roi.train,
-        )
+    if roi_in_dim is not None and loss.reads_regions:
+        aggregator = build_aggregator(roi if roi is not None else RoiConfig(), roi_in_dim, out_dim=embed_dim)
     input_dtype = open_clip.get_input_dtype(precision)  # None unless the weights themselves are low precision
     if aggregator is not None and input_dtype is not None:
         aggregator = aggregator.to(input_dtype)
-    model = SoftCLIPModel(clip, aggregator, embed_dim, input_dtype=input_dtype, momentum=momentum)
-    return model, preprocess_train, preprocess_val, tokenizer
+    momentum = loss.teacher_momentum if teacher else None
+    built = SoftCLIPModel(clip, aggregator, embed_dim, input_dtype=input_dtype, momentum=momentum)
+    return built, preprocess_train, preprocess_val, tokenizer
 
 
 def _token_embedding(clip: nn.Module) -> nn.Module | None:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from softclip.config import RoiConfig
+from softclip.config import LossConfig, ModelConfig, RoiConfig
 from softclip.models import (
     IMAGE_SOURCES,
     MODEL_PRESETS,
@@ -28,7 +28,7 @@ ROI_COUNTS = [2, 0, 3, 1]
 @pytest.fixture(scope="module", params=MODEL_PRESETS)
 def built(request: pytest.FixtureRequest) -> tuple:
     torch.manual_seed(0)
-    return build_model(request.param, roi=RoiConfig(aggregation="mhsa", width=32, heads=2), roi_in_dim=ROI_DIM)
+    return build_model(ModelConfig(name=request.param), roi=RoiConfig(aggregation="mhsa", width=32, heads=2), roi_in_dim=ROI_DIM)
 
 
 def _image_size(model: SoftCLIPModel) -> int:
@@ -151,20 +151,22 @@ def test_tag_side_does_not_backpropagate_into_the_text_tower(built: tuple) -> No
 
 
 def test_pooling_aggregators_keep_the_region_dim_and_roi_source_needs_an_aggregator() -> None:
-    model, _, _, tokenizer = build_model("tiny-vit-32", roi=RoiConfig(aggregation="max"), roi_in_dim=ROI_DIM)
+    model, _, _, tokenizer = build_model(ModelConfig(name="tiny-vit-32"), roi=RoiConfig(aggregation="max"), roi_in_dim=ROI_DIM)
     batch = _batch(model, tokenizer)
     out = model(batch)
     assert out["image_side"].shape == (B, ROI_DIM)
     torch.testing.assert_close(out["image_side"][0], batch["roi"][0, :2].amax(0))
-    bare, _, _, _ = build_model("tiny-vit-32")
+    bare, _, _, _ = build_model(ModelConfig(name="tiny-vit-32"))
     assert bare.roi is None
+    no_regions = LossConfig(image_source="image")  # the loss section decides whether regions are aggregated
+    assert build_model(ModelConfig(name="tiny-vit-32"), loss=no_regions, roi_in_dim=ROI_DIM)[0].roi is None
     with pytest.raises(ValueError, match="roi_in_dim"):
         bare(batch)
     assert bare(batch, image_source="image")["image_side"] is None
 
 
 def test_logit_scale_is_clamped_at_100() -> None:
-    model, _, _, _ = build_model("tiny-vit-32")
+    model, _, _, _ = build_model(ModelConfig(name="tiny-vit-32"))
     with torch.no_grad():
         model.clip.logit_scale.fill_(math.log(1000.0))
     assert model.logit_scale.item() == pytest.approx(100.0)
@@ -182,7 +184,7 @@ def test_count_parameters(built: tuple) -> None:
 
 def test_frozen_roi_is_not_trainable() -> None:
     model, _, _, _ = build_model(
-        "tiny-vit-32", roi=RoiConfig(aggregation="mhsa", train="frozen"), roi_in_dim=ROI_DIM
+        ModelConfig(name="tiny-vit-32"), roi=RoiConfig(aggregation="mhsa", train="frozen"), roi_in_dim=ROI_DIM
     )
     counts = count_parameters(model)
     assert not model.roi.learns and counts["roi"] > 0
@@ -191,13 +193,13 @@ def test_frozen_roi_is_not_trainable() -> None:
 
 def test_refuses_unknown_and_schema_names() -> None:
     with pytest.raises(ValueError, match="tiny-vit"):
-        build_model("tiny-vitt")
+        build_model(ModelConfig(name="tiny-vitt"))
     with pytest.raises(ValueError, match="hf-hub"):
-        build_model("hf-hub:timm/ViT-B-16-SigLIP")
+        build_model(ModelConfig(name="hf-hub:timm/ViT-B-16-SigLIP"))
 
 
 def test_builtin_open_clip_config_builds_by_name() -> None:
-    model, _, preprocess_val, tokenizer = build_model("RN50")
+    model, _, preprocess_val, tokenizer = build_model(ModelConfig(name="RN50"))
     assert model.embed_dim == 1024 and model.roi is None
     assert tokenizer(["x"]).shape == (1, 77)
     assert count_parameters(model)["image"] > 30_000_000
@@ -205,7 +207,7 @@ def test_builtin_open_clip_config_builds_by_name() -> None:
 
 @pytest.mark.integration
 def test_vit_b_32_runs_forward() -> None:
-    model, _, _, tokenizer = build_model("ViT-B-32")
+    model, _, _, tokenizer = build_model(ModelConfig(name="ViT-B-32"))
     with torch.no_grad():
         feats = model.encode_image(torch.randn(2, 3, 224, 224))
         text = model.encode_text(tokenizer(["a cat", "a dog"]))
@@ -214,7 +216,7 @@ def test_vit_b_32_runs_forward() -> None:
 
 def test_low_precision_weights_take_float32_inputs() -> None:
     model, _, _, tokenizer = build_model(
-        "tiny-vit-32", roi=RoiConfig(aggregation="mhsa"), roi_in_dim=ROI_DIM, precision="pure_bf16"
+        ModelConfig(name="tiny-vit-32"), roi=RoiConfig(aggregation="mhsa"), roi_in_dim=ROI_DIM, precision="pure_bf16"
     )
     out = model(_batch(model, tokenizer))
     assert out["image_features"].dtype == out["image_side"].dtype == torch.bfloat16
@@ -228,7 +230,7 @@ def test_trimmed_text_encoding_equals_open_clip_full_context() -> None:
     from softclip.models import trim_padding
 
     torch.manual_seed(0)
-    model, _, _, tokenizer = build_model("tiny-vit-32")
+    model, _, _, tokenizer = build_model(ModelConfig(name="tiny-vit-32"))
     tokens = tokenizer(["a red square", "two blue circles and a small green star", ""])
     assert trim_padding(tokens).shape[1] < tokens.shape[1]
     assert torch.equal(trim_padding(tokens), tokens[:, : trim_padding(tokens).shape[1]])
