@@ -30,6 +30,7 @@ from open_clip.transformer import text_global_pool
 from torch import nn
 
 from softclip.config import LossConfig, ModelConfig, RoiConfig
+from softclip.objective.inputs import SideInputs
 from softclip.objective.momentum import ema_update_
 from softclip.objective.roi import RoIAggregator, build_aggregator
 from softclip.registry import Registry
@@ -50,7 +51,8 @@ class SoftCLIPModel(nn.Module):
     """An open_clip CLIP model plus an optional ROI aggregator and an optional EMA teacher.
 
     Evaluation code duck-types on ``encode_image`` / ``encode_text``; training calls ``forward(batch)``, whose
-    output dict is exactly the keyword arguments of ``SoftCLIPObjective.forward``.
+    output dict is exactly the keyword arguments of ``SoftCLIPObjective.forward`` (the per-sample side inputs
+    as one :class:`~softclip.objective.SideInputs`).
 
     Args:
         clip: an open_clip model (``CLIP`` or ``CustomTextCLIP``).
@@ -144,30 +146,30 @@ class SoftCLIPModel(nn.Module):
 
         Returns:
             ``image_features`` [B,E], ``text_features`` [B,E] (L2-normalised), ``logit_scale`` (scalar),
-            ``image_side`` [B,A] or None, ``image_side_mask`` [B] bool or None, ``text_side`` [B,E] or None,
-            ``text_side_mask`` [B] bool or None; the batch's ``scene_image``/``scene_text`` codes pass through as
-            ``image_scene``/``text_scene`` (None when absent) for the ``oracle`` target; ``logit_bias`` (None
-            without one) for the sigmoid loss; the teacher's ``image_teacher``/``text_teacher`` [B,E] (None
-            without a teacher) for the ``momentum`` target.
+            ``logit_bias`` (scalar, None without one: the sigmoid loss's) and ``side``, a
+            :class:`~softclip.objective.SideInputs`: ``image_side`` [B,A] and ``image_side_mask`` [B] bool (None
+            for source ``image``), ``text_side`` [B,E] and ``text_side_mask`` [B] bool (None for source ``text``),
+            the batch's ``scene_image``/``scene_text`` codes as ``image_scene``/``text_scene`` (None when absent),
+            the teacher's ``image_teacher``/``text_teacher`` [B,E] (None without a teacher). These are exactly the
+            keyword arguments of ``SoftCLIPObjective.forward``.
         """
         image_side, image_side_mask = IMAGE_SOURCES.get(image_source)(self, batch)
         text_side, text_side_mask = TEXT_SOURCES.get(text_source)(self, batch)
         image_teacher, text_teacher = (
             (None, None) if self.teacher is None else self.encode_teacher(batch["image"], batch["text"])
         )
+        image_features = self.encode_image(batch["image"], normalize=True)
+        text_features = self.encode_text(batch["text"], normalize=True)
+        side = SideInputs(
+            image_side, text_side, image_side_mask, text_side_mask,
+            batch.get("scene_image"), batch.get("scene_text"), image_teacher, text_teacher,
+        )  # fmt: skip
         return {
-            "image_features": self.encode_image(batch["image"], normalize=True),
-            "text_features": self.encode_text(batch["text"], normalize=True),
+            "image_features": image_features,
+            "text_features": text_features,
             "logit_scale": self.logit_scale,
-            "image_side": image_side,
-            "text_side": text_side,
-            "image_side_mask": image_side_mask,
-            "text_side_mask": text_side_mask,
-            "image_scene": batch.get("scene_image"),
-            "text_scene": batch.get("scene_text"),
             "logit_bias": self.logit_bias,
-            "image_teacher": image_teacher,
-            "text_teacher": text_teacher,
+            "side": side,
         }
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from softclip.objective import DIVERGENCES, SoftCLIPObjective
+from softclip.objective import DIVERGENCES, SideInputs, SoftCLIPObjective
 from softclip.objective.losses import direction_terms as fused_terms
 from softclip.objective.reference import DIVERGENCE_ROWS, ONE_HOT_RULES, DirectionSpec
 from softclip.objective.reference import direction_terms as reference_terms
@@ -34,7 +34,7 @@ def _run(impl: str, kwargs: dict, n: int, masked: bool):
     u, v, scale, a, b, masks = _inputs(n)
     side = a.clone().requires_grad_()  # a learning aggregator: the ROI term on
     scenes = scene_kwargs(kwargs["target"], n)
-    out = SoftCLIPObjective(impl=impl, **kwargs)(u, v, scale, side, b, *(masks if masked else (None, None)), **scenes)
+    out = SoftCLIPObjective(impl=impl, **kwargs)(u, v, scale, side=SideInputs(side, b, *(masks if masked else (None, None)), **scenes))
     grads = torch.autograd.grad(out["loss"], (u, v, scale, side))
     return out, grads
 

@@ -79,9 +79,9 @@ def test_k_ema_updates_and_the_target_match_a_hand_computation():
     with torch.no_grad():
         u_m = by_hand.encode_image(batch["image"], normalize=True)
         v_m = by_hand.encode_text(batch["text"], normalize=True)
-    torch.testing.assert_close(out["image_teacher"], u_m, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(out["text_teacher"], v_m, rtol=1e-4, atol=1e-5)
-    assert not out["image_teacher"].requires_grad
+    torch.testing.assert_close(out["side"].image_teacher, u_m, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["side"].text_teacher, v_m, rtol=1e-4, atol=1e-5)
+    assert not out["side"].image_teacher.requires_grad
 
     # the soft term with ce is the cross-entropy against Y = (1 − β) I + β softmax(s·U_m V_mᵀ), per direction
     obj = SoftCLIPObjective(
