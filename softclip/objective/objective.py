@@ -5,7 +5,8 @@ are not computed (they are returned as zero tensors); λ = µ = 0 reproduces ope
 (both directions' logits are then computed as ClipLoss computes them, s·U Vᵀ and s·V Uᵀ; with the soft terms on,
 one process forms one product and takes t2i as its transpose, which saves a third of the matrix products). Logits and
 log-probabilities are float32 (float64 stays float64) whatever autocast says; targets are log-probabilities
-(:mod:`softclip.objective.targets`). The per-direction terms come from ``loss.impl`` (:data:`IMPLS`):
+(:mod:`softclip.objective.targets`). The per-direction terms (and their helpers: the rows L_re keeps, scratch
+blocks for the targets) come from the ``loss.impl`` path (:data:`IMPLS`):
 ``reference`` (:mod:`softclip.objective.reference`, plain autograd, the definition) or ``fused``
 (:mod:`softclip.objective.losses`, hand-written backward). Only ``loss`` carries gradient; the ``*_loss`` terms
 come back detached, for logging.
@@ -40,17 +41,15 @@ from softclip.objective.distributed import (
     rank_and_world,
 )
 from softclip.objective.inputs import SideInputs
-from softclip.objective.losses import Workspace, roi_info_nce_sums
 from softclip.objective.momentum import teacher_logits
 from softclip.objective.oracle import relevance
 from softclip.objective.precision import target_precision, true_share
-from softclip.objective.reference import DirectionSpec
-from softclip.objective.scoring import CONTRASTIVES, ROI_SCALES
+from softclip.objective.reference import DirectionSpec, roi_info_nce_sums
+from softclip.objective.scoring import CONTRASTIVES, IMPLS, ROI_SCALES
 from softclip.objective.targets import (
     SideView,
     build_targets,
     identity_log_target,
-    off_diagonal_mass,
 )
 from softclip.schema import LossConfig
 
@@ -111,14 +110,14 @@ class SoftCLIPObjective(nn.Module):
         elif not isinstance(config, LossConfig):
             raise TypeError(f"expected a LossConfig (the loss section), got {type(config).__name__}")
         self.config = config
-        self.terms_fn = CONTRASTIVES.get(config.contrastive)(config.impl)
+        self.path = IMPLS.get(config.impl)()  # the loss.impl path: its terms, kept rows and target blocks
+        self.terms_fn = CONTRASTIVES.get(config.contrastive)(self.path)
         self.roi_scale_fn = ROI_SCALES.get(config.roi_logit_scale)
         if not math.isfinite(config.tau):  # the section checks the ranges; infinities pass its bounds
             raise ValueError(f"loss.tau={config.tau} must be a positive finite number")
         for key in ("nce_weight", "soft_weight", "re_weight", "roi_weight"):
             if not math.isfinite(getattr(config, key)):
                 raise ValueError(f"loss.{key}={getattr(config, key)} must be a finite number >= 0")
-        self._workspace = Workspace()  # scratch blocks reused across calls on a CPU (see losses.Workspace)
 
     @classmethod
     def from_config(cls, loss_cfg: LossConfig) -> SoftCLIPObjective:
@@ -242,8 +241,8 @@ class SoftCLIPObjective(nn.Module):
         c = self.config
         for z, y, keep, w_re in zip(logits, ys, keeps, re_weights, strict=True):
             spec = DirectionSpec(
-                offset, c.divergence, c.reverse_floor, c.one_hot_rows, 0.5 * c.nce_weight, 0.5 * c.soft_weight, w_re,
-                self._workspace, c.re_divergence,
+                offset, c.divergence, c.reverse_floor, c.one_hot_rows, nce_weight=0.5 * c.nce_weight,
+                soft_weight=0.5 * c.soft_weight, re_weight=w_re, re_divergence=c.re_divergence,
             )  # fmt: skip
             terms.append(self.terms_fn(z, y, keep, spec))
         total, nce, soft, re_sums, pos_mass, neg_entropy = (tuple(t[k] for t in terms) for k in range(6))
@@ -308,7 +307,7 @@ class SoftCLIPObjective(nn.Module):
         identity), and ``target_pos_mass``."""
         if not self._targets_on(like.shape[1]):
             return (None, None), (False, False), {}
-        blocks = tuple(self._workspace.get(f"target_{k}", tuple(like.shape), like) for k in "ab")
+        blocks = self.path.target_blocks(like)
         c = self.config
         views = a.view(relevant[0], teacher[0], c.oracle_precision), b.view(relevant[1], teacher[1], c.oracle_precision)
         ys = build_targets(*views, c.target, c.pairing, c.beta, c.tau, offset, blocks)
@@ -333,7 +332,7 @@ class SoftCLIPObjective(nn.Module):
             return (None, None), (None, None), None
         with torch.no_grad():
             keeps = tuple(
-                off_diagonal_mass(y, offset) if on else None for y, on in zip(ys, smoothed, strict=True)
+                self.path.kept_rows(y, offset) if on else None for y, on in zip(ys, smoothed, strict=True)
             )
             counts = torch.stack([like.new_zeros(()) if k is None else k.sum().to(like.dtype) for k in keeps])
             counts = all_reduce_sum(counts)
