@@ -85,9 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    from softclip.config import ModelConfig
     from softclip.models import build_model
 
-    model, _, preprocess, tokenizer = build_model("RN50")
+    model, _, preprocess, tokenizer = build_model(ModelConfig(name="RN50"))
     model.eval()
     out = {
         "rn50_images_per_s_cpu_core": round(image_rate(model), 2),

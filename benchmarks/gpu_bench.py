@@ -139,9 +139,9 @@ def guarded(name: str, fn: Callable[[], dict]) -> dict:
 def objective_block(n_l: int, n_g: int, d: int, device: torch.device, repeats: int) -> dict:
     """One direction's terms on a rank's [n_l, n_g] block: fused vs reference, forward + backward."""
     from softclip.objective import losses, reference
-    from softclip.objective.losses import Workspace
+    from softclip.objective.losses import off_diagonal_mass
     from softclip.objective.reference import DirectionSpec
-    from softclip.objective.targets import SideView, build_targets, off_diagonal_mass
+    from softclip.objective.targets import SideView, build_targets
 
     g = torch.Generator(device=device).manual_seed(0)
     world = n_g // n_l
@@ -156,7 +156,7 @@ def objective_block(n_l: int, n_g: int, d: int, device: torch.device, repeats: i
     log_y, _ = build_targets(SideView(a_g[rows], a_g), SideView(b_g[rows], b_g), "selfsim", "same", 0.3, 0.07,
                              offset)  # fmt: skip
     keep = off_diagonal_mass(log_y, offset)
-    spec = DirectionSpec(offset, "symkl", 1e-8, "forward", 0.5, 0.5, 0.25, Workspace())
+    spec = DirectionSpec(offset, "symkl", 1e-8, "forward", 0.5, 0.5, 0.25)
 
     def zero() -> None:
         u.grad = v_g.grad = s.grad = None

@@ -128,12 +128,13 @@ def embedding_rate(model: str, folder: Path, workers: int, dry: bool) -> dict:
     """Images/s of the harness's Embedder over the paper-shaped ImageNet folder."""
     import torch
 
+    from softclip.config import ModelConfig
     from softclip.data.readers import EVAL_READERS
     from softclip.evaluation.embed import Embedder
     from softclip.models import build_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    net, _, preprocess, tokenizer = build_model(model)
+    net, _, preprocess, tokenizer = build_model(ModelConfig(name=model))
     net = net.to(device).eval()
     paths = EVAL_READERS.get("imagefolder")(folder, split="val").paths[: 64 if dry else None]
     emb = Embedder(preprocess, tokenizer, device=device, batch_size=256, workers=workers)

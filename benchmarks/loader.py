@@ -119,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write loader.json and loader.md here")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    from softclip.config import ModelConfig
     from softclip.models import build_model
 
-    _, preprocess, _, tokenizer = build_model("RN50")
+    _, preprocess, _, tokenizer = build_model(ModelConfig(name="RN50"))
     with tempfile.TemporaryDirectory() as tmp:
         train = make_shards(Path(tmp) / "s224", args.n, 224, args.per_shard)
         contenders = {

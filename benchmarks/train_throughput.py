@@ -243,14 +243,14 @@ def objective_overhead(batch_size: int, threads: int, rounds: int) -> dict:
     round; times are process CPU time (one compute thread), so other jobs on a shared machine count less,
     and the overheads are medians of within-round ratios.
     """
-    from softclip.config import RoiConfig
+    from softclip.config import ModelConfig, OptimConfig, RoiConfig
     from softclip.models import build_model
     from softclip.objective import SoftCLIPObjective
     from softclip.train.optim import build_optimizer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model, _, _, tokenizer = build_model(MODEL, roi=RoiConfig(aggregation="mean"), roi_in_dim=32)
+    model, _, _, tokenizer = build_model(ModelConfig(name=MODEL), RoiConfig(aggregation="mean"), roi_in_dim=32)
     g = torch.Generator().manual_seed(0)
     batch = {
         "image": torch.randn(batch_size, 3, 32, 32, generator=g),
@@ -260,7 +260,7 @@ def objective_overhead(batch_size: int, threads: int, rounds: int) -> dict:
         "tags": tokenizer(["red circle, blue square, blue square"] * batch_size),
         "tags_mask": torch.ones(batch_size, dtype=torch.bool),
     }
-    optimizer = build_optimizer(model, 5e-4, 0.1, (0.9, 0.98), 1e-6, fused=True, device=torch.device("cpu"))
+    optimizer = build_optimizer(OptimConfig(fused=True), model, torch.device("cpu"))
     clip = SoftCLIPObjective(target="hard", soft_weight=0.0, re_weight=0.0)
     soft = SoftCLIPObjective()  # paper defaults: selfsim, beta 0.3, tau 0.07, symkl, lambda 1, mu 0.5
     variants = {"clip": (clip, "image", "text"), "softclip_objective": (soft, "image", "text"),
@@ -293,21 +293,22 @@ def step_flops(batch_size: int, threads: int, repeats: int) -> dict:
     """FLOPs per training step, achieved FLOP/s, and the optimiser's share (fused vs foreach AdamW)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from softclip.config import ModelConfig, OptimConfig
     from softclip.models import build_model
     from softclip.objective import SoftCLIPObjective
     from softclip.train.optim import build_optimizer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model, _, _, tokenizer = build_model(MODEL)
+    model, _, _, tokenizer = build_model(ModelConfig(name=MODEL))
     objective = SoftCLIPObjective(target="hard", soft_weight=0.0, re_weight=0.0)
     batch = {
         "image": torch.randn(batch_size, 3, 32, 32),
         "text": tokenizer([f"a small red circle and {i} blue squares" for i in range(batch_size)]),
     }
     cpu = torch.device("cpu")
-    fused = build_optimizer(model, 5e-4, 0.1, (0.9, 0.98), 1e-6, fused=True, device=cpu)
-    foreach = build_optimizer(model, 5e-4, 0.1, (0.9, 0.98), 1e-6, fused=False, device=cpu)
+    fused = build_optimizer(OptimConfig(fused=True), model, cpu)
+    foreach = build_optimizer(OptimConfig(fused=False), model, cpu)
 
     def fwd_bwd() -> None:
         model.zero_grad(set_to_none=True)

@@ -29,7 +29,8 @@ import torch
 from open_clip.transformer import text_global_pool
 from torch import nn
 
-from softclip.config import RoiConfig
+from softclip.config import LossConfig, ModelConfig, RoiConfig
+from softclip.objective.inputs import SideInputs
 from softclip.objective.momentum import ema_update_
 from softclip.objective.roi import RoIAggregator, build_aggregator
 from softclip.registry import Registry
@@ -50,7 +51,8 @@ class SoftCLIPModel(nn.Module):
     """An open_clip CLIP model plus an optional ROI aggregator and an optional EMA teacher.
 
     Evaluation code duck-types on ``encode_image`` / ``encode_text``; training calls ``forward(batch)``, whose
-    output dict is exactly the keyword arguments of ``SoftCLIPObjective.forward``.
+    output dict is exactly the keyword arguments of ``SoftCLIPObjective.forward`` (the per-sample side inputs
+    as one :class:`~softclip.objective.SideInputs`).
 
     Args:
         clip: an open_clip model (``CLIP`` or ``CustomTextCLIP``).
@@ -144,30 +146,30 @@ class SoftCLIPModel(nn.Module):
 
         Returns:
             ``image_features`` [B,E], ``text_features`` [B,E] (L2-normalised), ``logit_scale`` (scalar),
-            ``image_side`` [B,A] or None, ``image_side_mask`` [B] bool or None, ``text_side`` [B,E] or None,
-            ``text_side_mask`` [B] bool or None; the batch's ``scene_image``/``scene_text`` codes pass through as
-            ``image_scene``/``text_scene`` (None when absent) for the ``oracle`` target; ``logit_bias`` (None
-            without one) for the sigmoid loss; the teacher's ``image_teacher``/``text_teacher`` [B,E] (None
-            without a teacher) for the ``momentum`` target.
+            ``logit_bias`` (scalar, None without one: the sigmoid loss's) and ``side``, a
+            :class:`~softclip.objective.SideInputs`: ``image_side`` [B,A] and ``image_side_mask`` [B] bool (None
+            for source ``image``), ``text_side`` [B,E] and ``text_side_mask`` [B] bool (None for source ``text``),
+            the batch's ``scene_image``/``scene_text`` codes as ``image_scene``/``text_scene`` (None when absent),
+            the teacher's ``image_teacher``/``text_teacher`` [B,E] (None without a teacher). These are exactly the
+            keyword arguments of ``SoftCLIPObjective.forward``.
         """
         image_side, image_side_mask = IMAGE_SOURCES.get(image_source)(self, batch)
         text_side, text_side_mask = TEXT_SOURCES.get(text_source)(self, batch)
         image_teacher, text_teacher = (
             (None, None) if self.teacher is None else self.encode_teacher(batch["image"], batch["text"])
         )
+        image_features = self.encode_image(batch["image"], normalize=True)
+        text_features = self.encode_text(batch["text"], normalize=True)
+        side = SideInputs(
+            image_side, text_side, image_side_mask, text_side_mask,
+            batch.get("scene_image"), batch.get("scene_text"), image_teacher, text_teacher,
+        )  # fmt: skip
         return {
-            "image_features": self.encode_image(batch["image"], normalize=True),
-            "text_features": self.encode_text(batch["text"], normalize=True),
+            "image_features": image_features,
+            "text_features": text_features,
             "logit_scale": self.logit_scale,
-            "image_side": image_side,
-            "text_side": text_side,
-            "image_side_mask": image_side_mask,
-            "text_side_mask": text_side_mask,
-            "image_scene": batch.get("scene_image"),
-            "text_scene": batch.get("scene_text"),
             "logit_bias": self.logit_bias,
-            "image_teacher": image_teacher,
-            "text_teacher": text_teacher,
+            "side": side,
         }
 
 
@@ -255,70 +257,56 @@ def _from_scratch_is_intended() -> Iterator[None]:
             h.removeFilter(quiet)
 
 
-def loss_args(loss: Any) -> dict[str, Any]:
-    """What the ``loss`` config section asks of the model: ``contrastive`` and ``momentum`` for :func:`build_model`
-    (the bias of the sigmoid loss, the EMA teacher of the momentum target)."""
-    return {
-        "contrastive": loss.contrastive,
-        "momentum": loss.momentum if loss.target == "momentum" else None,
-    }
-
-
 def build_model(
-    model_name: str,
+    model: ModelConfig,
     roi: RoiConfig | None = None,
+    loss: LossConfig | None = None,
+    *,
     roi_in_dim: int | None = None,
     precision: str = "fp32",
-    contrastive: str = "infonce",
-    momentum: float | None = None,
+    teacher: bool = True,
 ) -> tuple[SoftCLIPModel, Callable, Callable, Callable]:
-    """Build a randomly initialised SoftCLIP model.
+    """Build a randomly initialised SoftCLIP model from its config sections.
 
     Args:
-        model_name: an open_clip config name (a preset in ``MODEL_PRESETS`` or a built-in such as ``ViT-B-32``).
-        roi: the ``roi`` config section (aggregation, train, width, layers, heads, dropout; default its
-            defaults) for ``softclip.objective.build_aggregator``; a learned one outputs the joint embedding size.
+        model: the ``model`` section; ``model.name`` is an open_clip config name (a preset in ``MODEL_PRESETS`` or
+            a built-in such as ``ViT-B-32``).
+        roi: the ``roi`` section (None: its defaults) for :func:`softclip.objective.build_aggregator`; a learned
+            aggregator outputs the joint embedding size.
+        loss: the ``loss`` section (None: its defaults), read for what the loss asks of the model
+            (:class:`softclip.schema.LossConfig`): an ROI aggregator when ``reads_regions``; SigLIP's learnable
+            bias b = −10 and s = 10 at initialisation when ``learns_bias`` (open_clip's ``init_logit_bias`` /
+            ``init_logit_scale``); an EMA teacher when ``teacher_momentum`` is set.
         roi_in_dim: region feature size D; None builds no aggregator (image source ``image`` only).
         precision: open_clip precision (``fp32``, ``bf16``, ``amp_bf16``, ...).
-        contrastive: ``loss.contrastive``; ``sigmoid`` gives the towers a learnable bias b = −10 and s = 10 at
-            initialisation (SigLIP's, through open_clip's ``init_logit_bias`` / ``init_logit_scale``).
-        momentum: ``loss.momentum`` when ``loss.target`` is ``momentum`` (an EMA teacher), else None.
+        teacher: False leaves the EMA teacher out even where the loss has one (evaluation uses the towers only).
 
     Returns:
         (model, preprocess_train, preprocess_val, tokenizer); the tokenizer maps list[str] -> [B, L] long.
     """
-    if ":" in model_name:
-        raise ValueError(
-            f"model {model_name!r}: schema names (hf-hub:, local-dir:) may load weights; use a config name"
-        )
-    config = open_clip.get_model_config(model_name.replace("/", "-"))  # open_clip accepts ViT-B/32
+    loss = loss if loss is not None else LossConfig()
+    name = model.name
+    if ":" in name:
+        raise ValueError(f"model {name!r}: schema names (hf-hub:, local-dir:) may load weights; use a config name")
+    config = open_clip.get_model_config(name.replace("/", "-"))  # open_clip accepts ViT-B/32
     if config is None:
-        raise ValueError(f"model {model_name!r} is not an open_clip config; presets: {', '.join(MODEL_PRESETS)}")
-    init = SIGMOID_INIT if contrastive == "sigmoid" else {}
+        raise ValueError(f"model {name!r} is not an open_clip config; presets: {', '.join(MODEL_PRESETS)}")
+    init = SIGMOID_INIT if loss.learns_bias else {}
     with _from_scratch_is_intended():
         clip, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-            model_name, pretrained=None, precision=precision, pretrained_image=False, pretrained_text=False, **init
+            name, pretrained=None, precision=precision, pretrained_image=False, pretrained_text=False, **init
         )
-    tokenizer = open_clip.get_tokenizer(model_name)
+    tokenizer = open_clip.get_tokenizer(name)
     embed_dim = int(config["embed_dim"])
     aggregator = None
-    if roi_in_dim is not None:
-        roi = roi if roi is not None else RoiConfig()
-        aggregator = build_aggregator(
-            roi.aggregation,
-            roi_in_dim,
-            out_dim=embed_dim,
-            width=roi.width,
-            layers=roi.layers,
-            heads=roi.heads,
-            dropout=roi.dropout,
-            train=roi.train,
-        )
+    if roi_in_dim is not None and loss.reads_regions:
+        aggregator = build_aggregator(roi if roi is not None else RoiConfig(), roi_in_dim, out_dim=embed_dim)
     input_dtype = open_clip.get_input_dtype(precision)  # None unless the weights themselves are low precision
     if aggregator is not None and input_dtype is not None:
         aggregator = aggregator.to(input_dtype)
-    model = SoftCLIPModel(clip, aggregator, embed_dim, input_dtype=input_dtype, momentum=momentum)
-    return model, preprocess_train, preprocess_val, tokenizer
+    momentum = loss.teacher_momentum if teacher else None
+    built = SoftCLIPModel(clip, aggregator, embed_dim, input_dtype=input_dtype, momentum=momentum)
+    return built, preprocess_train, preprocess_val, tokenizer
 
 
 def _token_embedding(clip: nn.Module) -> nn.Module | None:

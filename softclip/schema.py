@@ -130,6 +130,33 @@ class LossConfig(_Section):
         "fused", description="reference (plain autograd, the definition) or fused (hand-written backward)"
     )
 
+    # what the loss asks of the data and the model, derived here once
+
+    @property
+    def reads_regions(self) -> bool:
+        """The image side is aggregated regions: the model needs an ROI aggregator and batches their regions."""
+        return self.image_source == "roi"
+
+    @property
+    def reads_sidecars(self) -> bool:
+        """Some side reads the ROI/tag sidecars (regions for the image side, tags for the text side)."""
+        return self.image_source == "roi" or self.text_source == "tag"
+
+    @property
+    def reads_scenes(self) -> bool:
+        """The target needs each sample's scene codes (``oracle``)."""
+        return self.target == "oracle"
+
+    @property
+    def teacher_momentum(self) -> float | None:
+        """EMA momentum m of the teacher towers the target reads (``momentum``), None for no teacher."""
+        return self.momentum if self.target == "momentum" else None
+
+    @property
+    def learns_bias(self) -> bool:
+        """The towers carry a learnable logit bias b (the ``sigmoid`` loss)."""
+        return self.contrastive == "sigmoid"
+
     @model_validator(mode="before")
     @classmethod
     def _momentum_beta(cls, data: Any) -> Any:

@@ -52,9 +52,10 @@ def load_open_clip(arch: str, weights: str | Path, device: str = "cpu") -> tuple
         DataError: the file is missing or unreadable, or its keys/shapes do not fit ``arch``.
     """
     from softclip.models import build_model
+    from softclip.schema import ModelConfig
 
     try:
-        model, _, preprocess, tokenizer = build_model(arch)
+        model, _, preprocess, tokenizer = build_model(ModelConfig(name=arch))
     except ValueError as err:
         raise DataError(f"--arch: {err}") from None
     state = read_weights(weights)

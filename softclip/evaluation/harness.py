@@ -259,7 +259,7 @@ def load_run_model(run_dir: Path, ckpt: Path, device: str) -> tuple[Any, Callabl
         raise DataError(f"run config not found: {cfg_path}")
     cfg = load_config(cfg_path)
     # no ROI aggregator, no teacher: eval uses the towers
-    model, _, preprocess, tokenizer = build_model(cfg.model.name, contrastive=cfg.loss.contrastive)
+    model, _, preprocess, tokenizer = build_model(cfg.model, loss=cfg.loss, teacher=False)
     try:
         state = load_checkpoint(ckpt, verify=ckpt.with_suffix(".json").is_file())
     except CheckpointError as err:

@@ -23,7 +23,7 @@ def periodic_evaluator(
     from softclip.evaluation.harness import flat_metrics, run_suite
     from softclip.models import build_model
 
-    _, _, preprocess, tokenizer = build_model(cfg.model.name)
+    _, _, preprocess, tokenizer = build_model(cfg.model)
     suite = periodic_suite(cfg)
     if benchmarks is None:
         benchmarks = None if cfg.eval.periodic_suite else ("zeroshot", "retrieval")

@@ -6,6 +6,7 @@ config choices (``list_targets()`` etc. feed config validation, CLI help and the
 
 from softclip.objective.distributed import gather_no_grad, gather_with_grad, rank_and_world
 from softclip.objective.divergences import DIVERGENCES, list_divergences
+from softclip.objective.inputs import SideInputs
 from softclip.objective.objective import SoftCLIPObjective
 from softclip.objective.scoring import CONTRASTIVES, list_contrastives
 from softclip.objective.targets import PAIRINGS, TARGETS, SideView, build_targets, list_pairings, list_targets
@@ -15,6 +16,7 @@ __all__ = [
     "DIVERGENCES",
     "PAIRINGS",
     "TARGETS",
+    "SideInputs",
     "SideView",
     "SoftCLIPObjective",
     "build_targets",

@@ -11,7 +11,8 @@ log P), so the backward pass is one multiplication and the block count stays sma
 :class:`Workspace`, because fresh [N_l, N_g] blocks cost page faults on every step on a CPU. It exists only
 while it measurably pays against the reference (reports/perf/objective.md).
 
-The ROI<->tag InfoNCE (:func:`roi_info_nce_sums`) is plain autograd and shared by both paths.
+:class:`FusedPath` is what ``loss.impl: fused`` gives the objective (:data:`softclip.objective.scoring.IMPLS`): these
+terms, the kept rows of the relation-enhanced term found in place, and the target blocks from its workspace.
 """
 
 from __future__ import annotations
@@ -190,9 +191,9 @@ class _DirectionTerms(torch.autograd.Function):
     """(total, nce, soft, re_sum, pos_mass, neg_entropy) of one direction; only ``total`` is differentiable."""
 
     @staticmethod
-    def forward(ctx, z, log_y, keep, spec: DirectionSpec):  # type: ignore[override]
+    def forward(ctx, z, log_y, keep, spec: DirectionSpec, workspace: Workspace | None):  # type: ignore[override]
         need = ctx.needs_input_grad[0]
-        ws = spec.workspace or Workspace(enabled=False)
+        ws = workspace or Workspace(enabled=False)
         n = z.shape[0]
         log_p = torch.log_softmax(z, dim=1, out=ws.get("lp", z.shape, z))
         p = torch.exp(log_p)  # becomes the gradient block saved for backward
@@ -233,11 +234,15 @@ class _DirectionTerms(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_total, *_unused):  # type: ignore[override]
         (dz,) = ctx.saved_tensors
-        return dz * g_total, None, None, None
+        return dz * g_total, None, None, None, None
 
 
 def direction_terms(
-    logits: torch.Tensor, log_y: torch.Tensor | None, keep: torch.Tensor | None, spec: DirectionSpec
+    logits: torch.Tensor,
+    log_y: torch.Tensor | None,
+    keep: torch.Tensor | None,
+    spec: DirectionSpec,
+    workspace: Workspace | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """All terms of one direction from one ``log_softmax``; the contract of
     :func:`softclip.objective.reference.direction_terms`.
@@ -245,8 +250,10 @@ def direction_terms(
     Args:
         logits: [N_l, N_g] (float32 or float64).
         log_y: [N_l, N_g] log target rows (no gradient; overwritten), or None (identity: only InfoNCE).
-        keep: [N_l] bool from :func:`softclip.objective.targets.off_diagonal_mass` when ``spec.re_weight`` is set.
-        spec: offset, divergence, weights, floor, one-hot rule, workspace.
+        keep: [N_l] bool, rows with off-diagonal target mass (:func:`off_diagonal_mass`), when ``spec.re_weight``
+            is set.
+        spec: offset, divergence, weights, floor, one-hot rule.
+        workspace: scratch blocks reused across calls (None: fresh blocks).
 
     Returns:
         (total, nce, soft, re_sum, pos_mass, neg_entropy); only ``total`` is differentiable.
@@ -256,37 +263,41 @@ def direction_terms(
         spec = replace(spec, soft_weight=0.0, re_weight=None)
     elif spec.re_weight is not None and (keep is None or logits.shape[1] < 2):
         raise ValueError("the relation-enhanced term needs N_g >= 2 and the kept rows (off_diagonal_mass)")
-    return _DirectionTerms.apply(logits, log_y, keep, spec)
+    return _DirectionTerms.apply(logits, log_y, keep, spec, workspace)
 
 
-def roi_info_nce_sums(
-    image_side: tuple[torch.Tensor, torch.Tensor],
-    text_side: tuple[torch.Tensor, torch.Tensor],
-    valid: tuple[torch.Tensor, torch.Tensor],
-    offset: int,
-    scale: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric InfoNCE between aggregated ROI features and tag features, over samples with both sides.
+def off_diagonal_mass(log_y: torch.Tensor, offset: int) -> torch.Tensor:
+    """[N_l] bool: rows of Y with off-diagonal mass (some off-diagonal log Y is finite), the rows the
+    relation-enhanced term keeps.
 
-    Invalid samples are removed from rows and columns alike (no padding logits, hence no -inf anywhere).
-
-    Args:
-        image_side: (local [N_l, a], global [N_g, a]) normalised ROI features (gradient flows).
-        text_side: (local [N_l, a], global [N_g, a]) normalised tag features (detached by the caller).
-        valid: (local [N_l], global [N_g]) bool, both masks True.
-        offset: global index of local row 0.
-        scale: scalar logit multiplier.
-
-    Returns:
-        (½ sum over valid local rows of [CE_i2t + CE_t2i], number of valid local rows as a float tensor).
+    Masks the diagonal for the duration (``log_y`` must be writable; it is restored) rather than copying the
+    block.
     """
-    (img_l, img_g), (txt_l, txt_g), (valid_l, valid_g) = image_side, text_side, valid
-    # position of each valid local sample among the valid global ones
-    rank_in_valid = torch.cumsum(valid_g.long(), 0) - 1
-    labels = rank_in_valid[offset : offset + valid_l.shape[0]][valid_l]
-    logits_i2t = scale * img_l[valid_l] @ txt_g[valid_g].T
-    logits_t2i = scale * txt_l[valid_l] @ img_g[valid_g].T
-    ce = F.cross_entropy(logits_i2t, labels, reduction="sum") + F.cross_entropy(
-        logits_t2i, labels, reduction="sum"
-    )
-    return 0.5 * ce, valid_l.sum().to(ce.dtype)
+    diag = log_y.diagonal(offset)
+    saved = diag.clone()
+    diag.fill_(NEG_INF)
+    try:
+        return log_y.amax(dim=1) > NEG_INF
+    finally:
+        diag.copy_(saved)
+
+
+class FusedPath:
+    """``loss.impl: fused``: the fused terms, the kept rows found in place, target blocks from a :class:`Workspace`
+    (one per objective; pickling drops its blocks)."""
+
+    def __init__(self) -> None:
+        self.workspace = Workspace()
+
+    def terms(self, logits, log_y, keep, spec: DirectionSpec) -> tuple[torch.Tensor, ...]:
+        """:func:`direction_terms` with this path's workspace."""
+        return direction_terms(logits, log_y, keep, spec, self.workspace)
+
+    @staticmethod
+    def kept_rows(log_y: torch.Tensor, offset: int) -> torch.Tensor:
+        """[N_l] bool, :func:`off_diagonal_mass` (in place, restored)."""
+        return off_diagonal_mass(log_y, offset)
+
+    def target_blocks(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two scratch blocks of ``like``'s shape the targets of A and B are built in."""
+        return tuple(self.workspace.get(f"target_{k}", tuple(like.shape), like) for k in "ab")

@@ -5,7 +5,8 @@ are not computed (they are returned as zero tensors); λ = µ = 0 reproduces ope
 (both directions' logits are then computed as ClipLoss computes them, s·U Vᵀ and s·V Uᵀ; with the soft terms on,
 one process forms one product and takes t2i as its transpose, which saves a third of the matrix products). Logits and
 log-probabilities are float32 (float64 stays float64) whatever autocast says; targets are log-probabilities
-(:mod:`softclip.objective.targets`). The per-direction terms come from ``loss.impl`` (:data:`IMPLS`):
+(:mod:`softclip.objective.targets`). The per-direction terms (and their helpers: the rows L_re keeps, scratch
+blocks for the targets) come from the ``loss.impl`` path (:data:`IMPLS`):
 ``reference`` (:mod:`softclip.objective.reference`, plain autograd, the definition) or ``fused``
 (:mod:`softclip.objective.losses`, hand-written backward). Only ``loss`` carries gradient; the ``*_loss`` terms
 come back detached, for logging.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,27 +40,19 @@ from softclip.objective.distributed import (
     gather_with_grad,
     rank_and_world,
 )
-from softclip.objective.divergences import DIVERGENCES
-from softclip.objective.losses import Workspace, roi_info_nce_sums
+from softclip.objective.inputs import SideInputs
 from softclip.objective.momentum import teacher_logits
 from softclip.objective.oracle import relevance
 from softclip.objective.precision import target_precision, true_share
-from softclip.objective.reference import ONE_HOT_RULES, DirectionSpec
-from softclip.objective.scoring import CONTRASTIVES, ROI_SCALES, check_combination
+from softclip.objective.reference import DirectionSpec, roi_info_nce_sums
+from softclip.objective.scoring import CONTRASTIVES, IMPLS, ROI_SCALES
 from softclip.objective.targets import (
-    PAIRINGS,
-    TARGETS,
     SideView,
     build_targets,
-    check_oracle_precision,
     identity_log_target,
-    off_diagonal_mass,
 )
+from softclip.schema import LossConfig
 
-CONFIG_KEYS = (
-    "target", "beta", "tau", "divergence", "pairing", "nce_weight", "soft_weight", "re_weight", "roi_weight",
-    "impl", "reverse_floor", "one_hot_rows", "roi_logit_scale", "contrastive", "re_divergence", "oracle_precision",
-)  # fmt: skip
 
 @dataclass
 class _Side:
@@ -92,87 +86,46 @@ def _check_mask(mask: torch.Tensor | None, n: int, name: str) -> torch.Tensor | 
 
 
 class SoftCLIPObjective(nn.Module):
-    """The SoftCLIP objective.
+    """The SoftCLIP objective, built from the ``loss`` config section.
 
-    Args:
-        target: ``loss.target`` (:func:`list_targets`).
-        beta: β in [0, 1], weight of the soft part of the target.
-        tau: τ > 0, temperature of the self-similarity target.
-        divergence: ``loss.divergence`` (:func:`list_divergences`).
-        pairing: ``loss.pairing`` (:func:`list_pairings`).
-        nce_weight: w_nce. soft_weight: λ. re_weight: µ. roi_weight: γ (all >= 0).
-        impl: ``loss.impl`` (:data:`IMPLS`), which implementation computes the terms.
-        reverse_floor: ``loss.reverse_floor`` in (0, 1), y's floor inside the reverse KL term.
-        one_hot_rows: ``loss.one_hot_rows``: ``forward`` (the reverse term is dropped on target rows with a
-            single nonzero entry) or ``floored`` (kept, with the floor).
-        roi_logit_scale: ``loss.roi_logit_scale`` (:data:`ROI_SCALES`): ``shared`` or ``detached``.
-        contrastive: ``loss.contrastive`` (:data:`CONTRASTIVES`): ``infonce`` or ``sigmoid`` (needs
-            ``re_weight=0`` and a ``logit_bias`` in ``forward``).
-        re_divergence: ``loss.re_divergence``, the relation-enhanced term's divergence; None: ``divergence``.
-        oracle_precision: ``loss.oracle_precision`` of the ``oracle`` target: p in [0, 1] or ``"share"``
-            (:func:`softclip.objective.targets.oracle_target`).
-
-    The defaults are ``LossConfig``'s (a test holds them equal).
+    ``SoftCLIPObjective(cfg.loss)`` takes a :class:`softclip.schema.LossConfig`, which holds every default and
+    validates every key; keyword use, ``SoftCLIPObjective(target="selfsim", beta=0.3, tau=0.07, ...)`` (the
+    target may come first, positionally), builds that section from the keywords, so both ways mean the same.
+    The keys: ``target``, ``beta`` (β), ``tau`` (τ), ``divergence``, ``pairing``, ``nce_weight`` (w_nce),
+    ``soft_weight`` (λ), ``re_weight`` (µ), ``roi_weight`` (γ), ``impl`` (:data:`IMPLS`: which implementation
+    computes the terms), ``reverse_floor``, ``one_hot_rows``, ``roi_logit_scale`` (:data:`ROI_SCALES`),
+    ``contrastive`` (:data:`CONTRASTIVES`; ``sigmoid`` needs ``re_weight=0`` and a ``logit_bias`` in
+    ``forward``), ``re_divergence``, ``oracle_precision``; the section's other keys (``image_source``,
+    ``momentum``, ...) concern the data and the model and are not read here. ``.config`` is the section.
     """
 
-    def __init__(
-        self,
-        target: str = "selfsim",
-        beta: float = 0.3,
-        tau: float = 0.07,
-        divergence: str = "symkl",
-        pairing: str = "same",
-        nce_weight: float = 1.0,
-        soft_weight: float = 1.0,
-        re_weight: float = 0.5,
-        roi_weight: float = 1.0,
-        impl: str = "fused",
-        reverse_floor: float = 1e-8,
-        one_hot_rows: str = "forward",
-        roi_logit_scale: str = "detached",
-        contrastive: str = "infonce",
-        re_divergence: str | None = None,
-        oracle_precision: float | str = 1.0,
-    ) -> None:
+    def __init__(self, config: LossConfig | str | None = None, /, **keys: Any) -> None:
         super().__init__()
-        TARGETS.get(target), PAIRINGS.get(pairing)  # unknown names fail here, naming the choices
-        self.terms_fn = CONTRASTIVES.get(contrastive)(impl)
-        self.roi_scale_fn = ROI_SCALES.get(roi_logit_scale)
-        check_combination(contrastive, re_weight, target, pairing)
-        if one_hot_rows not in ONE_HOT_RULES:
-            raise ValueError(f"loss.one_hot_rows={one_hot_rows!r} is not one of: {', '.join(ONE_HOT_RULES)}")
-        if not 0.0 < reverse_floor < 1.0:
-            raise ValueError(f"loss.reverse_floor={reverse_floor} must lie in (0, 1)")
-        DIVERGENCES.get(divergence)
-        if re_divergence is not None:
-            DIVERGENCES.get(re_divergence)
-        check_oracle_precision(oracle_precision)
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"loss.beta={beta} must lie in [0, 1]")
-        if not (tau > 0 and math.isfinite(tau)):
-            raise ValueError(f"loss.tau={tau} must be a positive finite number")
-        weights = dict(
-            nce_weight=nce_weight, soft_weight=soft_weight, re_weight=re_weight, roi_weight=roi_weight
-        )
-        for key, w in weights.items():
-            if not (w >= 0 and math.isfinite(w)):
-                raise ValueError(f"loss.{key}={w} must be a finite number >= 0")
-        self.target, self.pairing, self.divergence = target, pairing, divergence
-        self.beta, self.tau = float(beta), float(tau)
-        self.nce_weight, self.soft_weight = float(nce_weight), float(soft_weight)
-        self.re_weight, self.roi_weight = float(re_weight), float(roi_weight)
-        self.impl, self.reverse_floor, self.one_hot_rows = impl, float(reverse_floor), one_hot_rows
-        self.roi_logit_scale, self.contrastive = roi_logit_scale, contrastive
-        self.re_divergence, self.oracle_precision = re_divergence, oracle_precision
-        self._workspace = Workspace()  # scratch blocks reused across calls on a CPU (see losses.Workspace)
+        if isinstance(config, str):  # SoftCLIPObjective("hard", ...): the target first
+            config, keys = None, {"target": config, **keys}
+        if config is None:
+            config = LossConfig(**keys)
+        elif keys:
+            raise TypeError("pass the loss section or its keys, not both (section.model_copy(update=...))")
+        elif not isinstance(config, LossConfig):
+            raise TypeError(f"expected a LossConfig (the loss section), got {type(config).__name__}")
+        self.config = config
+        self.path = IMPLS.get(config.impl)()  # the loss.impl path: its terms, kept rows and target blocks
+        self.terms_fn = CONTRASTIVES.get(config.contrastive)(self.path)
+        self.roi_scale_fn = ROI_SCALES.get(config.roi_logit_scale)
+        if not math.isfinite(config.tau):  # the section checks the ranges; infinities pass its bounds
+            raise ValueError(f"loss.tau={config.tau} must be a positive finite number")
+        for key in ("nce_weight", "soft_weight", "re_weight", "roi_weight"):
+            if not math.isfinite(getattr(config, key)):
+                raise ValueError(f"loss.{key}={getattr(config, key)} must be a finite number >= 0")
 
     @classmethod
-    def from_config(cls, loss_cfg: object) -> SoftCLIPObjective:
-        """Build from any object with the ``loss.*`` attributes (others, e.g. image_source, are ignored)."""
-        return cls(**{k: getattr(loss_cfg, k) for k in CONFIG_KEYS if hasattr(loss_cfg, k)})
+    def from_config(cls, loss_cfg: LossConfig) -> SoftCLIPObjective:
+        """``SoftCLIPObjective(loss_cfg)``, kept as an alias."""
+        return cls(loss_cfg)
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={getattr(self, k)!r}" for k in CONFIG_KEYS)
+        return ", ".join(f"{k}={v!r}" for k, v in self.config)
 
     def forward(
         self,
@@ -183,12 +136,10 @@ class SoftCLIPObjective(nn.Module):
         text_side: torch.Tensor | None = None,
         image_side_mask: torch.Tensor | None = None,
         text_side_mask: torch.Tensor | None = None,
-        roi_logit_scale: torch.Tensor | None = None,
-        image_scene: torch.Tensor | None = None,
-        text_scene: torch.Tensor | None = None,
+        *,
+        side: SideInputs | None = None,
         logit_bias: torch.Tensor | None = None,
-        image_teacher: torch.Tensor | None = None,
-        text_teacher: torch.Tensor | None = None,
+        roi_logit_scale: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Compute the objective.
 
@@ -196,19 +147,14 @@ class SoftCLIPObjective(nn.Module):
             image_features: [N, d] L2-normalised image embeddings U.
             text_features: [N, d] L2-normalised text embeddings V.
             logit_scale: scalar multiplier s (already exponentiated).
-            image_side: [N, a] image-side features A (ROI aggregate), or None to use U itself.
-            text_side: [N, b] text-side features B (tags), or None to use V itself.
-            image_side_mask: [N] bool, False for samples without regions (None: all valid).
-            text_side_mask: [N] bool, False for samples without tags (None: all valid).
-            roi_logit_scale: scalar multiplier of the ROI<->tag InfoNCE (default: from ``logit_scale`` as the
-                ``roi_logit_scale`` key says), e.g. a parameter the model owns.
-            image_scene: int64 [N, T+1] image scene codes, text_scene: int64 [N, 2M+1] caption scene codes
-                (:mod:`softclip.objective.oracle`); the ``oracle`` target needs them; with any soft target they
-                also give the target-precision diagnostics (:mod:`softclip.objective.precision`).
+            image_side, text_side, image_side_mask, text_side_mask: the side features and their masks as
+                keywords (:class:`SideInputs` says what each is); they build ``side``.
+            side: every per-sample input beside U and V as one value (:class:`SideInputs`: side features, masks,
+                scene codes, teacher embeddings), instead of the four keywords above.
             logit_bias: scalar b of the sigmoid loss (the model's learnable bias); required by
                 ``contrastive="sigmoid"``, refused by ``infonce``.
-            image_teacher, text_teacher: [N, d] L2-normalised embeddings of the EMA teacher's towers; only the
-                ``momentum`` target reads them (and needs them).
+            roi_logit_scale: scalar multiplier of the ROI<->tag InfoNCE (default: from ``logit_scale`` as the
+                ``roi_logit_scale`` key says), e.g. a parameter the model owns.
 
         Returns:
             ``loss`` (weighted total, differentiable); ``nce_loss``, ``soft_loss``, ``re_loss``, ``roi_loss``
@@ -220,6 +166,11 @@ class SoftCLIPObjective(nn.Module):
             off-diagonal target mass on true matches, mean over rows with such mass; NaN where none has any) and
             ``target_true_share`` (share of true matches among the off-diagonal pairs, the uninformative level).
         """
+        loose = (image_side, text_side, image_side_mask, text_side_mask)
+        if side is None:
+            side = SideInputs(*loose)
+        elif any(x is not None for x in loose):
+            raise ValueError("pass the side inputs either as side=SideInputs(...) or as keywords, not both")
         dtype = torch.promote_types(image_features.dtype, torch.float32)
         with torch.autocast(device_type=image_features.device.type, enabled=False):
             u, v = image_features.to(dtype), text_features.to(dtype)
@@ -233,16 +184,17 @@ class SoftCLIPObjective(nn.Module):
                 if roi_logit_scale is None
                 else torch.as_tensor(roi_logit_scale, device=u.device).to(dtype)
             )
-            masks = (_check_mask(image_side_mask, u.shape[0], "image_side_mask"),
-                     _check_mask(text_side_mask, u.shape[0], "text_side_mask"))  # fmt: skip
-            scenes = (image_scene, text_scene)
-            teacher = (image_teacher, text_teacher) if self.target == "momentum" else (None, None)
+            masks = (_check_mask(side.image_side_mask, u.shape[0], "image_side_mask"),
+                     _check_mask(side.text_side_mask, u.shape[0], "text_side_mask"))  # fmt: skip
+            scenes = (side.image_scene, side.text_scene)
+            momentum = self.config.target == "momentum"
+            teacher = (side.image_teacher, side.text_teacher) if momentum else (None, None)
             bias = self._bias(logit_bias, u)
-            return self._forward(u, v, s, (image_side, text_side), masks, roi_s, scenes, teacher, bias)
+            return self._forward(u, v, s, (side.image_side, side.text_side), masks, roi_s, scenes, teacher, bias)
 
     def _bias(self, logit_bias: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
         """The sigmoid loss's bias b as a 0-dim tensor of ``like``'s dtype; None for InfoNCE."""
-        if self.contrastive != "sigmoid":
+        if self.config.contrastive != "sigmoid":
             if logit_bias is not None:
                 raise ValueError("logit_bias is only used by loss.contrastive=sigmoid (InfoNCE has no bias)")
             return None
@@ -252,7 +204,7 @@ class SoftCLIPObjective(nn.Module):
 
     def _roi_active(self, image_side: torch.Tensor | None, text_side: torch.Tensor | None) -> bool:
         return (
-            self.roi_weight > 0
+            self.config.roi_weight > 0
             and image_side is not None
             and image_side.requires_grad
             and text_side is not None
@@ -280,23 +232,25 @@ class SoftCLIPObjective(nn.Module):
         a = self._side(sides[0], u, u_g, masks[0], keep_grad=roi_on)
         b = self._side(sides[1], v, v_g, masks[1], keep_grad=False)
         relevant = self._relevance(*scenes, u.shape[0]) if self._targets_on(n_global) else (None, None)
-        cross = relevant if self.target == "oracle" else (None, None), teacher_logits(*teacher, s, u.shape[0])
+        oracle = self.config.target == "oracle"
+        cross = relevant if oracle else (None, None), teacher_logits(*teacher, s, u.shape[0])
         ys, smoothed, out = self._targets(a, b, offset, logits[0], *cross)
         out.update(self._precision(ys, smoothed, relevant, offset))  # before the terms: the fused path clamps ys
         keeps, re_weights, re_scales = self._re_plan(ys, smoothed, offset, world, n_global, logits[0])
         terms = []
+        c = self.config
         for z, y, keep, w_re in zip(logits, ys, keeps, re_weights, strict=True):
             spec = DirectionSpec(
-                offset, self.divergence, self.reverse_floor, self.one_hot_rows,
-                0.5 * self.nce_weight, 0.5 * self.soft_weight, w_re, self._workspace, self.re_divergence,
+                offset, c.divergence, c.reverse_floor, c.one_hot_rows, nce_weight=0.5 * c.nce_weight,
+                soft_weight=0.5 * c.soft_weight, re_weight=w_re, re_divergence=c.re_divergence,
             )  # fmt: skip
             terms.append(self.terms_fn(z, y, keep, spec))
         total, nce, soft, re_sums, pos_mass, neg_entropy = (tuple(t[k] for t in terms) for k in range(6))
         zero = u.new_zeros(())
         out.update(nce_loss=zero, soft_loss=zero, re_loss=zero, roi_loss=zero)
-        if self.nce_weight > 0:
+        if self.config.nce_weight > 0:
             out["nce_loss"] = 0.5 * (nce[0] + nce[1])
-        if self.soft_weight > 0:
+        if self.config.soft_weight > 0:
             out["soft_loss"] = 0.5 * (soft[0] + soft[1])
         if re_scales is not None:
             out["re_loss"] = 0.5 * (re_sums[0] * re_scales[0] + re_sums[1] * re_scales[1])
@@ -306,21 +260,21 @@ class SoftCLIPObjective(nn.Module):
         loss = total[0] + total[1]
         if roi_on:
             roi = self._roi_loss(a, b, roi_s, offset, world)
-            loss = loss + self.roi_weight * roi
+            loss = loss + self.config.roi_weight * roi
             out["roi_loss"] = roi.detach()
         out.update(loss=loss, pred_pos_mass=0.5 * (pos_mass[0] + pos_mass[1]), logit_scale=s.detach())
         return out
 
     def _infonce_only(self, n_global: int) -> bool:
         """True when no soft or relation-enhanced term runs (the CLIP special case: λ = 0 and µ = 0)."""
-        return self.soft_weight == 0 and not self._re_on(n_global)
+        return self.config.soft_weight == 0 and not self._re_on(n_global)
 
     def _re_on(self, n_global: int) -> bool:
-        return self.re_weight > 0 and n_global >= 2
+        return self.config.re_weight > 0 and n_global >= 2
 
     def _targets_on(self, n_global: int) -> bool:
         """Whether targets are built at all (the soft or the relation-enhanced term runs)."""
-        return self.soft_weight > 0 or self._re_on(n_global)
+        return self.config.soft_weight > 0 or self._re_on(n_global)
 
     @staticmethod
     def _precision(ys: tuple, smoothed: tuple, relevant: tuple, offset: int) -> dict[str, torch.Tensor]:
@@ -353,12 +307,12 @@ class SoftCLIPObjective(nn.Module):
         identity), and ``target_pos_mass``."""
         if not self._targets_on(like.shape[1]):
             return (None, None), (False, False), {}
-        blocks = tuple(self._workspace.get(f"target_{k}", tuple(like.shape), like) for k in "ab")
-        p = self.oracle_precision
-        views = a.view(relevant[0], teacher[0], p), b.view(relevant[1], teacher[1], p)
-        ys = build_targets(*views, self.target, self.pairing, self.beta, self.tau, offset, blocks)
+        blocks = self.path.target_blocks(like)
+        c = self.config
+        views = a.view(relevant[0], teacher[0], c.oracle_precision), b.view(relevant[1], teacher[1], c.oracle_precision)
+        ys = build_targets(*views, c.target, c.pairing, c.beta, c.tau, offset, blocks)
         smoothed = (ys[0] is not None, ys[1] is not None)
-        if not any(smoothed) and self.soft_weight == 0:
+        if not any(smoothed) and self.config.soft_weight == 0:
             return (None, None), smoothed, {}  # identity targets: no relation-enhanced rows, soft term off
         ys = tuple(identity_log_target(like, offset) if y is None else y for y in ys)
         with torch.no_grad():
@@ -378,12 +332,13 @@ class SoftCLIPObjective(nn.Module):
             return (None, None), (None, None), None
         with torch.no_grad():
             keeps = tuple(
-                off_diagonal_mass(y, offset) if on else None for y, on in zip(ys, smoothed, strict=True)
+                self.path.kept_rows(y, offset) if on else None for y, on in zip(ys, smoothed, strict=True)
             )
             counts = torch.stack([like.new_zeros(()) if k is None else k.sum().to(like.dtype) for k in keeps])
             counts = all_reduce_sum(counts)
             scales = world / counts.clamp_min(1.0)  # the rank average of these scaled sums is the global mean
-        weights = tuple(None if k is None else 0.5 * self.re_weight * scales[i] for i, k in enumerate(keeps))
+        re_weight = self.config.re_weight
+        weights = tuple(None if k is None else 0.5 * re_weight * scales[i] for i, k in enumerate(keeps))
         return keeps, weights, (scales[0], scales[1], counts.sum() / (2.0 * n_global))
 
     @staticmethod

@@ -24,7 +24,12 @@ log Y (:mod:`softclip.objective.targets`), rows of log-probabilities, −inf for
   (default) drops it there, so D is the forward term, which equals that row's InfoNCE; ``floored`` keeps it.
 
 Only ``total`` = w_nce·L_nce + w_soft·L_soft + w_re·L_re carries gradient; the terms come back detached.
-:mod:`softclip.objective.losses` is the fused path with the same contract, tested equal to this one.
+The ROI<->tag InfoNCE (:func:`roi_info_nce_sums`) is here too, as is which rows L_re keeps
+(:func:`off_diagonal_rows`).
+
+Everything here is plain autograd on fresh tensors: no scratch blocks, no ``out=``, nothing in place.
+:mod:`softclip.objective.losses` is the fused path (``loss.impl: fused``) with the same contract and its own
+helpers, tested equal to this one.
 """
 
 from __future__ import annotations
@@ -51,7 +56,6 @@ class DirectionSpec:
         nce_weight: weight of L_nce in ``total``.
         soft_weight: weight of L_soft (0: not computed).
         re_weight: weight of the L_re row sum (None: not computed; a 0-dim tensor is fine).
-        workspace: scratch blocks for the fused path (ignored here).
         re_divergence: the relation-enhanced term's divergence name; None: ``divergence``.
     """
 
@@ -62,7 +66,6 @@ class DirectionSpec:
     nce_weight: float = 1.0
     soft_weight: float = 0.0
     re_weight: float | torch.Tensor | None = None
-    workspace: object | None = None
     re_divergence: str | None = None
 
     @property
@@ -78,9 +81,14 @@ def positives(n_local: int, offset: int, device: torch.device) -> torch.Tensor:
 
 def off_diagonal_mask(shape: torch.Size, offset: int, device: torch.device) -> torch.Tensor:
     """[N_l, N_g] bool, False at (i, offset + i)."""
-    mask = torch.ones(shape, dtype=torch.bool, device=device)
-    mask.diagonal(offset).fill_(False)
-    return mask
+    rows = torch.arange(shape[0], device=device).unsqueeze(1)
+    return torch.arange(shape[1], device=device).unsqueeze(0) != rows + offset
+
+
+def off_diagonal_rows(log_y: torch.Tensor, offset: int) -> torch.Tensor:
+    """[N_l] bool: the rows L_re keeps, those of Y with off-diagonal mass (some off-diagonal log Y > −inf, so a
+    probability below float range still counts)."""
+    return ((log_y > float("-inf")) & off_diagonal_mask(log_y.shape, offset, log_y.device)).any(dim=1)
 
 
 def _kl(log_y: torch.Tensor, log_p: torch.Tensor, spec: DirectionSpec) -> torch.Tensor:
@@ -149,3 +157,48 @@ def direction_terms(
             total = total + spec.re_weight * re_sum
     pos_mass = log_p.detach().diagonal(offset).exp().mean()
     return (total, nce.detach(), soft.detach(), re_sum.detach(), pos_mass, neg_entropy)
+
+
+def roi_info_nce_sums(
+    image_side: tuple[torch.Tensor, torch.Tensor],
+    text_side: tuple[torch.Tensor, torch.Tensor],
+    valid: tuple[torch.Tensor, torch.Tensor],
+    offset: int,
+    scale: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric InfoNCE between aggregated ROI features and tag features, over samples with both sides.
+
+    Invalid samples are removed from rows and columns alike (no padding logits, hence no -inf anywhere).
+
+    Args:
+        image_side: (local [N_l, a], global [N_g, a]) normalised ROI features (gradient flows).
+        text_side: (local [N_l, a], global [N_g, a]) normalised tag features (detached by the caller).
+        valid: (local [N_l], global [N_g]) bool, both masks True.
+        offset: global index of local row 0.
+        scale: scalar logit multiplier.
+
+    Returns:
+        (½ sum over valid local rows of [CE_i2t + CE_t2i], number of valid local rows as a float tensor).
+    """
+    (img_l, img_g), (txt_l, txt_g), (valid_l, valid_g) = image_side, text_side, valid
+    # position of each valid local sample among the valid global ones
+    rank_in_valid = torch.cumsum(valid_g.long(), 0) - 1
+    labels = rank_in_valid[offset : offset + valid_l.shape[0]][valid_l]
+    logits_i2t = scale * img_l[valid_l] @ txt_g[valid_g].T
+    logits_t2i = scale * txt_l[valid_l] @ img_g[valid_g].T
+    ce = F.cross_entropy(logits_i2t, labels, reduction="sum") + F.cross_entropy(
+        logits_t2i, labels, reduction="sum"
+    )
+    return 0.5 * ce, valid_l.sum().to(ce.dtype)
+
+
+class ReferencePath:
+    """``loss.impl: reference``: :func:`direction_terms`, the kept rows from :func:`off_diagonal_rows`, and fresh
+    target blocks (no scratch)."""
+
+    terms = staticmethod(direction_terms)
+    kept_rows = staticmethod(off_diagonal_rows)
+
+    @staticmethod
+    def target_blocks(like: torch.Tensor) -> None:
+        return None

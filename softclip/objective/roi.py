@@ -12,6 +12,9 @@ Rows of images without regions are exact zeros (never NaN), and ``valid`` tells 
 the one-hot target row. Padding slots are ignored whatever values they hold (zeros, garbage, inf, NaN): the
 inputs are sanitised before anything touches them, so not even gradients see them.
 
+Every aggregator is built from the ``roi`` config section (:class:`softclip.schema.RoiConfig`, which holds the
+defaults), the region size and the output size: ``AGGREGATORS.get(roi.aggregation)(roi, in_dim, out_dim)``.
+
 Registered modes: ``mean``, ``max``, ``min`` (parameter-free masked pooling, ``out_dim == in_dim``),
 ``mean_proj`` (masked mean, then one learned linear projection to ``out_dim``: the auxiliary loss switched on
 without a learned *aggregator*, which separates the two in the aggregation ablation) and ``mhsa`` (linear
@@ -23,13 +26,17 @@ the auxiliary ROI<->tag InfoNCE).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from softclip.registry import Registry
 
+if TYPE_CHECKING:
+    from softclip.schema import RoiConfig
+
 AGGREGATORS: Registry[type[RoIAggregator]] = Registry("roi.aggregation")
-TRAIN_MODES = ("learn", "frozen")
 FROZEN_SEED = 0  # the frozen ablation is one fixed random network, whatever the run's seed
 
 
@@ -74,11 +81,11 @@ class RoIAggregator(nn.Module):
 class _MaskedPool(RoIAggregator):
     """Parameter-free pooling over the valid regions; ``out_dim == in_dim``.
 
-    The uniform builder keywords (``out_dim``, ``width``, ...) are accepted and ignored: pooling has no
-    projection, so the feature keeps the region dimension.
+    ``roi`` and ``out_dim`` are accepted and ignored: pooling has no projection, so the feature keeps the region
+    dimension.
     """
 
-    def __init__(self, in_dim: int, out_dim: int | None = None, **_: object) -> None:
+    def __init__(self, roi: RoiConfig, in_dim: int, out_dim: int | None = None) -> None:
         super().__init__()
         self.in_dim = self.out_dim = int(in_dim)
 
@@ -116,17 +123,16 @@ class MeanProjection(RoIAggregator):
     aggregator (no interaction between regions), so the ROI<->tag InfoNCE trains it like ``mhsa``'s head.
 
     Args:
-        in_dim: region feature size D. out_dim: output size (defaults to ``width``).
-        width: the default output size when ``out_dim`` is None (the other architecture keywords are ignored).
-        train: ``learn`` (trainable) or ``frozen`` (a fixed seeded random projection, no gradients).
+        roi: the ``roi`` section: ``width`` is the output size when ``out_dim`` is None; ``train`` is ``learn``
+            (trainable) or ``frozen`` (a fixed seeded random projection, no gradients); the rest is ignored.
+        in_dim: region feature size D. out_dim: output size (None: ``roi.width``).
     """
 
-    def __init__(self, in_dim: int, out_dim: int | None = None, width: int = 256, train: str = "learn",
-                 **_: object) -> None:  # fmt: skip
+    def __init__(self, roi: RoiConfig, in_dim: int, out_dim: int | None = None) -> None:
         super().__init__()
         self.in_dim = int(in_dim)
-        self.out_dim = int(out_dim) if out_dim is not None else int(width)
-        frozen = train == "frozen"
+        self.out_dim = int(out_dim) if out_dim is not None else int(roi.width)
+        frozen = roi.train == "frozen"
         with torch.random.fork_rng(devices=[], enabled=frozen):
             if frozen:
                 torch.manual_seed(FROZEN_SEED)
@@ -150,37 +156,26 @@ class MHSAAggregator(RoIAggregator):
     row (which gives NaN); their output is zeroed afterwards.
 
     Args:
+        roi: the ``roi`` section: ``width`` (transformer width, divisible by ``heads``), ``layers`` (encoder
+            layers, >= 1), ``heads``, ``dropout`` (inside the encoder layers; 0 when frozen) and ``train``
+            (``learn``, or ``frozen``: fixed seeded random weights, no gradients).
         in_dim: region feature size D.
-        out_dim: output size (defaults to ``width``; the model passes the text embedding size).
-        width: transformer width; must be divisible by ``heads``.
-        layers: number of encoder layers (>= 1).
-        heads: attention heads.
-        dropout: dropout inside the encoder layers (forced to 0 when frozen).
-        train: ``learn`` (trainable) or ``frozen`` (fixed seeded random weights, no gradients).
+        out_dim: output size (None: ``roi.width``; the model passes the joint embedding size).
     """
 
-    def __init__(
-        self,
-        in_dim: int,
-        out_dim: int | None = None,
-        width: int = 256,
-        layers: int = 1,
-        heads: int = 4,
-        dropout: float = 0.0,
-        train: str = "learn",
-    ) -> None:
+    def __init__(self, roi: RoiConfig, in_dim: int, out_dim: int | None = None) -> None:
         super().__init__()
-        if layers < 1:
-            raise ValueError(f"roi.layers must be >= 1, got {layers}")
-        if width % heads:
-            raise ValueError(f"roi.width={width} must be divisible by roi.heads={heads}")
-        self.in_dim, self.width = int(in_dim), int(width)
+        if roi.layers < 1:
+            raise ValueError(f"roi.layers must be >= 1, got {roi.layers}")
+        if roi.width % roi.heads:
+            raise ValueError(f"roi.width={roi.width} must be divisible by roi.heads={roi.heads}")
+        self.in_dim, self.width = int(in_dim), int(roi.width)
         self.out_dim = int(out_dim) if out_dim is not None else self.width
-        frozen = train == "frozen"
+        frozen = roi.train == "frozen"
         with torch.random.fork_rng(devices=[], enabled=frozen):
             if frozen:
                 torch.manual_seed(FROZEN_SEED)
-            self._build(layers, heads, 0.0 if frozen else dropout)
+            self._build(roi.layers, roi.heads, 0.0 if frozen else roi.dropout)
         if frozen:
             self.requires_grad_(False)
         self.learns = not frozen
@@ -221,31 +216,18 @@ def list_aggregators() -> list[str]:
     return AGGREGATORS.names()
 
 
-def build_aggregator(
-    name: str,
-    in_dim: int,
-    out_dim: int | None = None,
-    width: int = 256,
-    layers: int = 1,
-    heads: int = 4,
-    dropout: float = 0.0,
-    train: str = "learn",
-) -> RoIAggregator:
-    """Build the ROI aggregator ``name`` (see module docstring for the forward contract).
+def build_aggregator(roi: RoiConfig, in_dim: int, out_dim: int | None = None) -> RoIAggregator:
+    """Build the ROI aggregator of the ``roi`` config section (see module docstring for the forward contract).
 
     Args:
-        name: a registered mode (``list_aggregators()``).
+        roi: the ``roi`` section (:class:`softclip.schema.RoiConfig`): ``aggregation`` (a registered mode,
+            ``list_aggregators()``), ``train`` and the ``mhsa`` architecture (ignored by pooling).
         in_dim: region feature size D.
-        out_dim: output size for learned aggregators (default ``width``); pooling keeps ``in_dim``.
-        width, layers, heads, dropout: ``mhsa`` architecture (ignored by pooling).
-        train: ``learn`` or ``frozen`` (``roi.train``).
+        out_dim: output size for learned aggregators (None: ``roi.width``); pooling keeps ``in_dim``.
 
     Returns:
         The aggregator; ``.out_dim`` is its feature size and ``.learns`` whether it has trainable parameters.
     """
-    if train not in TRAIN_MODES:
-        raise ValueError(f"roi.train={train!r} is not one of: {', '.join(TRAIN_MODES)}")
     if in_dim < 1:
         raise ValueError(f"roi in_dim must be >= 1, got {in_dim}")
-    cls = AGGREGATORS.get(name)
-    return cls(in_dim, out_dim=out_dim, width=width, layers=layers, heads=heads, dropout=dropout, train=train)
+    return AGGREGATORS.get(roi.aggregation)(roi, in_dim, out_dim)

@@ -10,25 +10,27 @@ import torch
 from softclip.objective import losses, reference, sigmoid
 from softclip.registry import Registry
 
-# loss.impl: who computes the per-direction terms (same contract: reference.direction_terms)
+# loss.impl: the path that computes the per-direction terms; each entry is a class whose instances (one per
+# objective) have ``terms(logits, log_y, keep, spec)`` (the contract of reference.direction_terms),
+# ``kept_rows(log_y, offset)`` (the rows the relation-enhanced term keeps) and ``target_blocks(like)`` (scratch
+# blocks the targets are built in, or None)
 IMPLS: Registry = Registry("loss.impl")
-IMPLS.register("reference")(reference.direction_terms)
-IMPLS.register("fused")(losses.direction_terms)
+IMPLS.register("reference")(reference.ReferencePath)
+IMPLS.register("fused")(losses.FusedPath)
 
-# loss.contrastive: how a block of logits is scored; each entry maps loss.impl to the per-direction terms
+# loss.contrastive: how a block of logits is scored; each entry maps the loss.impl path to the per-direction terms
 CONTRASTIVES: Registry = Registry("loss.contrastive")
 
 
 @CONTRASTIVES.register("infonce")
-def _infonce_terms(impl: str) -> Callable:
-    """Softmax over the batch (CLIP): the ``loss.impl`` implementation."""
-    return IMPLS.get(impl)
+def _infonce_terms(path: reference.ReferencePath | losses.FusedPath) -> Callable:
+    """Softmax over the batch (CLIP): the ``loss.impl`` path's terms."""
+    return path.terms
 
 
 @CONTRASTIVES.register("sigmoid")
-def _sigmoid_terms(impl: str) -> Callable:
+def _sigmoid_terms(path: reference.ReferencePath | losses.FusedPath) -> Callable:
     """Pairwise sigmoid (SigLIP): one implementation, plain autograd, whatever ``loss.impl``."""
-    IMPLS.get(impl)
     return sigmoid.direction_terms
 
 
@@ -49,6 +51,7 @@ def check_combination(contrastive: str, re_weight: float, target: str, pairing: 
             f"loss.pairing={pairing} with loss.target={target}: this target is built per direction from the "
             "other modality (its i2t rows are the images'), so it takes loss.pairing=same"
         )
+
 
 # loss.roi_logit_scale: the multiplier of the ROI<->tag InfoNCE, from CLIP's s
 ROI_SCALES: Registry = Registry("loss.roi_logit_scale")

@@ -28,8 +28,9 @@ A pairing maps the two sides' (log Q, row validity) to the two directions::
 two distributions; where only one side is valid for a row that side's distribution is used alone, and a row
 valid on neither side is one-hot. Its columns may then receive mass from the valid side only.
 
-Off-diagonal mass (:func:`off_diagonal_mass`) is decided in log space: a row has it when some off-diagonal
-log Y is finite, so a probability below float range still counts and no row is dropped for underflow.
+Off-diagonal mass (``softclip.objective.reference.off_diagonal_rows``, the fused path's in-place
+``losses.off_diagonal_mass``) is decided in log space: a row has it when some off-diagonal log Y is finite, so a
+probability below float range still counts and no row is dropped for underflow.
 """
 
 from __future__ import annotations
@@ -254,22 +255,6 @@ def identity_log_target(like: torch.Tensor, offset: int) -> torch.Tensor:
     log_eye = torch.full(like.shape, NEG_INF, dtype=like.dtype, device=like.device)
     log_eye.diagonal(offset).fill_(0.0)
     return log_eye
-
-
-def off_diagonal_mass(log_y: torch.Tensor, offset: int) -> torch.Tensor:
-    """[N_l] bool: rows of Y with off-diagonal mass (some off-diagonal log Y is finite), the rows the
-    relation-enhanced term keeps.
-
-    Masks the diagonal for the duration (``log_y`` must be writable; it is restored) rather than copying the
-    block.
-    """
-    diag = log_y.diagonal(offset)
-    saved = diag.clone()
-    diag.fill_(NEG_INF)
-    try:
-        return log_y.amax(dim=1) > NEG_INF
-    finally:
-        diag.copy_(saved)
 
 
 @PAIRINGS.register("same")

@@ -67,7 +67,7 @@ def roi_dim(cfg: Config) -> int:
 
 def read_sidecars(cfg: Config) -> bool:
     """Read ROI/tag sidecars only when ``data.sidecars`` allows it and a loss source uses them."""
-    needed = cfg.loss.image_source == "roi" or cfg.loss.text_source == "tag"
+    needed = cfg.loss.reads_sidecars
     if needed and not cfg.data.sidecars:
         log.warning(
             "data.sidecars=false with loss.image_source=%s / loss.text_source=%s: no regions or tags are "
@@ -103,7 +103,7 @@ def ensure_synth_data(data: Any, workers: int = 1) -> None:
 def reads_scenes(cfg: Config) -> bool:
     """Whether batches carry scene annotations: the oracle target needs them; on SynthScenes every run reads them
     for the target-precision diagnostics (reading them draws no random numbers and changes no batch)."""
-    return cfg.loss.target == "oracle" or cfg.data.source == "synth"
+    return cfg.loss.reads_scenes or cfg.data.source == "synth"
 
 
 def setup_data(cfg: Config, env: dist.DistEnv, preprocess: Callable, tokenizer: Callable) -> Any:
@@ -131,16 +131,10 @@ def setup_data(cfg: Config, env: dist.DistEnv, preprocess: Callable, tokenizer: 
 
 def setup_model(cfg: Config, env: dist.DistEnv, precision: str) -> tuple[StepModel, Callable, Callable]:
     """(StepModel with DDP / compile applied, preprocess_train, tokenizer)."""
-    from softclip.models import build_model, loss_args
+    from softclip.models import build_model
     from softclip.objective import SoftCLIPObjective
 
-    model, preprocess, _, tokenizer = build_model(
-        cfg.model.name,
-        roi=cfg.roi,
-        roi_in_dim=roi_dim(cfg) if cfg.loss.image_source == "roi" else None,
-        precision="fp32",
-        **loss_args(cfg.loss),
-    )
+    model, preprocess, _, tokenizer = build_model(cfg.model, cfg.roi, cfg.loss, roi_in_dim=roi_dim(cfg))
     model = model.to(env.device).train()
     forward: Any = model
     no_sync = None
@@ -155,7 +149,7 @@ def setup_model(cfg: Config, env: dist.DistEnv, precision: str) -> tuple[StepMod
     if should_compile(cfg.train.compile, cfg.train.steps, env.device):
         share_inductor_cache(cfg.output_dir)
         log.info("compiling %s (train.compile=%s)", ", ".join(compile_towers(model.clip)), cfg.train.compile)
-    objective = SoftCLIPObjective.from_config(cfg.loss).to(env.device)
+    objective = SoftCLIPObjective(cfg.loss).to(env.device)
     sm = StepModel(
         forward, model, objective, cfg.loss.image_source, cfg.loss.text_source, env.device, precision, no_sync
     )
@@ -318,7 +312,7 @@ def _make_trainer(
     cfg: Config, run_dir: Path, env: dist.DistEnv, sm: StepModel, data: DataStream, evaluate: Evaluate | None
 ) -> Trainer:
     o = cfg.optim
-    optimizer = build_optimizer(sm.raw, o.lr, o.weight_decay, (o.beta1, o.beta2), o.eps, o.fused, env.device)
+    optimizer = build_optimizer(o, sm.raw, env.device)
     schedule = CosineSchedule(o.lr, o.warmup_steps, cfg.train.steps, o.min_lr_ratio)
     tensorboard = run_dir / "tensorboard" if cfg.train.tensorboard else None
     writer = MetricsWriter(run_dir / rundir.METRICS, tensorboard, enabled=env.is_main)

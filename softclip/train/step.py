@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from softclip.objective.inputs import SideInputs
 from softclip.train.dist import DistEnv, all_reduce
 
 MODEL_KEYS = ("image", "text", "roi", "roi_mask", "tags", "tags_mask", "scene_image", "scene_text")
-GRAD_KEYS = ("image_features", "text_features", "image_side")
+GRAD_KEYS = ("image_features", "text_features", "image_side")  # image_side: a field of the SideInputs
 SCALAR_KEYS = ("logit_scale", "logit_bias")  # model parameters the objective uses directly, not per sample
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -134,7 +135,10 @@ def _merge(cache: list[dict[str, Any]], live: dict[str, Any], j: int, attach_sca
     """Full-batch objective inputs: micro-batch ``j`` from ``live`` (with graph), the rest from ``cache``."""
     merged: dict[str, Any] = {}
     for key, value in live.items():
-        if value is None:
+        if isinstance(value, SideInputs):  # the per-sample side inputs: merged field by field
+            fields = _merge([dict(c[key].items()) for c in cache], dict(value.items()), j, attach_scale)
+            merged[key] = SideInputs(**fields)
+        elif value is None:
             merged[key] = None
         elif key in SCALAR_KEYS:
             merged[key] = value if attach_scale else value.detach()

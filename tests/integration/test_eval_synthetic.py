@@ -48,10 +48,11 @@ def check_results(out_dir: Path, run: str) -> dict[str, dict]:
 def test_random_model_full_smoke_suite(smoke_data, tmp_path):
     import torch
 
+    from softclip.config import ModelConfig
     from softclip.models import build_model
 
     torch.manual_seed(0)
-    model, _, preprocess, tokenizer = build_model("tiny-vit-32")
+    model, _, preprocess, tokenizer = build_model(ModelConfig(name="tiny-vit-32"))
     results = run_suite(model, preprocess, tokenizer, SUITE, data_root=smoke_data, out_dir=tmp_path, run="random",
                         checkpoint=None, config_hash=None, git_sha=None, cache_dir=tmp_path / "cache")  # fmt: skip
     records = check_results(tmp_path, "random")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import open_clip
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from softclip.config import RoiConfig
+from softclip.config import LossConfig, ModelConfig, RoiConfig
 from softclip.models import (
     IMAGE_SOURCES,
     MODEL_PRESETS,
@@ -19,6 +20,7 @@ from softclip.models import (
     build_model,
     count_parameters,
 )
+from softclip.objective import SideInputs, SoftCLIPObjective
 from softclip.registry import RegistryError
 
 B, KMAX, ROI_DIM = 4, 3, 20
@@ -28,7 +30,7 @@ ROI_COUNTS = [2, 0, 3, 1]
 @pytest.fixture(scope="module", params=MODEL_PRESETS)
 def built(request: pytest.FixtureRequest) -> tuple:
     torch.manual_seed(0)
-    return build_model(request.param, roi=RoiConfig(aggregation="mhsa", width=32, heads=2), roi_in_dim=ROI_DIM)
+    return build_model(ModelConfig(name=request.param), roi=RoiConfig(aggregation="mhsa", width=32, heads=2), roi_in_dim=ROI_DIM)
 
 
 def _image_size(model: SoftCLIPModel) -> int:
@@ -64,33 +66,23 @@ def test_forward_shapes_normalised_and_finite(built: tuple) -> None:
     model, _, _, tokenizer = built
     batch = _batch(model, tokenizer)
     out = model(batch)
-    assert set(out) == {
-        "image_features",
-        "text_features",
-        "logit_scale",
-        "image_side",
-        "text_side",
-        "image_side_mask",
-        "text_side_mask",
-        "image_scene",
-        "text_scene",
-        "logit_bias",
-        "image_teacher",
-        "text_teacher",
-    }
-    assert out["logit_bias"] is None and out["image_teacher"] is None and out["text_teacher"] is None
-    assert out["image_scene"] is None and out["text_scene"] is None  # no scene codes in the batch
+    assert set(out) == {"image_features", "text_features", "logit_scale", "logit_bias", "side"}
+    assert set(inspect.signature(SoftCLIPObjective.forward).parameters) >= set(out)  # the objective's keywords
+    side = out["side"]
+    assert isinstance(side, SideInputs)
+    assert out["logit_bias"] is None and side.image_teacher is None and side.text_teacher is None
+    assert side.image_scene is None and side.text_scene is None  # no scene codes in the batch
     for key in ("image_features", "text_features"):
         assert out[key].shape == (B, model.embed_dim) == (B, 128)
         assert torch.isfinite(out[key]).all()
         torch.testing.assert_close(out[key].norm(dim=-1), torch.ones(B))
     assert out["logit_scale"].shape == () and out["logit_scale"].item() == pytest.approx(1 / 0.07, rel=1e-4)
-    assert out["image_side"].shape == (B, 128) and torch.isfinite(out["image_side"]).all()
-    assert out["image_side_mask"].tolist() == [c > 0 for c in ROI_COUNTS]
-    assert (out["image_side"][1] == 0).all()
-    assert out["text_side"].shape == (B, 128) and not out["text_side"].requires_grad
-    assert out["text_side_mask"].tolist() == batch["tags_mask"].tolist()
-    torch.testing.assert_close(model.encode_text(batch["tags"]), out["text_side"])
+    assert out["side"].image_side.shape == (B, 128) and torch.isfinite(out["side"].image_side).all()
+    assert out["side"].image_side_mask.tolist() == [c > 0 for c in ROI_COUNTS]
+    assert (out["side"].image_side[1] == 0).all()
+    assert out["side"].text_side.shape == (B, 128) and not out["side"].text_side.requires_grad
+    assert out["side"].text_side_mask.tolist() == batch["tags_mask"].tolist()
+    torch.testing.assert_close(model.encode_text(batch["tags"]), out["side"].text_side)
 
 
 def test_encoders_and_preprocess(built: tuple) -> None:
@@ -118,8 +110,8 @@ def test_every_trainable_parameter_gets_a_gradient(built: tuple) -> None:
     logits = out["logit_scale"] * out["image_features"] @ out["text_features"].T
     labels = torch.arange(B)
     loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-    valid = out["image_side_mask"]  # stand-in for the objective's ROI<->tag InfoNCE
-    side = F.normalize(out["image_side"][valid], dim=-1) @ out["text_side"][valid].T
+    valid = out["side"].image_side_mask  # stand-in for the objective's ROI<->tag InfoNCE
+    side = F.normalize(out["side"].image_side[valid], dim=-1) @ out["side"].text_side[valid].T
     loss = loss + F.cross_entropy(side / 0.07, torch.arange(int(valid.sum())))
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
@@ -133,10 +125,10 @@ def test_sources_switch_the_side_features(built: tuple) -> None:
     model, _, _, tokenizer = built
     batch = _batch(model, tokenizer)
     out = model(batch, image_source="image", text_source="text")
-    assert out["image_side"] is None and out["image_side_mask"] is None
-    assert out["text_side"] is None and out["text_side_mask"] is None
+    assert out["side"].image_side is None and out["side"].image_side_mask is None
+    assert out["side"].text_side is None and out["side"].text_side_mask is None
     out = model(batch, image_source="image", text_source="tag")
-    assert out["image_side"] is None and out["text_side"].shape == (B, 128)
+    assert out["side"].image_side is None and out["side"].text_side.shape == (B, 128)
     assert set(IMAGE_SOURCES.names()) == {"image", "roi"} and set(TEXT_SOURCES.names()) == {"tag", "text"}
     with pytest.raises(RegistryError, match="tag"):
         model(batch, text_source="tags")
@@ -146,25 +138,27 @@ def test_tag_side_does_not_backpropagate_into_the_text_tower(built: tuple) -> No
     model, _, _, tokenizer = built
     model.zero_grad(set_to_none=True)
     out = model(_batch(model, tokenizer), image_source="image", text_source="tag")
-    (out["image_features"].sum() + out["text_side"].sum()).backward()
+    (out["image_features"].sum() + out["side"].text_side.sum()).backward()
     assert all(p.grad is None for p in model.clip.transformer.parameters())
 
 
 def test_pooling_aggregators_keep_the_region_dim_and_roi_source_needs_an_aggregator() -> None:
-    model, _, _, tokenizer = build_model("tiny-vit-32", roi=RoiConfig(aggregation="max"), roi_in_dim=ROI_DIM)
+    model, _, _, tokenizer = build_model(ModelConfig(name="tiny-vit-32"), roi=RoiConfig(aggregation="max"), roi_in_dim=ROI_DIM)
     batch = _batch(model, tokenizer)
     out = model(batch)
-    assert out["image_side"].shape == (B, ROI_DIM)
-    torch.testing.assert_close(out["image_side"][0], batch["roi"][0, :2].amax(0))
-    bare, _, _, _ = build_model("tiny-vit-32")
+    assert out["side"].image_side.shape == (B, ROI_DIM)
+    torch.testing.assert_close(out["side"].image_side[0], batch["roi"][0, :2].amax(0))
+    bare, _, _, _ = build_model(ModelConfig(name="tiny-vit-32"))
     assert bare.roi is None
+    no_regions = LossConfig(image_source="image")  # the loss section decides whether regions are aggregated
+    assert build_model(ModelConfig(name="tiny-vit-32"), loss=no_regions, roi_in_dim=ROI_DIM)[0].roi is None
     with pytest.raises(ValueError, match="roi_in_dim"):
         bare(batch)
-    assert bare(batch, image_source="image")["image_side"] is None
+    assert bare(batch, image_source="image")["side"].image_side is None
 
 
 def test_logit_scale_is_clamped_at_100() -> None:
-    model, _, _, _ = build_model("tiny-vit-32")
+    model, _, _, _ = build_model(ModelConfig(name="tiny-vit-32"))
     with torch.no_grad():
         model.clip.logit_scale.fill_(math.log(1000.0))
     assert model.logit_scale.item() == pytest.approx(100.0)
@@ -182,7 +176,7 @@ def test_count_parameters(built: tuple) -> None:
 
 def test_frozen_roi_is_not_trainable() -> None:
     model, _, _, _ = build_model(
-        "tiny-vit-32", roi=RoiConfig(aggregation="mhsa", train="frozen"), roi_in_dim=ROI_DIM
+        ModelConfig(name="tiny-vit-32"), roi=RoiConfig(aggregation="mhsa", train="frozen"), roi_in_dim=ROI_DIM
     )
     counts = count_parameters(model)
     assert not model.roi.learns and counts["roi"] > 0
@@ -191,13 +185,13 @@ def test_frozen_roi_is_not_trainable() -> None:
 
 def test_refuses_unknown_and_schema_names() -> None:
     with pytest.raises(ValueError, match="tiny-vit"):
-        build_model("tiny-vitt")
+        build_model(ModelConfig(name="tiny-vitt"))
     with pytest.raises(ValueError, match="hf-hub"):
-        build_model("hf-hub:timm/ViT-B-16-SigLIP")
+        build_model(ModelConfig(name="hf-hub:timm/ViT-B-16-SigLIP"))
 
 
 def test_builtin_open_clip_config_builds_by_name() -> None:
-    model, _, preprocess_val, tokenizer = build_model("RN50")
+    model, _, preprocess_val, tokenizer = build_model(ModelConfig(name="RN50"))
     assert model.embed_dim == 1024 and model.roi is None
     assert tokenizer(["x"]).shape == (1, 77)
     assert count_parameters(model)["image"] > 30_000_000
@@ -205,7 +199,7 @@ def test_builtin_open_clip_config_builds_by_name() -> None:
 
 @pytest.mark.integration
 def test_vit_b_32_runs_forward() -> None:
-    model, _, _, tokenizer = build_model("ViT-B-32")
+    model, _, _, tokenizer = build_model(ModelConfig(name="ViT-B-32"))
     with torch.no_grad():
         feats = model.encode_image(torch.randn(2, 3, 224, 224))
         text = model.encode_text(tokenizer(["a cat", "a dog"]))
@@ -214,13 +208,12 @@ def test_vit_b_32_runs_forward() -> None:
 
 def test_low_precision_weights_take_float32_inputs() -> None:
     model, _, _, tokenizer = build_model(
-        "tiny-vit-32", roi=RoiConfig(aggregation="mhsa"), roi_in_dim=ROI_DIM, precision="pure_bf16"
+        ModelConfig(name="tiny-vit-32"), roi=RoiConfig(aggregation="mhsa"), roi_in_dim=ROI_DIM, precision="pure_bf16"
     )
     out = model(_batch(model, tokenizer))
-    assert out["image_features"].dtype == out["image_side"].dtype == torch.bfloat16
-    assert all(
-        torch.isfinite(out[k].float()).all() for k in ("image_features", "text_features", "image_side")
-    )
+    assert out["image_features"].dtype == out["side"].image_side.dtype == torch.bfloat16
+    feats = (out["image_features"], out["text_features"], out["side"].image_side)
+    assert all(torch.isfinite(x.float()).all() for x in feats)
 
 
 def test_trimmed_text_encoding_equals_open_clip_full_context() -> None:
@@ -228,7 +221,7 @@ def test_trimmed_text_encoding_equals_open_clip_full_context() -> None:
     from softclip.models import trim_padding
 
     torch.manual_seed(0)
-    model, _, _, tokenizer = build_model("tiny-vit-32")
+    model, _, _, tokenizer = build_model(ModelConfig(name="tiny-vit-32"))
     tokens = tokenizer(["a red square", "two blue circles and a small green star", ""])
     assert trim_padding(tokens).shape[1] < tokens.shape[1]
     assert torch.equal(trim_padding(tokens), tokens[:, : trim_padding(tokens).shape[1]])

@@ -27,8 +27,9 @@ def smoke_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model():
     """(model, preprocess_val, tokenizer) of a randomly initialised tiny-vit-32."""
+    from softclip.config import ModelConfig
     from softclip.models import build_model
 
     torch.manual_seed(0)
-    model, _, preprocess, tokenizer = build_model("tiny-vit-32")
+    model, _, preprocess, tokenizer = build_model(ModelConfig(name="tiny-vit-32"))
     return model.eval(), preprocess, tokenizer

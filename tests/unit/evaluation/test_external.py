@@ -13,7 +13,7 @@ import yaml
 
 from softclip import cli
 from softclip.checkpoint import checkpoint_path, save_checkpoint
-from softclip.config import load_config
+from softclip.config import ModelConfig, load_config
 from softclip.evaluation import evaluate_checkpoint
 from softclip.evaluation.external import evaluate_weights
 from softclip.models import build_model
@@ -28,7 +28,7 @@ def weights(tmp_path_factory) -> dict[str, Path]:
     """A random tiny-vit-32 saved three ways: a run folder, a plain state dict, an open_clip_train checkpoint."""
     root = tmp_path_factory.mktemp("weights")
     torch.manual_seed(3)
-    model, *_ = build_model("tiny-vit-32")
+    model, *_ = build_model(ModelConfig(name="tiny-vit-32"))
     run = root / "run"
     cfg = load_config(str(ROOT / "ablations" / "base.yaml"), profile="smoke")
     assert cfg.model.name == "tiny-vit-32"
@@ -78,8 +78,8 @@ def test_other_architecture_fails_naming_the_first_key(weights, tmp_path, capsys
     assert cli.main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(weights[kind]) in err and "'tiny-rn-32'" in err
-    saved = build_model("tiny-vit-32")[0].clip.state_dict()
-    first = next(k for k, v in build_model("tiny-rn-32")[0].clip.state_dict().items()
+    saved = build_model(ModelConfig(name="tiny-vit-32"))[0].clip.state_dict()
+    first = next(k for k, v in build_model(ModelConfig(name="tiny-rn-32"))[0].clip.state_dict().items()
                  if k not in saved or saved[k].shape != v.shape)  # fmt: skip
     assert f"'{first}'" in err
 

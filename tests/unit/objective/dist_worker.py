@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from softclip.objective import SoftCLIPObjective
+from softclip.objective import SideInputs, SoftCLIPObjective
 from softclip.objective.scoring import IMPLS
 from tests.unit.objective.scenes import codes
 
@@ -75,11 +75,10 @@ def run(obj: SoftCLIPObjective, params, data, rows: slice):
     a = data["regions"][rows] @ wr  # a learning aggregator: the ROI term trains wr
     for x in (u, v, a):
         x.retain_grad()
-    out = obj(u, v, log_scale.exp(), a, data["tags"][rows], data["image_mask"][rows], data["text_mask"][rows],
-              roi_logit_scale=log_roi_scale.exp(), image_scene=data["image_scene"][rows],
-              text_scene=data["text_scene"][rows], image_teacher=data["image_teacher"][rows],
-              text_teacher=data["text_teacher"][rows],
-              logit_bias=bias if obj.contrastive == "sigmoid" else None)  # fmt: skip
+    side = SideInputs(a, data["tags"][rows], data["image_mask"][rows], data["text_mask"][rows],
+                      **{k: data[k][rows] for k in ("image_scene", "text_scene", "image_teacher", "text_teacher")})
+    out = obj(u, v, log_scale.exp(), side=side, roi_logit_scale=log_roi_scale.exp(),
+              logit_bias=bias if obj.config.contrastive == "sigmoid" else None)  # fmt: skip
     out["loss"].backward()
     grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
     return {k: out[k].detach() for k in TERMS}, [u.grad, v.grad, a.grad], grads

@@ -11,17 +11,16 @@ import torch
 import torch.nn.functional as F
 
 from softclip.objective import DIVERGENCES, SideView, SoftCLIPObjective, build_targets
-from softclip.objective.reference import DirectionSpec
+from softclip.objective.reference import DirectionSpec, off_diagonal_rows
 from softclip.objective.scoring import IMPLS
-from softclip.objective.targets import off_diagonal_mass
 
 
 def relation_enhanced_sums(z, y, name, offset=0, impl="fused", one_hot_rows="floored"):
     """(sum over kept rows of D(Ỹ || P̃), number of kept rows) through ``impl``'s direction terms."""
     log_y = torch.log(y)
-    keep = off_diagonal_mass(log_y, offset)
+    keep = off_diagonal_rows(log_y, offset)
     spec = DirectionSpec(offset, name, 1e-8, one_hot_rows, nce_weight=0.0, re_weight=1.0)
-    return IMPLS.get(impl)(z, log_y, keep, spec)[0], keep.sum()
+    return IMPLS.get(impl)().terms(z, log_y, keep, spec)[0], keep.sum()
 
 
 def slow_relation_enhanced(z: torch.Tensor, y: torch.Tensor, offset: int, name: str) -> tuple[float, int]:

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from softclip.objective import DIVERGENCES, PAIRINGS, TARGETS, SoftCLIPObjective
+from softclip.objective import DIVERGENCES, PAIRINGS, TARGETS, SideInputs, SoftCLIPObjective
 from tests.unit.objective.scenes import scene_kwargs
 
 N, D = 5, 3
@@ -40,7 +40,7 @@ def test_gradcheck_target_divergence_relation(target, divergence, re_weight):
     obj = SoftCLIPObjective(target, beta=0.4, tau=0.5, divergence=divergence, re_weight=re_weight)
 
     def loss(u, v, scale=scale):
-        return obj(u, v, scale, a, b, IMAGE_MASK, TEXT_MASK, **scene_kwargs(target, len(u)))["loss"]
+        return obj(u, v, scale, side=SideInputs(a, b, IMAGE_MASK, TEXT_MASK, **scene_kwargs(target, len(u))))["loss"]
 
     inputs = (u, v) if target == "momentum" else (u, v, scale)
     assert torch.autograd.gradcheck(loss, inputs, fast_mode=True)
@@ -67,6 +67,6 @@ def test_gradcheck_roi_term():
     obj = SoftCLIPObjective("hard", roi_weight=0.7)
 
     def loss(u, v, scale, a, roi_scale):
-        return obj(u, v, scale, a, b, IMAGE_MASK, TEXT_MASK, roi_scale)["loss"]
+        return obj(u, v, scale, a, b, IMAGE_MASK, TEXT_MASK, roi_logit_scale=roi_scale)["loss"]
 
     assert torch.autograd.gradcheck(loss, (u, v, scale, a, roi_scale))

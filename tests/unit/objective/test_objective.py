@@ -13,10 +13,9 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
 from softclip.config import LossConfig
-from softclip.objective import CONTRASTIVES, DIVERGENCES, TARGETS, SoftCLIPObjective
-from softclip.objective.objective import CONFIG_KEYS
+from softclip.objective import CONTRASTIVES, DIVERGENCES, TARGETS, SideInputs, SoftCLIPObjective
 from softclip.objective.scoring import IMPLS
-from softclip.registry import RegistryError
+from softclip.schema import MOMENTUM_BETA
 from tests.unit.objective.scenes import TARGET_PAIRINGS, bias_kwargs, scene_kwargs
 
 TERMS = ("nce_loss", "soft_loss", "re_loss", "roi_loss")
@@ -43,7 +42,7 @@ def test_clip_special_case_is_open_clip_bit_for_bit(impl, target, beta):
     u, v, a, b = _features(n=32, d=16)
     scale = torch.tensor(1 / 0.07, requires_grad=True)
     obj = SoftCLIPObjective(target=target, beta=beta, soft_weight=0.0, re_weight=0.0, impl=impl)
-    out = obj(u, v, scale, a, b, **scene_kwargs(target, len(u)))
+    out = obj(u, v, scale, side=SideInputs(a, b, **scene_kwargs(target, len(u))))
     ref = ClipLoss()(u, v, scale)
     assert torch.equal(out["loss"].detach(), ref.detach())
     for got, want in zip(_grads(out["loss"], u, v, scale), _grads(ref, u, v, scale), strict=True):
@@ -51,13 +50,18 @@ def test_clip_special_case_is_open_clip_bit_for_bit(impl, target, beta):
     assert float(out["soft_loss"]) == 0.0 and float(out["re_loss"]) == 0.0
 
 
-def test_defaults_are_the_config_schema_defaults():
-    """One default per key: the objective's keyword defaults equal LossConfig's (roi_weight included)."""
-    params = inspect.signature(SoftCLIPObjective.__init__).parameters
-    fields = LossConfig.model_fields
-    assert set(CONFIG_KEYS) <= set(fields)
-    for key in CONFIG_KEYS:
-        assert params[key].default == fields[key].default, key
+def test_keywords_build_the_loss_section():
+    """One default per key, LossConfig's: keyword use builds the section, so both ways mean the same."""
+    assert SoftCLIPObjective().config == LossConfig()
+    keys = dict(target="label_smoothing", beta=0.2, roi_weight=0.0, impl="reference")
+    assert SoftCLIPObjective(**keys).config == LossConfig(**keys)
+    assert SoftCLIPObjective("hard", re_weight=0.0).config == LossConfig(target="hard", re_weight=0.0)
+    assert SoftCLIPObjective(target="momentum").config.beta == MOMENTUM_BETA  # the section's rule applies too
+    assert list(inspect.signature(SoftCLIPObjective.__init__).parameters) == ["self", "config", "keys"]
+    with pytest.raises(TypeError, match="not both"):
+        SoftCLIPObjective(LossConfig(), beta=0.1)
+    with pytest.raises(ValueError, match="tau"):
+        SoftCLIPObjective(tau=float("inf"))
 
 
 def _hand_3x3(rule: str) -> float:
@@ -115,8 +119,8 @@ def test_registry_every_combination_is_finite_and_gets_gradients(target, diverge
     scale = torch.tensor(20.0, requires_grad=True)
     re_weight = 0.0 if contrastive == "sigmoid" else 0.5
     obj = SoftCLIPObjective(target, divergence=divergence, pairing=pairing, contrastive=contrastive, re_weight=re_weight)
-    extra = {**scene_kwargs(target, len(u)), **bias_kwargs(contrastive, u.dtype)}
-    out = obj(u, v, scale, a, b, mask, ~mask | (torch.arange(len(u)) % 2 == 0), **extra)
+    side = SideInputs(a, b, mask, ~mask | (torch.arange(len(u)) % 2 == 0), **scene_kwargs(target, len(u)))
+    out = obj(u, v, scale, side=side, **bias_kwargs(contrastive, u.dtype))
     assert all(torch.isfinite(x).all() for x in out.values())
     grads = _grads(out["loss"], u, v, scale)
     assert all(torch.isfinite(g).all() for g in grads)
@@ -221,15 +225,17 @@ def test_from_config_reads_the_loss_section_and_validates():
         target="label_smoothing", beta=0.2, tau=0.5, divergence="kl", pairing="cross", re_weight=0.0
     )
     obj = SoftCLIPObjective.from_config(cfg)
-    assert (obj.target, obj.beta, obj.tau, obj.divergence, obj.pairing) == (
+    assert obj.config is cfg and SoftCLIPObjective(cfg).config is cfg
+    c = obj.config
+    assert (c.target, c.beta, c.tau, c.divergence, c.pairing) == (
         "label_smoothing",
         0.2,
         0.5,
         "kl",
         "cross",
     )
-    assert (obj.re_weight, obj.roi_weight) == (0.0, cfg.roi_weight)
-    with pytest.raises(RegistryError, match="hard"):
+    assert (c.re_weight, c.roi_weight) == (0.0, cfg.roi_weight)
+    with pytest.raises(ValueError, match="hard"):
         SoftCLIPObjective(target="hrad")
     with pytest.raises(ValueError, match="beta"):
         SoftCLIPObjective(beta=1.5)

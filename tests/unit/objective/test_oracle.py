@@ -12,7 +12,7 @@ from softclip.config import ConfigError, load_config
 from softclip.data.synth.captions import describes, make_caption, scene_codes
 from softclip.data.synth.scenes import sample_scene
 from softclip.data.synth.spec import SynthConfig
-from softclip.objective import SoftCLIPObjective
+from softclip.objective import SideInputs, SoftCLIPObjective
 from softclip.objective.oracle import relevance
 from softclip.objective.targets import SideView, oracle_target
 
@@ -76,7 +76,7 @@ def _features(n: int, seed: int = 0):
 def test_objective_oracle_targets_both_directions() -> None:
     image, caption = _hand_codes()
     u, v, s = _features(3)
-    out = SoftCLIPObjective(target="oracle", beta=0.5, re_weight=0.0)(u, v, s, image_scene=image, text_scene=caption)
+    out = SoftCLIPObjective(target="oracle", beta=0.5, re_weight=0.0)(u, v, s, side=SideInputs(image_scene=image, text_scene=caption))
     # i2t rows: image 1 is described by all three captions; t2i rows: caption 0 describes images 0 and 1
     y_i2t = torch.tensor([[1, 0, 0], [1 / 6, 2 / 3, 1 / 6], [0, 0, 1]], dtype=torch.float64)
     y_t2i = torch.tensor([[0.75, 0.25, 0], [0, 1, 0], [0, 0.25, 0.75]], dtype=torch.float64)
@@ -98,7 +98,7 @@ def test_one_caption_per_image_reduces_to_hard_targets() -> None:
     assert len(alone) >= 8 and torch.equal(relevance(image, caption), torch.eye(len(alone), dtype=torch.bool))
     u, v, s = _features(len(alone))
     kw = dict(beta=0.4, divergence="symkl", re_weight=0.5, soft_weight=1.0)
-    oracle = SoftCLIPObjective(target="oracle", **kw)(u, v, s, image_scene=image, text_scene=caption)
+    oracle = SoftCLIPObjective(target="oracle", **kw)(u, v, s, side=SideInputs(image_scene=image, text_scene=caption))
     hard = SoftCLIPObjective(target="hard", **kw)(u, v, s)
     for key in ("loss", "nce_loss", "soft_loss"):
         torch.testing.assert_close(oracle[key], hard[key], rtol=1e-12, atol=1e-12)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from softclip.config import ConfigError, load_config
-from softclip.objective import SoftCLIPObjective
+from softclip.objective import SideInputs, SoftCLIPObjective
 from softclip.objective.precision import target_precision, true_share
 from softclip.objective.targets import (
     SideView,
@@ -148,8 +148,8 @@ def _objective_precision(target: str, **kwargs) -> dict[str, float]:
     g = torch.Generator().manual_seed(0)
     u = torch.nn.functional.normalize(torch.randn(n, 5, generator=g, dtype=torch.float64), dim=1)
     v = torch.nn.functional.normalize(torch.randn(n, 5, generator=g, dtype=torch.float64), dim=1)
-    out = SoftCLIPObjective(target, **kwargs)(u, v, torch.tensor(5.0, dtype=torch.float64), image_scene=image,
-                                              text_scene=caption)  # fmt: skip
+    out = SoftCLIPObjective(target, **kwargs)(u, v, torch.tensor(5.0, dtype=torch.float64),
+                                              side=SideInputs(image_scene=image, text_scene=caption))  # fmt: skip
     return {
         k: float(v) for k, v in out.items() if k.startswith("target_precision") or k == "target_true_share"
     }

@@ -4,16 +4,19 @@ N = 1, 2 and 7; plus the per-direction contract on rectangular (distributed) blo
 
 from __future__ import annotations
 
+import ast
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from softclip.objective import DIVERGENCES, SoftCLIPObjective
+from softclip.objective import DIVERGENCES, SideInputs, SoftCLIPObjective, reference
 from softclip.objective.losses import direction_terms as fused_terms
-from softclip.objective.reference import DIVERGENCE_ROWS, ONE_HOT_RULES, DirectionSpec
+from softclip.objective.losses import off_diagonal_mass
+from softclip.objective.reference import DIVERGENCE_ROWS, ONE_HOT_RULES, DirectionSpec, off_diagonal_rows
 from softclip.objective.reference import direction_terms as reference_terms
 from softclip.objective.scoring import IMPLS
-from softclip.objective.targets import off_diagonal_mass
 from tests.unit.objective.scenes import TARGET_PAIRINGS, scene_kwargs
 
 KEYS = ("loss", "nce_loss", "soft_loss", "re_loss", "roi_loss", "pred_pos_mass", "target_entropy")
@@ -34,9 +37,21 @@ def _run(impl: str, kwargs: dict, n: int, masked: bool):
     u, v, scale, a, b, masks = _inputs(n)
     side = a.clone().requires_grad_()  # a learning aggregator: the ROI term on
     scenes = scene_kwargs(kwargs["target"], n)
-    out = SoftCLIPObjective(impl=impl, **kwargs)(u, v, scale, side, b, *(masks if masked else (None, None)), **scenes)
+    out = SoftCLIPObjective(impl=impl, **kwargs)(u, v, scale, side=SideInputs(side, b, *(masks if masked else (None, None)), **scenes))
     grads = torch.autograd.grad(out["loss"], (u, v, scale, side))
     return out, grads
+
+
+def test_the_reference_is_plain_autograd():
+    """The definition carries none of the fast path's concerns: no scratch blocks, no ``out=``, nothing in place."""
+    tree = ast.parse(inspect.getsource(reference))
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    assert not [k.arg for c in calls for k in c.keywords if k.arg == "out"]
+    in_place = [c.func.attr for c in calls if isinstance(c.func, ast.Attribute) and c.func.attr.endswith("_")]
+    assert not in_place, in_place
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "Workspace" not in names and "softclip.objective.losses" not in modules
 
 
 def test_every_divergence_has_a_reference_formula():
@@ -72,7 +87,10 @@ def test_direction_terms_on_rectangular_blocks(divergence, rule, shape, offset):
     log_y[0, offset] = 0.0  # a one-hot row
     if shape[0] > 1:
         log_y[1, (offset + 1) % shape[1]] = float("-inf")  # a masked column
-    keep = off_diagonal_mass(log_y, offset)
+    keep = off_diagonal_rows(log_y, offset)
+    saved = log_y.clone()
+    assert torch.equal(off_diagonal_mass(log_y, offset), keep)  # the fused path's in-place twin
+    assert torch.equal(log_y, saved)  # ... restores the block
     spec = DirectionSpec(offset, divergence, 1e-8, rule, nce_weight=0.5, soft_weight=0.5, re_weight=0.3)
     outs = [fn(z, log_y.clone(), keep, spec) for fn in (fused_terms, reference_terms)]
     for got, want in zip(*outs, strict=True):

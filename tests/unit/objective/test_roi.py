@@ -7,6 +7,7 @@ import torch
 
 from softclip.objective import AGGREGATORS, build_aggregator, list_aggregators
 from softclip.registry import RegistryError
+from softclip.schema import RoiConfig
 
 N, K, D = 6, 5, 12
 COUNTS = [3, 0, 5, 1, 2, 0]  # regions per image; two images without regions
@@ -24,19 +25,21 @@ def _inputs(seed: int = 0, k: int = K, counts: list[int] = COUNTS) -> tuple[torc
     return regions, mask
 
 
-def _build(name: str, train: str = "learn", **kw) -> torch.nn.Module:
+def _build(name: str, train: str = "learn", out_dim: int | None = None) -> torch.nn.Module:
     torch.manual_seed(1)
-    agg = build_aggregator(name, D, width=16, heads=2, layers=2, train=train, **kw)
+    agg = build_aggregator(RoiConfig(aggregation=name, width=16, heads=2, layers=2, train=train), D, out_dim)
     return agg.eval()
 
 
 def test_registry_lists_the_paper_modes() -> None:
     assert {"mean", "max", "min", "mhsa"} <= set(list_aggregators())
     assert list_aggregators() == AGGREGATORS.names()
-    with pytest.raises(RegistryError, match="mhsa"):
-        build_aggregator("mhsaa", D)
-    with pytest.raises(ValueError, match="roi.train"):
-        build_aggregator("mean", D, train="finetune")
+    with pytest.raises(ValueError, match="mhsa"):  # the section refuses an unknown mode, naming the choices
+        RoiConfig(aggregation="mhsaa")
+    with pytest.raises(RegistryError, match="mhsa"):  # and so does the builder, should one slip past it
+        build_aggregator(RoiConfig.model_construct(aggregation="mhsaa"), D)
+    with pytest.raises(ValueError, match="train"):
+        RoiConfig(aggregation="mean", train="finetune")
 
 
 @pytest.mark.parametrize(("name", "train"), CASES)
@@ -88,7 +91,7 @@ def test_invariant_to_padding_whatever_it_holds(name: str, train: str) -> None:
 @pytest.mark.parametrize("name", sorted(POOLING))
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_pooling_equals_a_per_image_loop(name: str, seed: int) -> None:
-    agg = build_aggregator(name, D, out_dim=7)  # pooling keeps the region dimension
+    agg = build_aggregator(RoiConfig(aggregation=name), D, out_dim=7)  # pooling keeps the region dimension
     assert agg.out_dim == D and not agg.learns and not list(agg.parameters())
     regions, mask = _inputs(seed=seed)
     feats, _ = agg(regions, mask)
@@ -113,20 +116,20 @@ def test_mhsa_learns_with_gradients_even_with_nan_padding_and_empty_images() -> 
 
 
 def test_mhsa_out_dim_defaults_to_width() -> None:
-    assert build_aggregator("mhsa", D, width=32, heads=4).out_dim == 32
+    assert build_aggregator(RoiConfig(aggregation="mhsa", width=32, heads=4), D).out_dim == 32
     with pytest.raises(ValueError, match="divisible"):
-        build_aggregator("mhsa", D, width=30, heads=4)
+        build_aggregator(RoiConfig(aggregation="mhsa", width=30, heads=4), D)
 
 
 def test_mhsa_frozen_is_a_fixed_seeded_projection_without_gradients() -> None:
     torch.manual_seed(123)
     state = torch.get_rng_state()
-    a = build_aggregator("mhsa", D, width=16, heads=2, dropout=0.5, train="frozen")
+    a = build_aggregator(RoiConfig(aggregation="mhsa", width=16, heads=2, dropout=0.5, train="frozen"), D)
     assert torch.equal(torch.get_rng_state(), state), (
         "building a frozen aggregator must not move the global RNG"
     )
     torch.manual_seed(456)
-    b = build_aggregator("mhsa", D, width=16, heads=2, dropout=0.5, train="frozen")
+    b = build_aggregator(RoiConfig(aggregation="mhsa", width=16, heads=2, dropout=0.5, train="frozen"), D)
     assert not a.learns
     assert all(not p.requires_grad for p in a.parameters()) and list(a.parameters())
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
@@ -150,15 +153,15 @@ def test_mean_proj_is_the_masked_mean_through_a_learned_linear_map(seed: int) ->
         torch.testing.assert_close(feats[i], want, atol=1e-5, rtol=1e-5)
     feats.square().sum().backward()
     assert agg.proj.weight.grad.abs().sum() > 0
-    assert build_aggregator("mean_proj", D, width=32).out_dim == 32
+    assert build_aggregator(RoiConfig(aggregation="mean_proj", width=32), D).out_dim == 32
 
 
 def test_mean_proj_frozen_is_a_fixed_seeded_projection_without_gradients() -> None:
     torch.manual_seed(123)
     state = torch.get_rng_state()
-    a = build_aggregator("mean_proj", D, out_dim=5, train="frozen")
+    a = build_aggregator(RoiConfig(aggregation="mean_proj", train="frozen"), D, out_dim=5)
     assert torch.equal(torch.get_rng_state(), state)
     torch.manual_seed(456)
-    b = build_aggregator("mean_proj", D, out_dim=5, train="frozen")
+    b = build_aggregator(RoiConfig(aggregation="mean_proj", train="frozen"), D, out_dim=5)
     assert not a.learns and all(not p.requires_grad for p in a.parameters())
     assert torch.equal(a.proj.weight, b.proj.weight)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from open_clip.loss import SigLipLoss
 
 from softclip.config import ConfigError, LossConfig
-from softclip.objective import DIVERGENCES, SoftCLIPObjective
+from softclip.objective import DIVERGENCES, SideInputs, SoftCLIPObjective
 from softclip.objective.reference import ONE_HOT_RULES, DirectionSpec
 from softclip.objective.sigmoid import direction_terms, log1mexp
 from tests.unit.objective.scenes import scene_kwargs
@@ -117,7 +117,7 @@ def test_gradcheck_sigmoid_terms(target, divergence):
     side = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
 
     def loss(u, v, b, s=s):
-        return obj(u, v, s, side, side.flip(0), logit_bias=b, **scene_kwargs(target, 5))["loss"]
+        return obj(u, v, s, side=SideInputs(side, side.flip(0), **scene_kwargs(target, 5)), logit_bias=b)["loss"]
 
     assert torch.autograd.gradcheck(loss, (u, v, b), fast_mode=True)
     if target != "momentum":  # the teacher's logits carry s's value (detached): s is a constant of its target

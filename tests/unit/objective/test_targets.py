@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from softclip.objective import PAIRINGS, TARGETS, SideView, build_targets, list_pairings, list_targets
-from softclip.objective.targets import compose_target, off_diagonal_mass
+from softclip.objective.reference import off_diagonal_rows
+from softclip.objective.targets import compose_target
 from softclip.registry import RegistryError
 from tests.unit.objective.scenes import relevant, teacher
 
@@ -158,15 +159,15 @@ def test_small_tau_keeps_every_off_diagonal_entry_finite():
     f32 = SideView(a.rows.float(), a.cols.float())
     log_y, _ = build_targets(f32, f32, "selfsim", "same", beta=0.3, tau=0.005, offset=0)
     assert (log_y.exp() == 0).any()  # linear space would lose these
-    assert torch.isfinite(log_y).all() and off_diagonal_mass(log_y, 0).all()
+    assert torch.isfinite(log_y).all() and off_diagonal_rows(log_y, 0).all()
     ref, _ = build_targets(a, a, "selfsim", "same", beta=0.3, tau=0.005, offset=0)
     torch.testing.assert_close(log_y.double(), ref, rtol=1e-5, atol=1e-3)
 
 
-def test_off_diagonal_mass_and_masked_batches():
+def test_off_diagonal_rows_and_masked_batches():
     a, b = _sides(masked=True)
     log_y, _ = build_targets(a, b, "label_smoothing", "same", beta=0.5, tau=1.0, offset=0)
-    assert off_diagonal_mass(log_y, 0).tolist() == IMAGE_MASK.tolist()  # masked rows are one-hot
+    assert off_diagonal_rows(log_y, 0).tolist() == IMAGE_MASK.tolist()  # masked rows are one-hot
     none = torch.zeros(N, dtype=torch.bool)
     empty = SideView(a.rows, a.cols, none, none)
     for pairing in PAIRINGS.names():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from softclip.config import TrainConfig
+from softclip.config import ModelConfig, TrainConfig
 from softclip.models import build_model
 from softclip.train.compiling import AUTO_MIN_STEPS, compile_towers, share_inductor_cache, should_compile
 
@@ -31,7 +31,7 @@ def test_the_cache_is_shared_under_the_runs_root_unless_chosen(tmp_path, monkeyp
 
 
 def test_compiling_the_towers_keeps_the_state_dict_keys():
-    model = build_model("tiny-vit-32")[0]
+    model = build_model(ModelConfig(name="tiny-vit-32"))[0]
     keys = list(model.state_dict())
     assert compile_towers(model.clip) == ["visual", "transformer"]
     assert list(model.state_dict()) == keys  # checkpoints and resume are unchanged by compiling

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from softclip import checkpoint as ckpt
-from softclip.config import ConfigError, DataConfig
+from softclip.config import ConfigError, DataConfig, ModelConfig
 from softclip.data.loader import build_train_loader
 from softclip.models import build_model
 from softclip.objective import SoftCLIPObjective
@@ -53,7 +53,7 @@ def _untimed(path: Path) -> list[dict]:
 
 def _fixed_batch_evaluator(data_root: Path):
     """evaluate(model, step) -> the plain CLIP loss on one fixed batch of 32 training pairs."""
-    _, preprocess, _, tokenizer = build_model("tiny-vit-32")
+    _, preprocess, _, tokenizer = build_model(ModelConfig(name="tiny-vit-32"))
     loader = build_train_loader(
         DataConfig(source="wds", root=str(data_root), sidecars=False),
         preprocess=preprocess,

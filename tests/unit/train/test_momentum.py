@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from softclip.config import Config, LossConfig
-from softclip.models import build_model, count_parameters, loss_args
+from softclip.config import Config, LossConfig, ModelConfig, OptimConfig
+from softclip.models import build_model, count_parameters
 from softclip.objective import SoftCLIPObjective
 from softclip.train.optim import build_optimizer
 
@@ -22,7 +22,7 @@ M, K, BETA, N = 0.8, 3, 0.4, 6
 @pytest.fixture(scope="module")
 def built():
     torch.manual_seed(0)
-    return build_model("tiny-vit-32", momentum=M)
+    return build_model(ModelConfig(name="tiny-vit-32"), loss=LossConfig(target="momentum", momentum=M))
 
 
 def _batch(tokenizer, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -38,7 +38,7 @@ def test_the_teacher_starts_as_a_frozen_copy_outside_the_optimiser(built):
     assert not any(p.requires_grad for p in model.teacher.parameters())
     model.train()
     assert model.training and not model.teacher.training
-    opt = build_optimizer(model, 1e-3, 0.1, (0.9, 0.98), 1e-6, None, torch.device("cpu"))
+    opt = build_optimizer(OptimConfig(lr=1e-3), model, torch.device("cpu"))
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert not in_opt & {id(p) for p in model.teacher.parameters()}
     counts = count_parameters(model)
@@ -49,7 +49,9 @@ def test_the_teacher_starts_as_a_frozen_copy_outside_the_optimiser(built):
 
 def test_k_ema_updates_and_the_target_match_a_hand_computation():
     torch.manual_seed(1)
-    model, _, _, tokenizer = build_model("tiny-vit-32", momentum=M)
+    model, _, _, tokenizer = build_model(
+        ModelConfig(name="tiny-vit-32"), loss=LossConfig(target="momentum", momentum=M)
+    )
     model.train()
     expected = {k: v.detach().clone().double() for k, v in model.clip.state_dict().items()}
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
@@ -77,12 +79,14 @@ def test_k_ema_updates_and_the_target_match_a_hand_computation():
     with torch.no_grad():
         u_m = by_hand.encode_image(batch["image"], normalize=True)
         v_m = by_hand.encode_text(batch["text"], normalize=True)
-    torch.testing.assert_close(out["image_teacher"], u_m, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(out["text_teacher"], v_m, rtol=1e-4, atol=1e-5)
-    assert not out["image_teacher"].requires_grad
+    torch.testing.assert_close(out["side"].image_teacher, u_m, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["side"].text_teacher, v_m, rtol=1e-4, atol=1e-5)
+    assert not out["side"].image_teacher.requires_grad
 
     # the soft term with ce is the cross-entropy against Y = (1 − β) I + β softmax(s·U_m V_mᵀ), per direction
-    obj = SoftCLIPObjective("momentum", beta=BETA, divergence="ce", nce_weight=0.0, re_weight=0.0, roi_weight=0.0)
+    obj = SoftCLIPObjective(
+        "momentum", beta=BETA, divergence="ce", nce_weight=0.0, re_weight=0.0, roi_weight=0.0
+    )
     terms = obj(**out)
     s = out["logit_scale"].detach()
     u, v = out["image_features"].detach(), out["text_features"].detach()
@@ -109,18 +113,22 @@ def test_the_momentum_target_needs_a_teacher_and_the_same_pairing():
     with pytest.raises(ValueError):
         LossConfig(momentum=1.0)
     with pytest.raises(ValueError, match="no EMA teacher"):
-        build_model("tiny-vit-32")[0].encode_teacher(torch.zeros(1, 3, 32, 32), torch.zeros(1, 4, dtype=torch.long))
+        build_model(ModelConfig(name="tiny-vit-32"))[0].encode_teacher(
+            torch.zeros(1, 3, 32, 32), torch.zeros(1, 4, dtype=torch.long)
+        )
 
 
-def test_loss_args_build_the_bias_and_the_teacher_from_the_config():
+def test_the_loss_section_builds_the_bias_and_the_teacher():
     cfg = Config.model_validate({"loss": {"target": "momentum", "contrastive": "sigmoid", "re_weight": 0.0,
                                           "momentum": 0.9}})  # fmt: skip
-    assert loss_args(cfg.loss) == {"contrastive": "sigmoid", "momentum": 0.9}
-    assert loss_args(Config().loss) == {"contrastive": "infonce", "momentum": None}
-    model = build_model("tiny-vit-32", **loss_args(cfg.loss))[0]
+    assert (cfg.loss.learns_bias, cfg.loss.teacher_momentum) == (True, 0.9)
+    assert (Config().loss.learns_bias, Config().loss.teacher_momentum) == (False, None)
+    model = build_model(cfg.model, loss=cfg.loss)[0]
     assert model.teacher is not None and model.momentum == 0.9
     torch.testing.assert_close(model.logit_bias.detach(), torch.tensor(-10.0))
     torch.testing.assert_close(model.clip.logit_scale.detach().exp(), torch.tensor(10.0))
-    plain = build_model("tiny-vit-32")[0]
+    towers = build_model(cfg.model, loss=cfg.loss, teacher=False)[0]  # what evaluation builds
+    assert towers.teacher is None and towers.logit_bias is not None
+    plain = build_model(ModelConfig(name="tiny-vit-32"))[0]
     assert plain.logit_bias is None and plain.teacher is None
     assert math.isclose(float(plain.clip.logit_scale.detach().exp()), 1 / 0.07, rel_tol=1e-5)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from softclip.config import RoiConfig
+from softclip.config import ModelConfig, OptimConfig, RoiConfig
 from softclip.models import build_model
 from softclip.train.optim import build_optimizer, clamp_logit_scale, fused_supported, param_groups
 
@@ -16,7 +16,8 @@ from softclip.train.optim import build_optimizer, clamp_logit_scale, fused_suppo
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
     torch.manual_seed(0)
-    return build_model("tiny-vit-32", roi=RoiConfig(aggregation="mhsa", width=32, heads=2), roi_in_dim=16)[0]
+    roi = RoiConfig(aggregation="mhsa", width=32, heads=2)
+    return build_model(ModelConfig(name="tiny-vit-32"), roi, roi_in_dim=16)[0]
 
 
 def _names(groups: list[dict], key: str) -> set[str]:
@@ -59,12 +60,13 @@ def test_frozen_parameters_are_left_out() -> None:
 
 
 def test_build_optimizer_uses_the_groups(model: nn.Module) -> None:
-    opt = build_optimizer(model, 1e-3, 0.2, (0.9, 0.98), 1e-6, fused=None, device=torch.device("cpu"))
+    section = OptimConfig(lr=1e-3, weight_decay=0.2, beta1=0.8, beta2=0.95, eps=1e-7)
+    opt = build_optimizer(section, model, torch.device("cpu"))
     assert isinstance(opt, torch.optim.AdamW)
     assert sorted(g["weight_decay"] for g in opt.param_groups) == [0.0, 0.2]
-    assert opt.param_groups[0]["betas"] == (0.9, 0.98)
+    assert {(g["lr"], g["betas"], g["eps"]) for g in opt.param_groups} == {(1e-3, (0.8, 0.95), 1e-7)}
     assert opt.defaults["fused"] is (True if fused_supported(torch.device("cpu")) else None)
-    plain = build_optimizer(model, 1e-3, 0.2, (0.9, 0.98), 1e-6, fused=False, device=torch.device("cpu"))
+    plain = build_optimizer(section.model_copy(update={"fused": False}), model, torch.device("cpu"))
     assert plain.defaults["foreach"] is True and not plain.defaults["fused"]
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from softclip.objective import SoftCLIPObjective
+from softclip.objective import SideInputs, SoftCLIPObjective
 from softclip.train.dist import DistEnv
 from softclip.train.step import (
     StepModel,
@@ -41,10 +41,7 @@ class Toy(nn.Module):
             "image_features": F.normalize(self.img(batch["image"]), dim=-1),
             "text_features": F.normalize(self.txt(batch["text"]).mean(1), dim=-1),
             "logit_scale": self.logit_scale.exp(),
-            "image_side": self.roi(batch["roi"]),
-            "image_side_mask": batch["roi_mask"],
-            "text_side": tags,
-            "text_side_mask": None,
+            "side": SideInputs(image_side=self.roi(batch["roi"]), text_side=tags, image_side_mask=batch["roi_mask"]),
         }
 
 
@@ -93,15 +90,15 @@ def test_accumulation_replays_dropout_and_batchnorm() -> None:
     micro = _split(_batch(1), 2)
     torch.manual_seed(5)  # reference: embed each micro-batch once with a graph, full-batch objective
     outs = [model(m, "roi", "tag") for m in micro]
+    def cat(values: list) -> torch.Tensor | None:
+        return None if values[0] is None else torch.cat(values)
+
+    sides = [dict(o["side"].items()) for o in outs]
     merged = {
-        k: (
-            outs[0][k]
-            if k == "logit_scale"
-            else None
-            if outs[0][k] is None
-            else torch.cat([o[k] for o in outs])
-        )
-        for k in outs[0]
+        "image_features": cat([o["image_features"] for o in outs]),
+        "text_features": cat([o["text_features"] for o in outs]),
+        "logit_scale": outs[0]["logit_scale"],
+        "side": SideInputs(**{k: cat([s[k] for s in sides]) for k in sides[0]}),
     }
     ref_loss = _step_model(model).objective(**merged)["loss"]
     ref_loss.backward()
