@@ -224,7 +224,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.target is None:
         raise ConfigError("softclip eval: give a run folder or checkpoint, or --arch with --weights")
     from softclip.evaluation import evaluate_checkpoint
+    from softclip.train.rundir import check_unedited
 
+    check_unedited(args.target)  # results are filed under config.yaml's hash: refuse one edited after training
     _print_results(evaluate_checkpoint(args.target, args.suite, force=args.force, data_root=args.data_root,
                                        out_dir=args.out))  # fmt: skip
     return 0

@@ -3,7 +3,8 @@
 ``runs/<name>/`` holds ``config.yaml`` (the resolved config), ``meta.json`` (git SHA, versions, host, seed),
 ``metrics.jsonl`` (one line per log step), ``checkpoints/step_XXXXXXXX.pt`` (+ ``.json`` records), ``eval/``
 (one result JSON per benchmark of the final checkpoint; other checkpoints' under ``eval/step_<N>/``),
-``lock.json`` while a trainer owns it, and ``done.json`` once finished.
+``lock.json`` while a trainer owns it, ``run.json`` (the config it was started with, its identity) and
+``done.json`` once finished.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ EVAL = "eval"
 DONE = "done.json"
 LOCK = "lock.json"
 ABLATION = "ablation.json"
+RUN = "run.json"
 
-#: What marks a folder as a run (``--overwrite`` refuses to clear a folder holding none of them).
-RUN_MARKERS = (CONFIG, DONE, METRICS, CHECKPOINTS)
+#: What marks a folder as a trainer's run: ``run.json`` (the recorded identity, written first) or, for runs
+#: made before it existed, ``meta.json``. A folder with neither is never written into nor cleared.
+RUN_MARKERS = (RUN, META)
 
 
 def checkpoints_dir(run_dir: str | Path) -> Path:

@@ -19,5 +19,11 @@ class RunLockedError(TrainingError):
     exit_code = 2
 
 
+class RunFolderError(TrainingError, FileExistsError):
+    """A ``--run-dir`` that holds something other than a run (a user's files, an unreadable record); exit code 2."""
+
+    exit_code = 2
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training, after the run was checkpointed; the message says what was saved and how to go on."""

@@ -173,6 +173,8 @@ def _prepare_run_dir(
     lock = None
     if env.is_main:
         try:
+            if not (run_dir / runfiles.LOCK).exists():  # a folder that is no run is refused untouched (no lock)
+                rundir.check_owner(run_dir, None if overwrite else cfg)
             lock = RunLock(run_dir).acquire()
             outcome = ("ok", rundir.prepare(run_dir, cfg, overwrite))
         except (ConfigError, FileExistsError, TrainingError) as err:
