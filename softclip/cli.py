@@ -3,7 +3,8 @@
 Every subcommand is a function registered in ``COMMANDS`` together with its argument set-up, so the parser,
 the help text and the tests are driven by one table. ``main(argv)`` returns the exit code and is callable from
 pytest: 0 success, 1 a runtime failure (bad data, diverged run, disk full), 2 a usage or configuration error
-(or a run folder owned by another trainer), 130 Ctrl-C. Known errors print one line; ``-v`` adds the traceback.
+(or a run folder owned by another trainer or holding no run), 130 Ctrl-C, 128 + N a stop signal N during training
+(143 for SIGTERM: checkpointed, like Ctrl-C). Known errors print one line; ``-v`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -407,8 +408,8 @@ def describe_error(err: BaseException) -> tuple[int, str] | None:
     """(exit code, one-line message) for an error the CLI reports without a traceback; None for a bug."""
     from softclip.errors import SoftclipError
 
-    if isinstance(err, KeyboardInterrupt):
-        return 130, str(err) or "interrupted"
+    if isinstance(err, KeyboardInterrupt):  # Ctrl-C 130; a scheduler's stop signal 128 + signum (SIGTERM 143)
+        return getattr(err, "exit_code", 130), str(err) or "interrupted"
     if isinstance(err, SoftclipError):
         return err.exit_code, f"{err.label}: {err}"
     if isinstance(err, OSError) and err.errno is not None:

@@ -25,5 +25,23 @@ class RunFolderError(TrainingError, FileExistsError):
     exit_code = 2
 
 
+class SignalReceived(KeyboardInterrupt):
+    """A stop signal from a scheduler (SIGTERM, SIGUSR1/2) raised in the main thread, handled like Ctrl-C;
+    ``exit_code`` is the shell's ``128 + signum`` (143 for SIGTERM)."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {self.name} before training started; nothing to resume from yet")
+
+
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training, after the run was checkpointed; the message says what was saved and how to go on."""
+    """Ctrl-C (or a stop signal) during training, after the run was checkpointed; the message says what was saved
+    and how to go on. ``exit_code``: 130 for Ctrl-C, ``128 + signum`` for the others (143 for SIGTERM)."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
