@@ -397,11 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _os_error(err: OSError) -> str:
-    """``cannot write PATH: No space left on device`` for the OS errors a user can act on."""
+    """``No space left on device: PATH`` for an OS error outside the suite's writers (which say ``cannot write
+    PATH: ...`` themselves); libraries' OSErrors without errno give their first line."""
+    from softclip.errors import os_error_reason
+
     where = f" {err.filename}" if err.filename else ""
     if err.filename2:
         where += f" -> {err.filename2}"
-    return f"{err.strerror or err}{':' if where else ''}{where}".strip()
+    return f"{os_error_reason(err)}{':' if where else ''}{where}".strip()
 
 
 def describe_error(err: BaseException) -> tuple[int, str] | None:
@@ -412,10 +415,8 @@ def describe_error(err: BaseException) -> tuple[int, str] | None:
         return getattr(err, "exit_code", 130), str(err) or "interrupted"
     if isinstance(err, SoftclipError):
         return err.exit_code, f"{err.label}: {err}"
-    if isinstance(err, OSError) and err.errno is not None:
+    if isinstance(err, OSError):  # with or without errno (libraries raise bare OSError("...") too)
         return 1, f"error: {_os_error(err)}"
-    if isinstance(err, (FileNotFoundError, FileExistsError)):  # e.g. a finished run without --overwrite
-        return 1, f"error: {err}"
     return None
 
 
