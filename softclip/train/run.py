@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from softclip import checkpoint as ckpt
 from softclip import runfiles
-from softclip.config import Config, ConfigError
+from softclip.config import Config, ConfigError, check_trainable
 from softclip.train import dist, rundir
 from softclip.train.compiling import compile_towers, share_inductor_cache, should_compile
 from softclip.train.errors import TrainingError, TrainingInterrupted
@@ -237,6 +237,9 @@ def _run(cfg: Config, run_dir: Path, overwrite: bool, evaluate: Evaluate | None,
          preflight: Callable[[], Any] | None = None) -> Path:  # fmt: skip
     precision = resolve_precision(cfg.train.precision, env.device)
     micro_batch_size(cfg, env.world_size)  # fail on a bad split before any work
+    for warning in check_trainable(cfg):  # a degenerate objective is refused (ConfigError) before any work
+        if env.is_main:
+            log.warning("%s", warning)
     with stop_signals_raise():  # SIGTERM & co. end like Ctrl-C: checkpoint, lock released, one line
         resume, lock = _prepare_run_dir(run_dir, cfg, overwrite, env)
         try:
