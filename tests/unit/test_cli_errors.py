@@ -269,3 +269,23 @@ def test_training_onto_a_full_disk_is_one_line_and_releases_the_lock(tmp_path, m
     path = run / "checkpoints" / "step_00000001.pt"
     assert one_line(capsys) == f"softclip: error: cannot write {path}: {WRITE_FAILURES['torch_save_disk_full'][1]}"
     assert not (run / "lock.json").exists() and sorted(p.name for p in (run / "checkpoints").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("{oops", "is damaged (JSONDecodeError"),
+        ("[1, 2]", "is damaged: a JSON object was expected, found list"),
+        ('{"variant": "v"}', "is damaged: ablation missing"),
+        ('{"ablation": "a", "variant": "v", "seed": "zero"}', "is damaged: seed='zero' has the wrong type (int expected)"),
+        ('{"ablation": "a", "variant": "v", "factors": [1]}', "is damaged: factors=[1] has the wrong type (dict expected)"),
+    ],
+)  # fmt: skip
+def test_a_damaged_ablation_json_is_one_line_naming_it_not_a_phantom_ablation(tmp_path, capsys, text, reason):
+    from tests.unit.report.fakes import make_run
+
+    run = make_run(tmp_path / "runs" / "abl" / "v1" / "s0", seed=0, results={"zeroshot": {"top1": 1.0}})
+    (run / "ablation.json").write_text(text)
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 1
+    assert one_line(capsys).startswith(f"softclip: error: {run / 'ablation.json'} {reason}")
+    assert not (tmp_path / "report").exists()
