@@ -170,16 +170,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     hook = preflight = None
     if not args.no_eval:  # --no-eval: no evaluation at all, so no evaluation datasets are needed either
         from softclip.evaluation.hooks import periodic_evaluator, periodic_suite
-        from softclip.evaluation.suite import plan_suite, read_suite
+        from softclip.evaluation.suite import preflight as check_suite
 
         suites = [cfg.eval.suite]
         if cfg.train.eval_every > 0:
             hook = periodic_evaluator(cfg)
             suites = list(dict.fromkeys([*suites, periodic_suite(cfg)]))
 
-        def preflight() -> None:  # the suites and their datasets, checked before the first step
+        def preflight() -> None:  # the suites and their datasets located and parsed before the first step
             for suite in suites:
-                plan_suite(*read_suite(suite), cfg.data.root)
+                check_suite(suite, cfg.data.root)
 
     run_dir = train(cfg, run_dir=args.run_dir, overwrite=args.overwrite, evaluate=hook, preflight=preflight)
     print(f"run finished: {run_dir}")
