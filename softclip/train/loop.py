@@ -45,8 +45,9 @@ log = logging.getLogger("softclip.train")
 Evaluate = Callable[[torch.nn.Module, int], dict[str, float]]
 CHECKPOINT_FORMAT = 1
 # What a scheduler sends to stop a job (SLURM: SIGTERM on scancel, preemption and the time limit; a signal
-# chosen with --signal, usually SIGUSR1/2, before it). Handled like Ctrl-C where nobody else handles them.
-STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, n))
+# chosen with --signal, usually SIGUSR1/2, before it), and SIGHUP (the terminal of an interactive run closed).
+# Handled like Ctrl-C where nobody else handles them.
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP") if hasattr(signal, n))
 # Ctrl-C and the stop signals: held while state is half-updated or a checkpoint is being written.
 _DEFERRED_SIGNALS = (signal.SIGINT, *STOP_SIGNALS)
 

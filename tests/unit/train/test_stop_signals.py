@@ -30,7 +30,7 @@ def default_handlers():
         signal.signal(sig, handler)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP])
 def test_a_stop_signal_mid_step_checkpoints_releases_the_lock_and_exits_128_plus_signum(
     smoke_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sig: int
 ) -> None:
