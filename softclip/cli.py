@@ -294,8 +294,33 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     except SweepError as err:
         print(f"softclip: sweep stopped: {err}", file=sys.stderr)
         return 1
+    except Exception as err:  # a storage file that cannot be written: one line naming it, whatever wrapped it
+        failure = _storage_failure(spec, err)
+        if failure is None:
+            raise
+        raise failure from err
     print(sweep_status(spec, result.storage_url))
     return 0
+
+
+def _storage_failure(spec, err: BaseException) -> BaseException | None:
+    """A WriteError naming the sweep's storage file (SQLite database or journal) when ``err`` is a failed write
+    to it (SQLite says "database or disk is full" through SQLAlchemy and Optuna); None otherwise."""
+    from softclip.errors import SoftclipError, io_cause, write_error
+    from softclip.sweep.spec import sweep_dir
+    from softclip.sweep.study import JOURNAL_PREFIX, journal_path, resolve_storage_url
+
+    cause = io_cause(err)
+    if cause is None or isinstance(err, SoftclipError):
+        return None
+    url = resolve_storage_url(spec.storage, sweep_dir(spec))
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+    elif url.startswith(JOURNAL_PREFIX):
+        path = journal_path(url)
+    else:
+        return None
+    return write_error(path, cause)
 
 
 def _seed_list(text: str) -> list[int]:

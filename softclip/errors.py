@@ -75,6 +75,24 @@ def is_write_failure(err: BaseException, path: str | Path) -> bool:
     return False
 
 
+# SQLite's words for a failed write (sqlite3.OperationalError carries no errno; SQLAlchemy and Optuna wrap it).
+_SQLITE_IO = ("disk is full", "readonly database", "unable to open database file", "disk i/o error")
+
+
+def io_cause(err: BaseException) -> BaseException | None:
+    """The failed write behind ``err`` (itself or a cause/context in its chain): an OSError, or SQLite's
+    OperationalError saying the disk is full, the database read-only or unopenable; None otherwise."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and not isinstance(err, WriteError):
+            return err
+        if type(err).__name__ == "OperationalError" and any(w in str(err).lower() for w in _SQLITE_IO):
+            return getattr(err, "orig", None) or err  # SQLAlchemy's wrapper: the driver's own words
+        err = err.__cause__ or err.__context__ or getattr(err, "orig", None)
+    return None
+
+
 @contextlib.contextmanager
 def writing(path: str | Path) -> Iterator[None]:
     """Re-raise a failure of the write to ``path`` inside the block as :class:`WriteError` (the cause chained, so

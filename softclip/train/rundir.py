@@ -116,6 +116,8 @@ def check_owner(run_dir: Path, cfg: Config | None) -> None:
         RunFolderError: the folder holds files but no run (``run.json`` / ``meta.json``), exit code 2.
         ConfigError: it holds a run of another identity (the differing keys are named).
     """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir} is a file, not a folder; choose a new or empty folder for --run-dir")
     names = foreign_contents(run_dir)
     if not names:
         return

@@ -289,3 +289,35 @@ def test_a_damaged_ablation_json_is_one_line_naming_it_not_a_phantom_ablation(tm
     assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 1
     assert one_line(capsys).startswith(f"softclip: error: {run / 'ablation.json'} {reason}")
     assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize(
+    "message,reason",
+    [
+        ("database or disk is full", "database or disk is full"),
+        ("attempt to write a readonly database", "attempt to write a readonly database"),
+    ],
+)
+def test_a_sweep_storage_that_cannot_be_written_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys,
+                                                                             message, reason):  # fmt: skip
+    """SQLite says it through SQLAlchemy, which Optuna wraps in StorageInternalError (no errno, no path)."""
+    import sqlite3
+
+    import optuna
+    import sqlalchemy.exc
+
+    import softclip.sweep
+
+    def full(*args, **kwargs):
+        try:
+            try:
+                raise sqlite3.OperationalError(message)
+            except sqlite3.OperationalError as err:
+                raise sqlalchemy.exc.OperationalError("INSERT INTO trials ...", {}, err) from err
+        except sqlalchemy.exc.OperationalError as err:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from err
+
+    monkeypatch.setattr(softclip.sweep, "run_sweep", full)
+    assert main(["sweep", str(sweep_file(tmp_path)), "--launcher", "inprocess"]) == 1
+    db = (tmp_path / "runs" / "s" / "study.db").resolve()
+    assert one_line(capsys) == f"softclip: error: cannot write {db}: {reason}"

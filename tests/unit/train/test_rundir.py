@@ -139,6 +139,13 @@ def test_stray_files_are_refused(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
+def test_a_file_as_run_dir_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(rundir.RunFolderError, match="is a file, not a folder"):
+        rundir.check_owner(tmp_path / "afile", Config())
+    assert (tmp_path / "afile").read_text() == "x"
+
+
 def test_a_run_of_another_config_without_a_checkpoint_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert rundir.prepare(run, Config(), overwrite=False) is None  # started, killed before its first checkpoint
