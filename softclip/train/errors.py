@@ -35,7 +35,8 @@ class SignalReceived(KeyboardInterrupt):
         self.signum = signum
         self.name = signal.Signals(signum).name
         self.exit_code = 128 + signum
-        super().__init__(f"interrupted by {self.name} before training started; nothing to resume from yet")
+        super().__init__(f"interrupted by {self.name} outside a training step (nothing new to checkpoint); "
+                         "run the same command again to go on")
 
 
 class TrainingInterrupted(KeyboardInterrupt):

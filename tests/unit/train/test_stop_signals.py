@@ -72,3 +72,14 @@ def test_a_handler_installed_by_someone_else_is_left_alone() -> None:
                 pass
     assert calls == [signal.SIGUSR2]
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+
+
+def test_a_stop_signal_before_the_first_step_releases_the_lock(smoke_data: Path, tmp_path: Path) -> None:
+    from softclip.train.errors import SignalReceived
+
+    run = tmp_path / "run"
+    with pytest.raises(SignalReceived) as err:  # e.g. scancel while the evaluation data is being checked
+        train(smoke_config(smoke_data), run, preflight=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    code, line = describe_error(err.value)
+    assert code == 143 and line.startswith("interrupted by SIGTERM outside a training step")
+    assert not (run / LOCK).exists() and not (run / "metrics.jsonl").exists()
