@@ -5,6 +5,7 @@ one :class:`softclip.errors.WriteError` naming the path, whatever the library ra
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from softclip.errors import writing
+from softclip.errors import disk_full, os_error_reason, writing
 
 T = TypeVar("T")
 
@@ -51,8 +52,13 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], T], mode: int = 
             os.umask(umask)
             os.chmod(tmp, mode & ~umask)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as err:
+            # a library that swallowed the OS's ENOSPC (torch: "unexpected pos ..."): judge before the
+            # temporary file is gone and its space free again
+            full = isinstance(err, RuntimeError) and disk_full(path.parent)
             Path(tmp).unlink(missing_ok=True)
+            if full:
+                raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({os_error_reason(err)})") from err
             raise
     fsync_dir(path.parent)
     return result

@@ -34,13 +34,17 @@ _IO_WORDS = ("write", "writing", "file", "stream", "disk", "space", "i/o", "quot
 _TORCH_ENFORCE = re.compile(r"^\[enforce fail at [^\]]*\]\s*\.?\s*")  # torch's C++ location prefix
 
 
-def _disk_full(path: Path) -> bool:
-    """Whether the file system holding ``path`` (or its nearest existing folder) has no free bytes left."""
+DISK_FULL_BYTES = 1 << 20  # less free space than this, and a write failed: the disk is full
+
+
+def disk_full(path: str | Path) -> bool:
+    """Whether the file system holding ``path`` (or its nearest existing folder) is (nearly) out of space."""
+    path = Path(path)
     folder = path
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     try:
-        return shutil.disk_usage(folder).free == 0
+        return shutil.disk_usage(folder).free < DISK_FULL_BYTES
     except OSError:
         return False
 
@@ -59,7 +63,7 @@ def write_error(path: str | Path, err: BaseException) -> WriteError:
     path = Path(path)
     reason = os_error_reason(err)
     full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
-    if not full and _disk_full(path):
+    if not full and disk_full(path):
         reason = f"No space left on device ({reason})"
     return WriteError(f"cannot write {path}: {reason}")
 
@@ -71,7 +75,7 @@ def is_write_failure(err: BaseException, path: str | Path) -> bool:
     if isinstance(err, OSError):
         return True
     if isinstance(err, RuntimeError):
-        return any(w in str(err).lower() for w in _IO_WORDS) or _disk_full(Path(path))
+        return any(w in str(err).lower() for w in _IO_WORDS) or disk_full(Path(path))
     return False
 
 

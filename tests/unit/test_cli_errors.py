@@ -321,3 +321,32 @@ def test_a_sweep_storage_that_cannot_be_written_is_one_line_naming_the_file(tmp_
     assert main(["sweep", str(sweep_file(tmp_path)), "--launcher", "inprocess"]) == 1
     db = (tmp_path / "runs" / "s" / "study.db").resolve()
     assert one_line(capsys) == f"softclip: error: cannot write {db}: {reason}"
+
+
+def test_the_os_error_torch_save_swallows_is_the_one_reported(tmp_path, monkeypatch):
+    """On a real full disk torch's zip writer raises RuntimeError("unexpected pos 240832 vs 240720"), the
+    ENOSPC of the file's write lost; the checkpoint writer keeps it (found on a 400 KB tmpfs)."""
+    import torch
+
+    from softclip import checkpoint as ckpt
+
+    class Quota:  # a file system with 1000 bytes left
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def write(self, data):
+            self.n += len(memoryview(data).cast("B"))
+            if self.n > 1000:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.f.write(data)
+
+        def flush(self):
+            self.f.flush()
+
+    init = ckpt._HashingWriter.__init__
+    monkeypatch.setattr(ckpt._HashingWriter, "__init__", lambda self, f: init(self, Quota(f)))
+    path = tmp_path / "step_00000001.pt"
+    with pytest.raises(OSError) as err:
+        ckpt.save_checkpoint({"step": 1, "w": torch.zeros(10_000)}, path)
+    assert_one_line_naming(err.value, path, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
