@@ -25,7 +25,7 @@ from softclip.train.compiling import compile_towers, share_inductor_cache, shoul
 from softclip.train.errors import TrainingError, TrainingInterrupted
 from softclip.train.hostmem import configure_host_memory
 from softclip.train.lock import RunLock
-from softclip.train.loop import STOP_SIGNALS, Evaluate, Trainer, stop_signals_raise
+from softclip.train.loop import STOP_SIGNALS, Evaluate, Trainer, signals_deferred, stop_signals_raise
 from softclip.train.meta import collect_meta
 from softclip.train.metrics import MetricsWriter, truncate_metrics
 from softclip.train.optim import build_optimizer
@@ -175,7 +175,8 @@ def _prepare_run_dir(
         try:
             if not (run_dir / runfiles.LOCK).exists():  # a folder that is no run is refused untouched (no lock)
                 rundir.check_owner(run_dir, None if overwrite else cfg)
-            lock = RunLock(run_dir).acquire()
+            with signals_deferred():  # a stop signal inside acquire() would leave a lock nobody releases
+                lock = RunLock(run_dir).acquire()
             outcome = ("ok", rundir.prepare(run_dir, cfg, overwrite))
         except (ConfigError, FileExistsError, TrainingError) as err:
             outcome = ("error", err)

@@ -83,3 +83,27 @@ def test_a_stop_signal_before_the_first_step_releases_the_lock(smoke_data: Path,
     code, line = describe_error(err.value)
     assert code == 143 and line.startswith("interrupted by SIGTERM outside a training step")
     assert not (run / LOCK).exists() and not (run / "metrics.jsonl").exists()
+
+
+def test_a_stop_signal_while_the_lock_is_taken_still_releases_it(
+    smoke_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by sending SIGTERM the moment lock.json appeared: the signal landed inside acquire(), before the lock
+    was bound to a name, and the lock was left behind."""
+    from softclip.train.errors import SignalReceived
+    from softclip.train.lock import RunLock
+
+    acquire = RunLock.acquire
+
+    def acquire_then_signal(self):
+        held = acquire(self)
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered before acquire() has returned
+        for _ in range(1000):
+            pass
+        return held
+
+    monkeypatch.setattr(RunLock, "acquire", acquire_then_signal)
+    run = tmp_path / "run"
+    with pytest.raises(SignalReceived):
+        train(smoke_config(smoke_data), run)
+    assert not (run / LOCK).exists()
