@@ -102,9 +102,9 @@ def untimed(path: Path) -> list[dict]:
 
 def test_sigterm_checkpoints_exits_143_and_resumes_bit_exact(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    def cmd(run_dir: Path) -> list[str]:  # 120 steps, each logged, one checkpoint at the end
+    def cmd(run_dir: Path) -> list[str]:  # 40 steps, each logged, one checkpoint at the end
         return [*SOFTCLIP, "train", str(REPO / "ablations" / "base.yaml"), "--profile", "smoke", "--run-dir",
-                str(run_dir), "--no-eval", "train.steps=120", "train.log_every=1", "train.ckpt_every=1000",
+                str(run_dir), "--no-eval", "train.steps=40", "train.log_every=1", "train.ckpt_every=1000",
                 "train.eval_every=0", "train.threads=1"]  # fmt: skip
 
     run = tmp_path / "run"
@@ -124,7 +124,7 @@ def test_sigterm_checkpoints_exits_143_and_resumes_bit_exact(tmp_path):
     last = lines[0]
     assert last.startswith("softclip: training interrupted at step ") and " by SIGTERM; " in last
     step = int(last.split("interrupted at step ")[1].split(" ")[0])
-    assert 0 < step < 120 and f"step_{step:08d}.pt holds step {step}" in last
+    assert 0 < step < 40 and f"step_{step:08d}.pt holds step {step}" in last
     assert load_checkpoint(checkpoint_path(run / "checkpoints", step))["step"] == step
     assert not (run / LOCK).exists() and not (run / "done.json").exists()
 
@@ -136,7 +136,7 @@ def test_sigterm_checkpoints_exits_143_and_resumes_bit_exact(tmp_path):
     straight = tmp_path / "straight"
     ok = subprocess.run(cmd(straight), cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert ok.returncode == 0, ok.stderr[-3000:]
-    final = checkpoint_path("checkpoints", 120)
+    final = checkpoint_path("checkpoints", 40)
     a, b = load_checkpoint(straight / final)["model"], load_checkpoint(run / final)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert untimed(run / "metrics.jsonl") == untimed(straight / "metrics.jsonl")
