@@ -1,15 +1,19 @@
 """One way to write a file: a uniquely named temporary sibling, flushed and fsynced, moved into place with
 ``os.replace``, then the folder fsynced. Readers see the old file or the new one, never half of one; a failure
-(disk full, read-only folder, Ctrl-C) leaves no temporary file behind."""
+(disk full, read-only folder, Ctrl-C) leaves no temporary file behind and, for the write's own failures, is
+one :class:`softclip.errors.WriteError` naming the path, whatever the library raised."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
+
+from softclip.errors import disk_full, os_error_reason, writing
 
 T = TypeVar("T")
 
@@ -37,19 +41,25 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], T], mode: int = 
         mode: permission bits of the result (before the umask), as ``open`` would give a new file.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            result = write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, mode & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):  # disk full, read-only, missing folder, permission: one WriteError naming the path
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                result = write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, mode & ~umask)
+            os.replace(tmp, path)
+        except BaseException as err:
+            # a library that swallowed the OS's ENOSPC (torch: "unexpected pos ..."): judge before the
+            # temporary file is gone and its space free again
+            full = isinstance(err, RuntimeError) and disk_full(path.parent)
+            Path(tmp).unlink(missing_ok=True)
+            if full:
+                raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({os_error_reason(err)})") from err
+            raise
     fsync_dir(path.parent)
     return result
 

@@ -48,12 +48,17 @@ class _HashingWriter:
 
     def __init__(self, f: BinaryIO) -> None:
         self.f, self.sha, self.size = f, hashlib.sha256(), 0
+        self.error: OSError | None = None  # the OS's error, which torch's zip writer replaces by its own
 
     def write(self, data: bytes) -> int:
         view = memoryview(data)
         self.sha.update(view)
         self.size += view.nbytes
-        return self.f.write(view)
+        try:
+            return self.f.write(view)
+        except OSError as err:
+            self.error = self.error or err
+            raise
 
     def flush(self) -> None:
         self.f.flush()
@@ -70,7 +75,12 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> dict[str, Any]:
 
     def write(f: BinaryIO) -> _HashingWriter:
         writer = _HashingWriter(f)
-        torch.save(state, writer)
+        try:
+            torch.save(state, writer)
+        except RuntimeError:  # a full disk reads "unexpected pos 240832 vs 240720": raise what the OS said
+            if writer.error is not None:
+                raise writer.error from None
+            raise
         return writer
 
     writer = atomic_write(path, write)

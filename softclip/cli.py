@@ -3,7 +3,8 @@
 Every subcommand is a function registered in ``COMMANDS`` together with its argument set-up, so the parser,
 the help text and the tests are driven by one table. ``main(argv)`` returns the exit code and is callable from
 pytest: 0 success, 1 a runtime failure (bad data, diverged run, disk full), 2 a usage or configuration error
-(or a run folder owned by another trainer), 130 Ctrl-C. Known errors print one line; ``-v`` adds the traceback.
+(or a run folder owned by another trainer or holding no run), 130 Ctrl-C, 128 + N a stop signal N during training
+(143 for SIGTERM: checkpointed, like Ctrl-C). Known errors print one line; ``-v`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -170,16 +171,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     hook = preflight = None
     if not args.no_eval:  # --no-eval: no evaluation at all, so no evaluation datasets are needed either
         from softclip.evaluation.hooks import periodic_evaluator, periodic_suite
-        from softclip.evaluation.suite import plan_suite, read_suite
+        from softclip.evaluation.suite import preflight as check_suite
 
         suites = [cfg.eval.suite]
         if cfg.train.eval_every > 0:
             hook = periodic_evaluator(cfg)
             suites = list(dict.fromkeys([*suites, periodic_suite(cfg)]))
 
-        def preflight() -> None:  # the suites and their datasets, checked before the first step
+        def preflight() -> None:  # the suites and their datasets located and parsed before the first step
             for suite in suites:
-                plan_suite(*read_suite(suite), cfg.data.root)
+                check_suite(suite, cfg.data.root)
 
     run_dir = train(cfg, run_dir=args.run_dir, overwrite=args.overwrite, evaluate=hook, preflight=preflight)
     print(f"run finished: {run_dir}")
@@ -225,7 +226,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.target is None:
         raise ConfigError("softclip eval: give a run folder or checkpoint, or --arch with --weights")
     from softclip.evaluation import evaluate_checkpoint
+    from softclip.train.rundir import check_unedited
 
+    check_unedited(args.target)  # results are filed under config.yaml's hash: refuse one edited after training
     _print_results(evaluate_checkpoint(args.target, args.suite, force=args.force, data_root=args.data_root,
                                        out_dir=args.out))  # fmt: skip
     return 0
@@ -295,8 +298,33 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     except SweepError as err:
         print(f"softclip: sweep stopped: {err}", file=sys.stderr)
         return 1
+    except Exception as err:  # a storage file that cannot be written: one line naming it, whatever wrapped it
+        failure = _storage_failure(spec, err)
+        if failure is None:
+            raise
+        raise failure from err
     print(sweep_status(spec, result.storage_url))
     return 0
+
+
+def _storage_failure(spec, err: BaseException) -> BaseException | None:
+    """A WriteError naming the sweep's storage file (SQLite database or journal) when ``err`` is a failed write
+    to it (SQLite says "database or disk is full" through SQLAlchemy and Optuna); None otherwise."""
+    from softclip.errors import SoftclipError, io_cause, write_error
+    from softclip.sweep.spec import sweep_dir
+    from softclip.sweep.study import JOURNAL_PREFIX, journal_path, resolve_storage_url
+
+    cause = io_cause(err)
+    if cause is None or isinstance(err, SoftclipError):
+        return None
+    url = resolve_storage_url(spec.storage, sweep_dir(spec))
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+    elif url.startswith(JOURNAL_PREFIX):
+        path = journal_path(url)
+    else:
+        return None
+    return write_error(path, cause)
 
 
 def _seed_list(text: str) -> list[int]:
@@ -399,25 +427,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _os_error(err: OSError) -> str:
-    """``cannot write PATH: No space left on device`` for the OS errors a user can act on."""
+    """``No space left on device: PATH`` for an OS error outside the suite's writers (which say ``cannot write
+    PATH: ...`` themselves); libraries' OSErrors without errno give their first line."""
+    from softclip.errors import os_error_reason
+
     where = f" {err.filename}" if err.filename else ""
     if err.filename2:
         where += f" -> {err.filename2}"
-    return f"{err.strerror or err}{':' if where else ''}{where}".strip()
+    return f"{os_error_reason(err)}{':' if where else ''}{where}".strip()
 
 
 def describe_error(err: BaseException) -> tuple[int, str] | None:
     """(exit code, one-line message) for an error the CLI reports without a traceback; None for a bug."""
     from softclip.errors import SoftclipError
 
-    if isinstance(err, KeyboardInterrupt):
-        return 130, str(err) or "interrupted"
+    if isinstance(err, KeyboardInterrupt):  # Ctrl-C 130; a scheduler's stop signal 128 + signum (SIGTERM 143)
+        return getattr(err, "exit_code", 130), str(err) or "interrupted"
     if isinstance(err, SoftclipError):
         return err.exit_code, f"{err.label}: {err}"
-    if isinstance(err, OSError) and err.errno is not None:
+    if isinstance(err, OSError):  # with or without errno (libraries raise bare OSError("...") too)
         return 1, f"error: {_os_error(err)}"
-    if isinstance(err, (FileNotFoundError, FileExistsError)):  # e.g. a finished run without --overwrite
-        return 1, f"error: {err}"
     return None
 
 

@@ -53,19 +53,93 @@ class ConfigError(SoftclipError, ValueError):
 # --------------------------------------------------------------------------------------------- loading
 
 
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise _DuplicateKey(f"line {line}: key {key!r} is given twice in one mapping (lines {seen[key]} "
+                                    f"and {line}); give it once")  # fmt: skip
+            if isinstance(key, typing.Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _leaf_paths(key: str, value: Any) -> list[str]:
+    """Dotted paths of the values under ``key: value`` (``loss: {beta: 0.5}`` -> ``[loss.beta]``)."""
+    if isinstance(value, dict) and value:
+        return [p for k, v in value.items() for p in _leaf_paths(f"{key}.{k}", v)]
+    return [key]
+
+
+def _spelling(key: str, path: str) -> str:
+    """How ``key`` spells ``path``: ``loss.beta`` itself, or ``loss: {beta: ...}``."""
+    if key == path:
+        return key
+    rest = path[len(key) + 1 :]
+    return f"{key}: {{{rest}: ...}}"
+
+
+def check_spellings(data: Any, source: str, where: str = "") -> None:
+    """Refuse one key spelled twice in one mapping, dotted and nested (``loss.beta: 0.1`` beside
+    ``loss: {beta: 0.5}``), anywhere in a file (configs, profiles, ablation variants, sweep spaces): which one
+    wins would depend on the order they are applied in.
+
+    Raises:
+        ConfigError: naming both spellings, where they are and the file.
+    """
+    if isinstance(data, list):
+        for i, item in enumerate(data):
+            check_spellings(item, source, f"{where}[{i}]")
+        return
+    if not isinstance(data, dict):
+        return
+    leaves: dict[str, str] = {}  # dotted leaf path -> the key of this mapping that sets it
+    for key, value in data.items():
+        for path in _leaf_paths(str(key), value):
+            for seen, other in leaves.items():
+                overlap = seen == path or path.startswith(seen + ".") or seen.startswith(path + ".")
+                if overlap and other != str(key):
+                    place = f" under {where}" if where else ""
+                    shown = min(seen, path, key=len)
+                    raise ConfigError(f"{source}: {shown!r} is set twice{place}, as {_spelling(other, seen)!r} "
+                                      f"and as {_spelling(str(key), path)!r}; give it once")  # fmt: skip
+        for path in _leaf_paths(str(key), value):
+            leaves[path] = str(key)
+    for key, value in data.items():
+        check_spellings(value, source, f"{where}.{key}" if where else str(key))
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load``; errors name the file."""
+    """Read a YAML mapping (``yaml.SafeLoader``, duplicate keys refused); errors name the file.
+
+    Raises:
+        ConfigError: a missing file, invalid YAML, a key given twice (also as dotted and nested spellings).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except _DuplicateKey as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    check_spellings(data, str(path))
     return data
 
 
@@ -211,6 +285,58 @@ def load_config(
         check_key(parts, source=f"override {text!r}")
         set_dotted(data, parts, value)
     return build_config(expand_env(data, source), source)
+
+
+# ---------------------------------------------------------------------------------- degenerate settings
+
+
+def check_trainable(cfg: Config) -> list[str]:
+    """Refuse a config under which the objective is degenerate (the run would train, exit 0 and mean nothing);
+    returns warnings for settings that are legal but probably not meant.
+
+    The contrastive batch is ``data.batch_size`` whatever the split: features are all-gathered over the W ranks
+    and gradient accumulation evaluates the whole batch's objective (``softclip/train/step.py``), so a
+    micro-batch of 1 per rank is fine and a global batch of 1 is not.
+
+    Raises:
+        ConfigError: naming the keys and why the objective is degenerate under them.
+    """
+    loss = cfg.loss
+    if cfg.data.batch_size < 2:
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size}: the contrastive batch (the global batch of a step, all ranks "
+            "and micro-batches together) needs at least 2 pairs; with 1 every logit row has one column, every "
+            "loss term is 0 and nothing trains"
+        )
+    soft_targets = loss.target != "hard" and loss.beta > 0
+    live = {"loss.nce_weight": loss.nce_weight > 0, "loss.soft_weight": loss.soft_weight > 0,
+            "loss.re_weight": loss.re_weight > 0 and soft_targets}  # fmt: skip
+    if not any(live.values()):
+        why = "" if loss.re_weight == 0 else (f" (loss.re_weight={loss.re_weight} has no off-diagonal target "
+                                              f"mass to act on with loss.target={loss.target}, loss.beta={loss.beta})")  # fmt: skip
+        raise ConfigError(
+            f"loss.nce_weight={loss.nce_weight}, loss.soft_weight={loss.soft_weight}, "
+            f"loss.re_weight={loss.re_weight}: no term of the objective compares image-text pairs{why}, so the "
+            "towers get no contrastive gradient; give one of them a weight > 0"
+        )
+    if loss.target == "label_smoothing" and loss.beta == 1 and loss.nce_weight == 0:
+        raise ConfigError(
+            "loss.target=label_smoothing with loss.beta=1 and loss.nce_weight=0: every target row is uniform, so "
+            "nothing tells the matching caption from the others; lower loss.beta or give loss.nce_weight a weight"
+        )
+    missing = [k for k, v in (("loss.image_source=roi", loss.image_source == "roi"),
+                              ("loss.text_source=tag", loss.text_source == "tag")) if v]  # fmt: skip
+    if loss.target == "selfsim" and soft_targets and missing and not cfg.data.sidecars:
+        raise ConfigError(
+            f"loss.target=selfsim with {' and '.join(missing)} reads regions/tags from the sidecars, but "
+            "data.sidecars=false: every self-similarity target row would be one-hot (plain CLIP); set "
+            "data.sidecars=true, or loss.image_source=image / loss.text_source=text"
+        )
+    warnings = []
+    if cfg.optim.warmup_steps >= cfg.train.steps:
+        warnings.append(f"optim.warmup_steps={cfg.optim.warmup_steps} >= train.steps={cfg.train.steps}: the "
+                        f"learning rate never reaches optim.lr={cfg.optim.lr}")  # fmt: skip
+    return warnings
 
 
 # ------------------------------------------------------------------------- specs (sweeps, ablations)

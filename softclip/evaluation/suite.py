@@ -208,3 +208,37 @@ def plan_suite(
         opts = parse_options(name, bench.model_copy(update={"options": options}), source)
         plans.append(Plan(name, bench.evaluator, path, opts))
     return plans
+
+
+# Errors a reader may raise on a malformed index that it does not turn into a DataError itself (a JSON that does
+# not parse, an entry without "filename", a list where a mapping belongs).
+_PARSE_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError)
+
+
+def check_datasets(plans: list[Plan]) -> None:
+    """Parse every planned dataset's index before anything trains: the Karpathy JSON and its split, the gnd
+    pickle and its keys, the class folders and their lists, Copydays' blocks (each evaluator's ``load``: file
+    lists and existence, no image is decoded); a dataset with nothing to evaluate is refused too.
+
+    Raises:
+        DataError: one line naming the benchmark, its path and what is wrong.
+    """
+    for plan in plans:
+        evaluator = EVALUATORS.get(plan.evaluator)
+        where = f"benchmark {plan.name!r} ({plan.path})"
+        try:
+            data = evaluator.load(plan.path, plan.options)
+        except DataError as err:
+            raise DataError(f"{where}: {err}") from None
+        except _PARSE_ERRORS as err:
+            raise DataError(f"{where}: cannot be parsed: {type(err).__name__}: {err}") from None
+        if evaluator.n_items(data) == 0:
+            raise DataError(f"{where}: holds nothing to evaluate (0 items for the {plan.evaluator} evaluator)")
+
+
+def preflight(suite: str | Path | dict[str, Any], data_root: str | Path | None) -> list[Plan]:
+    """Read the suite, locate its datasets and parse their indexes (the trainer calls it before its first step,
+    so a broken evaluation set fails a run before training, not after); returns the plans."""
+    plans = plan_suite(*read_suite(suite), data_root)
+    check_datasets(plans)
+    return plans

@@ -200,7 +200,7 @@ def read_meta(run_dir: Path, layout_ablation: str, skipped: list[Skipped]) -> tu
     via_link = os.path.realpath(run_dir) != os.path.abspath(run_dir)
     own = run_dir / runfiles.ABLATION
     if own.is_file():
-        meta = read_json(own, skipped)
+        meta = runfiles.read_ablation_meta(own)  # a damaged one is an error naming it (issue 33), not a phantom
         if isinstance(meta, dict) and not (via_link and meta.get("ablation") not in (None, layout_ablation)):
             return meta, runfiles.ABLATION
     above = run_dir.parent / runfiles.ABLATION

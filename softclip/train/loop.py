@@ -26,7 +26,7 @@ from softclip import runfiles
 from softclip.atomic import write_json
 from softclip.config import Config
 from softclip.train.dist import DistEnv, all_reduce, barrier, gather_objects
-from softclip.train.errors import NonFiniteLossError, TrainingError
+from softclip.train.errors import NonFiniteLossError, SignalReceived, TrainingError
 from softclip.train.metrics import MetricsWriter, Progress
 from softclip.train.optim import clamp_logit_scale
 from softclip.train.schedule import CosineSchedule
@@ -44,8 +44,12 @@ log = logging.getLogger("softclip.train")
 
 Evaluate = Callable[[torch.nn.Module, int], dict[str, float]]
 CHECKPOINT_FORMAT = 1
-# Ctrl-C and submitit's preemption signals: held while state is half-updated or a checkpoint is being written.
-_DEFERRED_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGUSR2", "SIGTERM") if hasattr(signal, n))
+# What a scheduler sends to stop a job (SLURM: SIGTERM on scancel, preemption and the time limit; a signal
+# chosen with --signal, usually SIGUSR1/2, before it), and SIGHUP (the terminal of an interactive run closed).
+# Handled like Ctrl-C where nobody else handles them.
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP") if hasattr(signal, n))
+# Ctrl-C and the stop signals: held while state is half-updated or a checkpoint is being written.
+_DEFERRED_SIGNALS = (signal.SIGINT, *STOP_SIGNALS)
 
 
 @dataclass
@@ -62,7 +66,7 @@ class TrainState:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGUSR2/SIGTERM until the block is done, then raise each one that arrived, once, under its own
+    """Hold Ctrl-C and the stop signals (SIGTERM, SIGUSR1/2) until the block is done, then raise each one that arrived, once, under its own
     handler (Ctrl-C's ``KeyboardInterrupt`` then lands after a finished checkpoint, never inside ``torch.save``).
 
     Python runs signal handlers in the main thread whichever thread the OS delivers to, so this holds a signal
@@ -85,6 +89,35 @@ def signals_deferred() -> Iterator[None]:
             signal.signal(sig, handler)
         for sig in dict.fromkeys(pending):
             signal.raise_signal(sig)
+
+
+def _raise_stop(signum: int, _frame: Any) -> None:
+    raise SignalReceived(signum)
+
+
+@contextlib.contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """Inside the block, each stop signal (``STOP_SIGNALS``) whose handler is the default one (which would kill
+    the process with no checkpoint and the lock left behind) raises :class:`SignalReceived`, a
+    ``KeyboardInterrupt``, so it takes Ctrl-C's path: checkpoint, release the lock, one line.
+
+    A signal that has a handler already is left to it: under submitit, SIGUSR2 (or the job's chosen signal)
+    checkpoints through the launcher's ``checkpoint`` and requeues, and SIGTERM is logged and bypassed.
+    Elsewhere than the main thread: no-op (Python runs handlers in the main thread only).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig, handler in old.items():
+        if handler is signal.SIG_DFL:
+            signal.signal(sig, _raise_stop)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            if handler is signal.SIG_DFL:
+                signal.signal(sig, handler)
 
 
 @dataclass

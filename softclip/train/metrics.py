@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from softclip.atomic import write_text
+from softclip.errors import writing
 
 log = logging.getLogger("softclip.train")
 
@@ -67,7 +68,9 @@ class MetricsWriter:
         self, path: str | Path, tensorboard_dir: str | Path | None = None, enabled: bool = True
     ) -> None:
         self.enabled = enabled
-        self._file = open(path, "a", encoding="utf-8") if enabled else None  # noqa: SIM115
+        self.path = Path(path)
+        with writing(self.path):
+            self._file = open(path, "a", encoding="utf-8") if enabled else None  # noqa: SIM115
         self._tb = self._open_tensorboard(tensorboard_dir) if enabled and tensorboard_dir else None
 
     @staticmethod
@@ -83,8 +86,9 @@ class MetricsWriter:
         """Write one record (``kind`` and ``step`` required); returns the JSON-safe version."""
         clean = {k: _plain(v) for k, v in record.items()}
         if self._file is not None:
-            self._file.write(json.dumps(clean) + "\n")
-            self._file.flush()
+            with writing(self.path):
+                self._file.write(json.dumps(clean) + "\n")
+                self._file.flush()
         if self._tb is not None:
             kind, step = clean["kind"], clean["step"]
             for key, value in clean.items():
@@ -94,8 +98,9 @@ class MetricsWriter:
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            with writing(self.path):
+                file.close()
         if self._tb is not None:
             self._tb.close()
             self._tb = None

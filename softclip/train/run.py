@@ -19,13 +19,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from softclip import checkpoint as ckpt
 from softclip import runfiles
-from softclip.config import Config, ConfigError
+from softclip.config import Config, ConfigError, check_trainable
 from softclip.train import dist, rundir
 from softclip.train.compiling import compile_towers, share_inductor_cache, should_compile
 from softclip.train.errors import TrainingError, TrainingInterrupted
 from softclip.train.hostmem import configure_host_memory
 from softclip.train.lock import RunLock
-from softclip.train.loop import Evaluate, Trainer
+from softclip.train.loop import STOP_SIGNALS, Evaluate, Trainer, signals_deferred, stop_signals_raise
 from softclip.train.meta import collect_meta
 from softclip.train.metrics import MetricsWriter, truncate_metrics
 from softclip.train.optim import build_optimizer
@@ -167,7 +167,10 @@ def _prepare_run_dir(
     lock = None
     if env.is_main:
         try:
-            lock = RunLock(run_dir).acquire()
+            if not (run_dir / runfiles.LOCK).exists():  # a folder that is no run is refused untouched (no lock)
+                rundir.check_owner(run_dir, None if overwrite else cfg)
+            with signals_deferred():  # a stop signal inside acquire() would leave a lock nobody releases
+                lock = RunLock(run_dir).acquire()
             outcome = ("ok", rundir.prepare(run_dir, cfg, overwrite))
         except (ConfigError, FileExistsError, TrainingError) as err:
             outcome = ("error", err)
@@ -229,12 +232,16 @@ def _run(cfg: Config, run_dir: Path, overwrite: bool, evaluate: Evaluate | None,
          preflight: Callable[[], Any] | None = None) -> Path:  # fmt: skip
     precision = resolve_precision(cfg.train.precision, env.device)
     micro_batch_size(cfg, env.world_size)  # fail on a bad split before any work
-    resume, lock = _prepare_run_dir(run_dir, cfg, overwrite, env)
-    try:
-        _train_locked(cfg, run_dir, resume, lock, evaluate, env, precision, preflight)
-    finally:
-        if lock is not None:
-            lock.release()
+    for warning in check_trainable(cfg):  # a degenerate objective is refused (ConfigError) before any work
+        if env.is_main:
+            log.warning("%s", warning)
+    with stop_signals_raise():  # SIGTERM & co. end like Ctrl-C: checkpoint, lock released, one line
+        resume, lock = _prepare_run_dir(run_dir, cfg, overwrite, env)
+        try:
+            _train_locked(cfg, run_dir, resume, lock, evaluate, env, precision, preflight)
+        finally:
+            if lock is not None:
+                lock.release()
     return run_dir
 
 
@@ -260,8 +267,8 @@ def _train_locked(cfg: Config, run_dir: Path, resume: Path | None, lock: RunLock
     _ACTIVE.append(trainer)
     try:
         state = trainer.fit()
-    except KeyboardInterrupt:
-        raise _interrupted(trainer, run_dir) from None
+    except KeyboardInterrupt as err:
+        raise _interrupted(trainer, run_dir, getattr(err, "signum", None)) from None
     finally:
         _ACTIVE.remove(trainer)
         trainer.writer.close()
@@ -277,26 +284,30 @@ def _train_locked(cfg: Config, run_dir: Path, resume: Path | None, lock: RunLock
     dist.barrier(env)
 
 
-def _interrupted(trainer: Trainer, run_dir: Path) -> TrainingInterrupted:
-    """Checkpoint the last step boundary after Ctrl-C (a second Ctrl-C is held off meanwhile)."""
+def _interrupted(trainer: Trainer, run_dir: Path, signum: int | None = None) -> TrainingInterrupted:
+    """Checkpoint the last step boundary after Ctrl-C (``signum`` None) or a stop signal; further stop signals
+    are ignored meanwhile."""
     import signal
     import threading
 
     main = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    held = (signal.SIGINT, *STOP_SIGNALS) if main else ()
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in held}
     try:
         path = trainer.save_now()
     finally:
-        if main:
-            signal.signal(signal.SIGINT, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     if path is None:
         path = ckpt.latest_valid(runfiles.checkpoints_dir(run_dir))
-    held = "no checkpoint was written yet"
+    saved = "no checkpoint was written yet"
     if path is not None:
-        held = f"checkpoint {path} holds step {int(ckpt.CKPT_RE.match(path.name).group(1))}"
+        saved = f"checkpoint {path} holds step {int(ckpt.CKPT_RE.match(path.name).group(1))}"
+    by = "" if signum is None else f" by {signal.Signals(signum).name}"
     return TrainingInterrupted(
-        f"training interrupted at step {trainer.state.step}; {held}. Resume with the same command "
-        f"(or: softclip train {run_dir / rundir.CONFIG} --run-dir {run_dir})"
+        f"training interrupted at step {trainer.state.step}{by}; {saved}. Resume with the same command "
+        f"(or: softclip train {run_dir / rundir.CONFIG} --run-dir {run_dir})",
+        130 if signum is None else 128 + signum,
     )
 
 

@@ -1,6 +1,8 @@
 """Faults injected into real ``softclip train`` processes: a second trainer on a folder in use is refused (exit
 2, the owner named, nothing of the first run touched); Ctrl-C checkpoints the current step, prints how to
-resume and exits 130 without a traceback; the printed command resumes the run to its end."""
+resume and exits 130 without a traceback; the printed command resumes the run to its end. SIGTERM (what SLURM
+sends on scancel, preemption and at the time limit) does the same with exit 143, and the resumed run ends
+bit-identical to an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -9,11 +11,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
+from softclip.checkpoint import checkpoint_path, load_checkpoint
 from softclip.train.lock import LOCK
+from softclip.train.metrics import TIMING_KEYS, read_metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -79,3 +85,58 @@ def test_second_trainer_is_refused_and_ctrl_c_checkpoints_and_resumes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resumed from {run / 'checkpoints' / f'step_{step:08d}.pt'}" in done.stderr
     assert json.loads((run / "done.json").read_text())["step"] == STEPS
+
+
+def wait_for_logged_step(proc: subprocess.Popen, metrics: Path) -> None:
+    """Poll ``metrics.jsonl`` until the trainer has logged a training step (no fixed sleep decides anything)."""
+    while proc.poll() is None:
+        if metrics.is_file() and '"kind": "train"' in metrics.read_text():
+            return
+        time.sleep(0.01)
+    pytest.fail(f"the trainer exited ({proc.returncode}) before it logged a step")
+
+
+def untimed(path: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_metrics(path)]
+
+
+def test_sigterm_checkpoints_exits_143_and_resumes_bit_exact(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    def cmd(run_dir: Path) -> list[str]:  # 40 steps, each logged, one checkpoint at the end
+        return [*SOFTCLIP, "train", str(REPO / "ablations" / "base.yaml"), "--profile", "smoke", "--run-dir",
+                str(run_dir), "--no-eval", "train.steps=40", "train.log_every=1", "train.ckpt_every=1000",
+                "train.eval_every=0", "train.threads=1"]  # fmt: skip
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(cmd(run), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for_logged_step(proc, run / "metrics.jsonl")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("softclip:")]
+    assert len(lines) == 1 and lines[0] == stderr.strip().splitlines()[-1], stderr[-3000:]
+    last = lines[0]
+    assert last.startswith("softclip: training interrupted at step ") and " by SIGTERM; " in last
+    step = int(last.split("interrupted at step ")[1].split(" ")[0])
+    assert 0 < step < 40 and f"step_{step:08d}.pt holds step {step}" in last
+    assert load_checkpoint(checkpoint_path(run / "checkpoints", step))["step"] == step
+    assert not (run / LOCK).exists() and not (run / "done.json").exists()
+
+    resume = last.split("(or: ")[1].rstrip(")").split()  # softclip train RUN/config.yaml --run-dir RUN
+    assert resume[:2] == ["softclip", "train"] and str(run) in resume
+    done = subprocess.run([*SOFTCLIP, *resume[1:], "--no-eval"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=400)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    straight = tmp_path / "straight"
+    ok = subprocess.run(cmd(straight), cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    final = checkpoint_path("checkpoints", 40)
+    a, b = load_checkpoint(straight / final)["model"], load_checkpoint(run / final)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert untimed(run / "metrics.jsonl") == untimed(straight / "metrics.jsonl")

@@ -174,3 +174,103 @@ def test_list_prints_every_registry_and_rejects_unknown_tables(capsys):
                      "launchers", "samplers", "pruners", "trials"]  # fmt: skip
     assert main(["list", "launcher"]) == 2
     assert "unknown table 'launcher'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------- no quietly wrong run (issue 33, item 5)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "overrides,reason",
+    [
+        ({"data": {"batch_size": 1}}, "data.batch_size=1: the contrastive batch"),
+        ({"loss": {"nce_weight": 0.0, "soft_weight": 0.0, "re_weight": 0.0}}, "no term of the objective compares"),
+        ({"loss": {"target": "hard", "nce_weight": 0.0, "soft_weight": 0.0}}, "no off-diagonal target mass"),
+        ({"loss": {"beta": 0.0, "nce_weight": 0.0, "soft_weight": 0.0}}, "no off-diagonal target mass"),
+        ({"loss": {"target": "label_smoothing", "beta": 1.0, "nce_weight": 0.0}}, "every target row is uniform"),
+        ({"data": {"sidecars": False}}, "data.sidecars=false: every self-similarity target row would be one-hot"),
+    ],
+)  # fmt: skip
+def test_degenerate_objectives_are_refused_with_the_reason(overrides: dict, reason: str) -> None:
+    from softclip.config import check_trainable
+
+    with pytest.raises(ConfigError, match=reason.replace("(", r"\(")):
+        check_trainable(Config.model_validate(overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"data": {"batch_size": 2}},  # the smallest contrastive batch
+        {"data": {"batch_size": 4}, "optim": {"accum_steps": 4}},  # micro-batches of 1: the objective sees all 4
+        {"loss": {"nce_weight": 0.0, "re_weight": 0.0}},  # the soft term alone is a contrastive loss
+        {"loss": {"target": "hard", "soft_weight": 0.0, "re_weight": 0.0}},  # plain CLIP
+        {"loss": {"target": "label_smoothing", "beta": 1.0}},  # uniform targets, but InfoNCE still there
+        {"data": {"sidecars": False}, "loss": {"image_source": "image", "text_source": "text"}},
+    ],
+)
+def test_legal_settings_near_the_edge_pass(overrides: dict) -> None:
+    from softclip.config import check_trainable
+
+    check_trainable(Config.model_validate(overrides))
+
+
+def test_warmup_longer_than_training_is_a_warning_not_an_error() -> None:
+    from softclip.config import check_trainable
+
+    warnings = check_trainable(Config.model_validate({"train": {"steps": 10}, "optim": {"warmup_steps": 10}}))
+    assert warnings == ["optim.warmup_steps=10 >= train.steps=10: the learning rate never reaches optim.lr=0.0005"]
+
+
+def test_training_with_batch_1_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    argv = ["train", str(REPO_ROOT / "ablations" / "base.yaml"), "--profile", "smoke", "--run-dir", str(run),
+            "--no-eval", "data.batch_size=1"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.batch_size=1" in err[0] and "every loss term is 0" in err[0]
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("loss.beta: 0.1\nloss:\n  beta: 0.5\n", "'loss.beta' is set twice, as 'loss.beta' and as 'loss: {beta: ...}'"),
+        ("loss:\n  beta: 0.5\nloss.beta: 0.1\n", "'loss.beta' is set twice, as 'loss: {beta: ...}' and as 'loss.beta'"),
+        ("loss:\n  beta: 0.1\n  beta: 0.5\n", "line 3: key 'beta' is given twice in one mapping (lines 2 and 3)"),
+        ("profiles:\n  smoke:\n    loss.beta: 0.1\n    loss: {beta: 0.5}\n", "set twice under profiles.smoke"),
+        ("variants:\n  v:\n    loss.beta: 0.1\n    loss: {beta: 0.5, tau: 0.1}\n", "set twice under variants.v"),
+        ("loss: 0.3\nloss.beta: 0.1\n", "'loss' is set twice, as 'loss' and as 'loss.beta'"),
+    ],
+)  # fmt: skip
+def test_one_key_spelled_twice_in_a_file_is_an_error_naming_both_and_the_file(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    from softclip.config import read_yaml
+
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        read_yaml(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value), str(err.value)
+
+
+def test_an_ablation_variant_with_two_spellings_is_refused(tmp_path: Path) -> None:
+    from softclip.ablate import load_ablation
+
+    path = tmp_path / "twice.yaml"
+    path.write_text(yaml.safe_dump({"name": "twice", "base": str(REPO_ROOT / "ablations" / "base.yaml"),
+                                    "seeds": [0], "variants": {"a": {}}}) +  # fmt: skip
+                    "  b:\n    loss.beta: 0.1\n    loss: {beta: 0.5}\n")
+    with pytest.raises(ConfigError, match=r"'loss.beta' is set twice under variants.b"):
+        load_ablation(path)
+
+
+def test_distinct_dotted_keys_sharing_a_section_are_fine(tmp_path: Path) -> None:
+    from softclip.config import read_yaml
+
+    path = tmp_path / "ok.yaml"
+    path.write_text("space:\n  loss.beta: {type: float}\n  loss.tau: {type: float}\n"
+                    "overrides: {loss.beta: 1, data: {root: x}, data.workers: 1}\n")  # fmt: skip
+    assert read_yaml(path)["overrides"]["data.workers"] == 1

@@ -11,6 +11,7 @@ import pytest
 from softclip.report import ReportError, collect, curves
 from softclip.report.discover import identity_from_layout, load_runs
 from softclip.report.frame import COLUMNS, config_values, factor_columns
+from softclip.runfiles import RunFileError
 
 from .fakes import base_config, make_grid, make_run
 
@@ -72,10 +73,11 @@ def test_bad_config_and_bad_ablation_json(tmp_path: Path) -> None:
     good = make_run(tmp_path / "abl" / "v1" / "s0", seed=0, results={"zeroshot": {"top1": 1.0}})
     bad = make_run(tmp_path / "abl" / "v2" / "s0", seed=0, results={"zeroshot": {"top1": 2.0}})
     (bad / "config.yaml").write_text("key: [unclosed")
-    (good / "ablation.json").write_text("{oops")
     collection = load_runs([tmp_path])
-    assert [r.variant for r in collection.runs] == ["v1"] and collection.runs[0].meta_source == "layout:seed_folder"
-    assert len(collection.skipped) == 2
+    assert [r.variant for r in collection.runs] == ["v1"] and len(collection.skipped) == 1
+    (good / "ablation.json").write_text("{oops")  # a damaged ablation.json: an error naming it, no phantom run
+    with pytest.raises(RunFileError, match=f"{good / 'ablation.json'} is damaged"):
+        load_runs([tmp_path])
 
 
 def test_missing_inputs_raise(tmp_path: Path) -> None:

@@ -215,7 +215,9 @@ def test_resume_refuses_a_different_config(smoke_data: Path, tmp_path: Path) -> 
     with pytest.raises(ConfigError, match=r"loss\.beta: 0\.3 -> 0\.1"):
         train(other, run)
     shutil.rmtree(run / "checkpoints")
-    train(other, run)  # without checkpoints there is nothing to resume: it starts again
+    with pytest.raises(ConfigError, match=r"loss\.beta: 0\.3 -> 0\.1"):  # no checkpoint: still another run's folder
+        train(other, run)
+    train(other, run, overwrite=True)  # asked for: it starts again
 
 
 def test_accumulation_matches_the_full_batch_in_the_loop(smoke_data: Path, tmp_path: Path) -> None:
