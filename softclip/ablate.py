@@ -49,6 +49,7 @@ from softclip.config import (
     apply_profile,
     base_data,
     build_run_config,
+    check_trainable,
     format_validation_error,
     read_yaml,
 )
@@ -107,6 +108,10 @@ def plan_jobs(spec: AblationSpec) -> list[AblationJob]:
             cfg = build_run_config(base, overrides, source, seed=seed, name=f"{spec.name}-{variant}-s{seed}",
                                    output_dir=str(pool), profile=spec.profile)  # fmt: skip
             cfg = _own_data_root(cfg, base_cfg)
+            try:  # a degenerate objective is refused when the grid is planned, not when its run starts
+                check_trainable(cfg)
+            except ConfigError as err:
+                raise ConfigError(f"{source}: {err}") from None
             key = identity_hash(identity.run_identity(cfg.to_dict()))
             run_dir = pool / f"s{seed}-{key}"
             legacy = root / variant / f"s{seed}"  # the layout before manifests: a finished run there is used
@@ -234,14 +239,15 @@ def run_ablation_job(job: AblationJob) -> dict[str, Any]:
     """Train (resuming) and evaluate one run; returns ``{variant, seed, run_dir, metrics}``."""
     from softclip.config import Config
     from softclip.evaluation import evaluate_checkpoint
+    from softclip.evaluation.suite import preflight
     from softclip.sweep.trial import flatten_results
     from softclip.train import train
-    from softclip.train.rundir import check_resumable
+    from softclip.train.rundir import check_owner
 
     run_dir, cfg = Path(job.run_dir), Config.model_validate(job.config)
-    check_resumable(run_dir, cfg)  # a folder holding another config's run fails here, never re-evaluated as this
-    if not (run_dir / DONE).is_file():
-        train(cfg, run_dir=run_dir)
+    check_owner(run_dir, cfg)  # a folder holding no run, or another config's run, fails here, never re-evaluated as this
+    if not (run_dir / DONE).is_file():  # the suite's datasets are parsed before the first step, not after training
+        train(cfg, run_dir=run_dir, preflight=lambda: preflight(job.suite, cfg.data.root))
     if distributed_rank() != 0:  # multi-task jobs: rank 0 evaluates
         return {"variant": job.variant, "seed": job.seed, "run_dir": job.run_dir, "metrics": {}}
     metrics = flatten_results(evaluate_checkpoint(run_dir, job.suite))

@@ -124,16 +124,17 @@ def train_trial(cfg: Config, run_dir: Path, report: Report) -> dict[str, float]:
     the evaluation suite; returns the flat ``benchmark/metric`` results."""
     from softclip.evaluation import evaluate_checkpoint
     from softclip.evaluation.hooks import periodic_evaluator
+    from softclip.evaluation.suite import preflight
     from softclip.train import train
-    from softclip.train.rundir import check_resumable
+    from softclip.train.rundir import check_owner
 
-    check_resumable(run_dir, cfg)  # a folder holding another config's run fails here, never re-evaluated as this
+    check_owner(run_dir, cfg)  # a folder holding no run, or another config's run, fails here, never re-evaluated as this
     if not (run_dir / runfiles.DONE).is_file():
         metric = getattr(report, "metric", None)
         periodic = getattr(report, "pruning", False) or cfg.train.eval_every > 0
         wanted = metric and getattr(report, "active", False) and periodic
         hook = periodic_evaluator(cfg, [str(metric).split("/")[0]], report) if wanted else None
-        train(cfg, run_dir=run_dir, evaluate=hook)
+        train(cfg, run_dir=run_dir, evaluate=hook, preflight=lambda: preflight(cfg.eval.suite, cfg.data.root))
     if distributed_rank() != 0:
         return {}
     return flatten_results(evaluate_checkpoint(run_dir, cfg.eval.suite))

@@ -112,3 +112,11 @@ def test_each_manifest_carries_its_own_baseline_for_a_shared_run(tmp_path) -> No
     by_variant = {j.variant: j.meta["baseline"] for j in unique if j.meta["ablation"] == "noise"}
     assert by_variant == {"clip_n0.2": "clip_n0.2", "ls_n0.2": "clip_n0.2", "soft_n0.2": "clip_n0.2",
                           "ls_n0.0": "clip_n0.0"}  # fmt: skip
+
+
+def test_a_degenerate_variant_is_refused_when_the_grid_is_planned(tmp_path) -> None:
+    """A variant whose objective is degenerate (a contrastive batch of one) fails at load, naming the variant,
+    before any run of the grid starts (it used to fail only when its own run started)."""
+    path = write(tmp_path, name="tiny", variants={"ok": {}, "single": {"data.batch_size": 1}}, baseline="ok")
+    with pytest.raises(ConfigError, match=r"variant single.*batch_size"):
+        load_ablation(path, profile="smoke")

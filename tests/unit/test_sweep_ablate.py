@@ -140,6 +140,7 @@ def test_a_folder_holding_another_configs_run_fails_and_is_never_re_evaluated(tm
     run.mkdir(parents=True)
     other = {**job.config, "loss": {**job.config["loss"], "beta": 0.9}}  # e.g. a previous design's run
     (run / "config.yaml").write_text(yaml.safe_dump(other))
+    (run / "meta.json").write_text("{}")  # a run made before run.json existed
     (run / "done.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"different config.*loss.beta: 0.9 -> "):
         run_ablation_job(job)
@@ -178,3 +179,18 @@ def test_two_drivers_of_one_ablation_share_the_work_and_both_succeed(tmp_path, f
     assert sorted(o.args[0].run_dir for o in second.outcomes) == sorted(j.run_dir for j in jobs[1:])
     first = run_ablation(spec, launcher="inprocess")
     assert len(first.skipped) == 4 and not first.outcomes and not first.failed
+
+
+def test_a_folder_holding_no_run_is_refused_and_never_evaluated(tmp_path):
+    """A job's folder holding files but no run marker (a user's folder) is refused by name, not evaluated."""
+    from softclip.ablate import run_ablation_job
+    from softclip.train.errors import RunFolderError
+
+    job = plan_jobs(load_ablation(write(tmp_path)))[0]
+    run = Path(job.run_dir)
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(job.config))
+    (run / "done.json").write_text("{}")
+    with pytest.raises(RunFolderError, match=r"holds no run"):
+        run_ablation_job(job)
+    assert not (run / "eval").exists()
