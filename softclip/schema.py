@@ -175,28 +175,28 @@ class LossConfig(_Section):
     @field_validator("target")
     @classmethod
     def _known_target(cls, v: str) -> str:
-        from softclip.objective import list_targets
+        from softclip.objective.targets import list_targets
 
         return _choice(v, list_targets(), "loss.target")
 
     @field_validator("contrastive")
     @classmethod
     def _known_contrastive(cls, v: str) -> str:
-        from softclip.objective import list_contrastives
+        from softclip.objective.scoring import list_contrastives
 
         return _choice(v, list_contrastives(), "loss.contrastive")
 
     @field_validator("divergence")
     @classmethod
     def _known_divergence(cls, v: str) -> str:
-        from softclip.objective import list_divergences
+        from softclip.objective.divergences import list_divergences
 
         return _choice(v, list_divergences(), "loss.divergence")
 
     @field_validator("re_divergence")
     @classmethod
     def _known_re_divergence(cls, v: str | None) -> str | None:
-        from softclip.objective import list_divergences
+        from softclip.objective.divergences import list_divergences
 
         return None if v is None else _choice(v, list_divergences(), "loss.re_divergence")
 
@@ -213,7 +213,7 @@ class LossConfig(_Section):
     @field_validator("pairing")
     @classmethod
     def _known_pairing(cls, v: str) -> str:
-        from softclip.objective import list_pairings
+        from softclip.objective.targets import list_pairings
 
         return _choice(v, list_pairings(), "loss.pairing")
 

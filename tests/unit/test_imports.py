@@ -9,15 +9,30 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "softclip"
 
 
+def _is_type_checking(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:`` (or ``if typing.TYPE_CHECKING:``)."""
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def module_graph() -> dict[str, set[str]]:
-    """``module -> softclip modules it imports`` (any statement, lazy ones included)."""
+    """``module -> softclip modules it imports`` (any statement that runs, lazy ones included; imports for type
+    checkers only are left out)."""
     mods = {}
     for path in PACKAGE.rglob("*.py"):
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
         mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     graph: dict[str, set[str]] = {name: set() for name in mods}
     for name, path in mods.items():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = {id(n) for block in ast.walk(tree) if _is_type_checking(block) for s in block.body
+                       for n in ast.walk(s)}  # fmt: skip
+        for node in ast.walk(tree):
+            if id(node) in typing_only:  # `if TYPE_CHECKING:` imports never run
+                continue
             if isinstance(node, ast.Import):
                 graph[name] |= {a.name for a in node.names if a.name in mods}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
