@@ -37,6 +37,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from softclip.report.hardware import this_machine  # noqa: E402
+
 GPU_RATES = {  # reports/perf/gpu.md, ViT-B-32 224 px batch 256 bf16 on one H200 (synthetic batches on the GPU)
     "open_clip_train ViT-B-32 b256": 2355.0,
     "softclip paper config ViT-B-32 b256": 1923.8,
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio_same = (results["softclip_nosidecar"]["samples_per_worker_cpu_s"]
                   / results["open_clip"]["samples_per_worker_cpu_s"])  # fmt: skip
     report = {
-        "host": {"cpu": _cpu_model(), "cores": __import__("os").cpu_count(), "python": platform.python_version(),
+        "host": {"cpu": this_machine()["cpu"], "cores": __import__("os").cpu_count(), "python": platform.python_version(),
                  "torch": torch.__version__, "pillow": __import__("PIL").__version__},
         "settings": vars(args), "results": results, "draft_ms_per_image": draft,
         "ratio_softclip_vs_open_clip_per_worker": round(ratio, 3),
@@ -189,16 +191,6 @@ def draft_decode(size: int, preprocess, n: int = 48) -> dict:
         out[name] = round(1000 * (time.process_time() - t0) / n, 3)
     out["speedup"] = round(out["full"] / out["draft"], 2)
     return out
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

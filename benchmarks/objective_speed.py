@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from softclip.objective import SoftCLIPObjective  # noqa: E402
+from softclip.report.hardware import this_machine  # noqa: E402
 
 SIDE_DIM = 256
 REPEATS = {256: 40, 1024: 15, 4096: 5, 8192: 3}
@@ -177,16 +178,6 @@ def remeasure_memory(out: Path) -> int:
     return 0
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def write_markdown(res: dict, path: Path) -> None:
     lines = [
         "# SoftCLIP objective speed",
@@ -279,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = " ".join(sys.argv[1:] if argv is None else argv)
     res = {
         "command": f"python benchmarks/objective_speed.py {shown}".strip(),
-        "cpu_model": _cpu_model(), "cpus": os.cpu_count(), "default_threads": default_threads,
+        "cpu_model": this_machine()["cpu"], "cpus": os.cpu_count(), "default_threads": default_threads,
         "platform": platform.platform(), "torch": torch.__version__, "open_clip": open_clip.__version__,
         "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()],
         "total_s": time.perf_counter() - t0, "goal": {"n": GOAL_N, "ratio": GOAL_RATIO}, "sizes": sizes,
