@@ -14,8 +14,9 @@ from typing import Any
 #: keys a run may change and still resume (where it lives, how it launches and evaluates, speed knobs)
 RESUME_FREE_KEYS = ("name", "output_dir", "profile", "launcher", "eval", "data.workers", "train.tensorboard",
                    "train.host_memory", "train.keep_when_done")
-#: implementation knobs outside ``RESUME_FREE_KEYS`` that do not change what a run computes
-SPEED_KEYS = ("loss.impl",)
+#: implementation knobs outside ``RESUME_FREE_KEYS`` that do not change what a run computes, only its floating-point
+#: rounding (a run's ``config.yaml`` records the thread count it trained with: ``train.threads: 0`` is resolved)
+SPEED_KEYS = ("loss.impl", "train.threads")
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -279,7 +279,7 @@ class TrainConfig(_Section):
     nan_policy: Literal["stop", "skip"] = "stop"
     max_skipped_steps: NonNegInt = 10
     logit_scale_max: Annotated[float, Field(gt=0.0)] = 100.0
-    threads: NonNegInt = Field(0, description="torch CPU threads; 0 = torch default")
+    threads: NonNegInt = Field(0, description="torch CPU threads; 0 = torch default (the run records the count)")
     host_memory: Literal["retain", "system"] = Field(
         "retain", description="retain: keep freed host memory in the process heap, so every step does not fault "
         "its large tensors in again (glibc; numbers unchanged: softclip/train/hostmem.py); system: libc defaults"

@@ -221,6 +221,8 @@ def train(
     try:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        else:  # record the count it trains with: retraining from config.yaml then gives the same bits (same CPU)
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": threads})})
         configure_host_memory(cfg.train.host_memory)
         return _run(cfg, run_dir, overwrite, evaluate, env, preflight)
     finally:

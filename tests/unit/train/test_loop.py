@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from softclip import checkpoint as ckpt
 from softclip.config import ConfigError, DataConfig, ModelConfig
+from softclip.identity import run_identity
 from softclip.data.loader import build_train_loader
 from softclip.models import build_model
 from softclip.objective import SoftCLIPObjective
-from softclip.train import NonFiniteLossError, RunFinishedError, train
+from softclip.train import NonFiniteLossError, RunFinishedError, rundir, train
 from softclip.train.metrics import TIMING_KEYS, read_metrics
 
 from .conftest import smoke_config
@@ -240,3 +242,21 @@ def test_batch_must_split_evenly(smoke_data: Path, tmp_path: Path) -> None:
     cfg = smoke_config(smoke_data, {"optim": {"accum_steps": 3}})
     with pytest.raises(ConfigError, match="data.batch_size=8"):
         train(cfg, tmp_path / "run")
+
+
+def test_the_recorded_config_holds_the_thread_count_it_trained_with(smoke_data: Path, tmp_path: Path) -> None:
+    """``train.threads: 0`` (torch's default) is resolved into config.yaml and run.json, so retraining from the
+    recorded config uses the same count; the count is out of the run's identity (a speed knob), so the
+    recorded run still resumes and is found by planners that ask for 0."""
+    cfg = smoke_config(smoke_data, {"train": {"threads": 0, "steps": 2}})
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run = train(cfg, tmp_path / "run")
+    finally:
+        torch.set_num_threads(before)
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    assert recorded["train"]["threads"] == 2
+    assert json.loads((run / "run.json").read_text())["config"]["train"]["threads"] == 2
+    assert rundir.config_diff(recorded, cfg.to_dict()) == []
+    assert run_identity(recorded) == run_identity(cfg.to_dict())
