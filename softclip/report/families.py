@@ -1,7 +1,7 @@
 """Where each ablation's pre-declared primary family comes from, in this order: the ``primary`` record the runs'
-``ablation.json`` carries (written by ``softclip ablate`` from the ablation file), a ``families.json`` saved beside
-a ``frame.csv`` input, else the ablation file of that name in the ablations folder (``ablations/<name>.yaml``).
-The report writes what it used to ``families.json`` and says where each came from."""
+manifest (before manifests, their ``ablation.json``) carries, written by ``softclip ablate`` from the ablation file;
+a ``families.json`` saved beside a ``frame.csv`` input; else the ablation file of that name in the ablations folder
+(``ablations/<name>.yaml``). The report writes what it used to ``families.json`` and says where each came from."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def from_runs(collection: Collection) -> dict[str, Family]:
         if run.ablation in out or run.meta_source.startswith(("frame:", "layout")) or not meta:
             continue
         if meta.get("ablation") == run.ablation:
-            fam = _family(meta.get("primary"), "ablation.json of its runs")
+            where = "the manifest of its runs" if run.meta_source.startswith("manifest") else "ablation.json of its runs"
+            fam = _family(meta.get("primary"), where)
             if fam is not None:
                 out[run.ablation] = fam
     return out

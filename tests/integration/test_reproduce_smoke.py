@@ -54,6 +54,7 @@ def test_reproduce_smoke_writes_every_table_and_figure(tmp_path, monkeypatch, ca
     runs = {name: {(r["variant"], r["seed"]): r["run_dir"] for r in m["runs"]} for name, m in manifests.items()}
     assert runs["targets"][("hard", 0)] == runs["main"][("clip", 0)]  # one run folder, in both manifests
     assert not list((tmp_path / "runs").rglob("ablation.json"))
+    assert "declared in the manifest of its runs" in (out / "findings.md").read_text()
     capsys.readouterr()
     assert main(["reproduce", "--profile", "smoke", "--only", "main,beta_tau"]) == 0  # a re-run trains nothing
     assert "0 trained now" in capsys.readouterr().out
