@@ -165,9 +165,11 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 @command("train", "train one model (resumes automatically from the run folder's last checkpoint)", _add_train)
 def cmd_train(args: argparse.Namespace) -> int:
+    from softclip.resources import resolve
     from softclip.train import train
 
-    cfg = load_config(args.config, args.overrides, profile=args.profile)
+    # outside a checkout, ablations/base.yaml is the copy shipped in the package
+    cfg = load_config(resolve(args.config), args.overrides, profile=args.profile)
     hook = preflight = None
     if not args.no_eval:  # --no-eval: no evaluation at all, so no evaluation datasets are needed either
         from softclip.evaluation.hooks import periodic_evaluator, periodic_suite

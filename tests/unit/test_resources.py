@@ -1,0 +1,27 @@
+"""Shipped YAML: the files a checkout has at its top level are found from any working directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import softclip.train
+from softclip.cli import main
+from softclip.resources import data_file
+
+
+def test_train_outside_a_checkout_uses_the_shipped_base_config(tmp_path, monkeypatch, capsys):
+    """``softclip train ablations/base.yaml`` in a folder without ablations/ trains the packaged base.yaml."""
+    monkeypatch.chdir(tmp_path)
+    assert not Path("ablations").exists()
+    seen = []
+
+    def fake_train(cfg, run_dir=None, **kwargs):
+        seen.append(cfg)
+        return tmp_path / "run"
+
+    monkeypatch.setattr(softclip.train, "train", fake_train)
+    assert main(["train", "ablations/base.yaml", "--profile", "smoke", "--no-eval", "train.steps=3"]) == 0
+    assert len(seen) == 1 and seen[0].train.steps == 3 and seen[0].profile == "smoke"
+    assert data_file("ablations/base.yaml").is_file()
+    assert main(["train", "ablations/nope.yaml", "--no-eval"]) == 2  # a missing file is still an error
+    assert "nope.yaml" in capsys.readouterr().err
