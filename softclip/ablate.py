@@ -17,13 +17,11 @@ An ablation file::
     profiles: {smoke: {seeds: [0]}}  # overlays on this file; --profile also selects the base config's profile
     exclude: []                      # variants left out (in a profile: e.g. one its data cannot run)
 
-A run folder is named once, by its identity (:mod:`softclip.identity`): ``<output_dir>/<profile>/runs/
-s<seed>-<hash>/``. Two ablations (or two variants) that resolve to the same run share that folder and train it
-once. Which runs an ablation uses is data: its ``manifest.json`` lists (variant, label, seed, baseline, factors,
-order, run folder, identity) for ``softclip report``; a variant's ``baseline`` is its own
-(:meth:`AblationSpec.baseline_of`). A run whose folder holds ``done.json``, the suite's result JSON and the same
-config is finished and skipped on re-run; a finished run in the layout before manifests
-(``<name>/<variant>/s<seed>``) is used where it is.
+A run folder is named once, by its identity: ``<output_dir>/<profile>/runs/s<seed>-<hash>/``, so runs shared by
+two ablations (or variants) train once. Each ablation's ``manifest.json`` says which runs it uses, for
+``softclip report``. A run whose folder holds ``done.json``, the suite's result JSON and the same config is
+finished and skipped on re-run; a finished run in the layout before manifests (``<name>/<variant>/s<seed>``) is
+used where it is.
 """
 
 from __future__ import annotations
@@ -40,7 +38,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from softclip import identity
 from softclip.ablation_spec import AblationSpec
 from softclip.atomic import write_json
 from softclip.config import (
@@ -53,7 +50,7 @@ from softclip.config import (
     format_validation_error,
     read_yaml,
 )
-from softclip.identity import identity_hash
+from softclip.identity import identity_hash, run_identity
 from softclip.launch import Launcher, Outcome, distributed_rank, launcher_for
 from softclip.resources import resolve
 from softclip.runfiles import CONFIG, DONE, EVAL, MANIFEST, POOL
@@ -112,7 +109,7 @@ def plan_jobs(spec: AblationSpec) -> list[AblationJob]:
                 check_trainable(cfg)
             except ConfigError as err:
                 raise ConfigError(f"{source}: {err}") from None
-            key = identity_hash(identity.run_identity(cfg.to_dict()))
+            key = identity_hash(run_identity(cfg.to_dict()))
             run_dir = pool / f"s{seed}-{key}"
             legacy = root / variant / f"s{seed}"  # the layout before manifests: a finished run there is used
             if not (run_dir / DONE).is_file() and is_finished(legacy, cfg.eval.suite, cfg.to_dict()):
@@ -183,11 +180,6 @@ def prepare_data(jobs: list[AblationJob]) -> list[str]:
     return done
 
 
-def run_identity(config: dict[str, Any]) -> str:
-    """Identity of a run's training and evaluation (:func:`softclip.identity.run_identity`), as text."""
-    return json.dumps(identity.run_identity(config), sort_keys=True, default=str)
-
-
 def dedupe(jobs: list[AblationJob]) -> tuple[list[AblationJob], list[tuple[AblationJob, AblationJob]]]:
     """The jobs with each run folder once, and ``(job, first)`` for the others that share ``first``'s folder."""
     first: dict[str, AblationJob] = {}
@@ -219,28 +211,20 @@ def expected_benchmarks(suite: str) -> list[str]:
 def is_finished(run_dir: str | Path, suite: str, config: dict[str, Any] | None = None) -> bool:
     """``done.json`` present, a result ``eval/<benchmark>.json`` for every benchmark of the suite and, when
     ``config`` is given, the run's ``config.yaml`` equal to it (up to where the run lives and launches)."""
+    from softclip.train.rundir import config_diff
+
     run_dir = Path(run_dir)
     if not (run_dir / DONE).is_file():
         return False
-    if config is not None and _saved_config_differs(run_dir, config):
+    if config is not None and (not (run_dir / CONFIG).is_file() or config_diff(read_yaml(run_dir / CONFIG), config)):
         return False
     return all((run_dir / EVAL / f"{name}.json").is_file() for name in expected_benchmarks(suite))
 
 
-def _saved_config_differs(run_dir: Path, config: dict[str, Any]) -> bool:
-    from softclip.config import read_yaml
-    from softclip.train.rundir import config_diff
-
-    path = run_dir / CONFIG
-    return not path.is_file() or bool(config_diff(read_yaml(path), config))
-
-
 def run_ablation_job(job: AblationJob) -> dict[str, Any]:
     """Train (resuming) and evaluate one run; returns ``{variant, seed, run_dir, metrics}``."""
-    from softclip.config import Config
-    from softclip.evaluation import evaluate_checkpoint
+    from softclip.evaluation import evaluate_checkpoint, flat_metrics
     from softclip.evaluation.suite import preflight
-    from softclip.sweep.trial import flatten_results
     from softclip.train import train
     from softclip.train.rundir import check_owner
 
@@ -248,14 +232,14 @@ def run_ablation_job(job: AblationJob) -> dict[str, Any]:
     check_owner(run_dir, cfg)  # a folder holding no run, or another config's run, fails here, never re-evaluated as this
     if not (run_dir / DONE).is_file():  # the suite's datasets are parsed before the first step, not after training
         train(cfg, run_dir=run_dir, preflight=lambda: preflight(job.suite, cfg.data.root))
-    if distributed_rank() != 0:  # multi-task jobs: rank 0 evaluates
-        return {"variant": job.variant, "seed": job.seed, "run_dir": job.run_dir, "metrics": {}}
-    metrics = flatten_results(evaluate_checkpoint(run_dir, job.suite))
+    metrics = flat_metrics(evaluate_checkpoint(run_dir, job.suite)) if distributed_rank() == 0 else {}  # rank 0 evaluates
     return {"variant": job.variant, "seed": job.seed, "run_dir": job.run_dir, "metrics": metrics}
 
 
 @dataclass
 class AblationResult:
+    """What :func:`run_ablation` did: the planned jobs, the finished ones skipped, an outcome per run trained."""
+
     jobs: list[AblationJob]
     skipped: list[AblationJob]
     outcomes: list[Outcome]
@@ -270,12 +254,6 @@ def ablation_launcher(spec: AblationSpec, launcher: str | None = None, workers: 
     cfg_launcher = build_run_config(base_data(spec), {}, spec.source).launcher
     return launcher_for(cfg_launcher, spec.launcher.model_dump(), {"name": launcher, "workers": workers},
                         folder=ablation_root(spec) / "jobs", job_name=spec.name)  # fmt: skip
-
-
-def _log_outcome(outcome: Outcome) -> None:
-    job = outcome.args[0]
-    status = "done" if outcome.ok else f"FAILED: {(outcome.error or '').splitlines()[0]}"
-    log.info("%s %s seed %d %s", job.meta.get("ablation", ""), job.variant, job.seed, status)
 
 
 def run_chunk(jobs: list[AblationJob]) -> list[dict[str, Any]]:
@@ -332,7 +310,8 @@ def run_planned(chosen: Launcher, jobs: list[AblationJob]) -> AblationResult:
                          "trained by another driver (waited for it)" if value.get("waited") else "finished")
                 continue
             outcomes.append(Outcome((job,), outcome.job_id, result.get("value"), result.get("error")))
-            _log_outcome(outcomes[-1])
+            status = "done" if outcomes[-1].ok else f"FAILED: {(outcomes[-1].error or '').splitlines()[0]}"
+            log.info("%s %s seed %d %s", job.meta.get("ablation", ""), job.variant, job.seed, status)
     return AblationResult(jobs, skipped, outcomes)
 
 
@@ -340,5 +319,4 @@ def run_ablation(spec: AblationSpec, launcher: str | None = None, workers: int |
     """Run every unfinished (variant, seed) through the launcher; finished runs are skipped."""
     jobs = plan_jobs(spec)
     write_manifest(spec, jobs)
-    with ablation_launcher(spec, launcher, workers) as chosen:
-        return run_planned(chosen, dedupe(jobs)[0])
+    return run_planned(ablation_launcher(spec, launcher, workers), dedupe(jobs)[0])

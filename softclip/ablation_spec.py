@@ -1,8 +1,5 @@
-"""The ablation file's schema (:class:`AblationSpec`): variants × seeds, baseline, labels, factors, profiles.
-
-:mod:`softclip.ablate` loads files into it (``load_ablation``), plans and runs the jobs; see its docstring for
-the file format.
-"""
+"""The ablation file's schema (:class:`AblationSpec`); :mod:`softclip.ablate` documents the format, loads
+files into it, plans and runs the jobs."""
 
 from __future__ import annotations
 
@@ -146,9 +143,7 @@ class AblationSpec(BaseModel):
 
     @model_validator(mode="after")
     def _known_contrasts(self) -> AblationSpec:
-        """Every primary contrast names variants of this file, and a one-variant contrast has a baseline."""
-        if self.primary is not None:
-            self.primary_pairs()
+        self.primary_pairs()  # every primary contrast names variants of this file and has a reference
         return self
 
     def primary_pairs(self) -> list[tuple[str, str]]:

@@ -1,12 +1,10 @@
 """``softclip reproduce``: every ablation table and the β×τ sweep of one profile, then their report.
 
-The parts (a registry, in report order) are the ablation files under ``ablations/`` and the sweep files under
-``sweeps/`` (package data: a checkout's own files, else the installed copies). Their runs are planned together:
-a run folder is named by its identity, so identical runs are trained once (the CLIP baseline of ``main`` is
-the ``hard`` variant of ``targets``, ...) and each ablation's manifest points at it. The SynthScenes data every
-run needs is generated first (once per ``data.root``), the unfinished runs go out as one job array (local
-processes on a laptop, SLURM on a cluster), and ``softclip report`` writes ``reports/<profile>/`` from the
-manifests. Everything is resumable: a re-run skips finished runs and finished sweep trials.
+The parts (a registry, in report order) are the shipped ablation and sweep files. Their runs are planned
+together: a run folder is named by its identity, so identical runs train once (the CLIP baseline of ``main`` is
+the ``hard`` variant of ``targets``, ...) and each ablation's manifest points at it. The unfinished runs go out
+as one job array, then ``softclip report`` writes ``reports/<profile>/`` from the manifests. A re-run skips
+finished runs and finished sweep trials.
 """
 
 from __future__ import annotations
@@ -18,17 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from softclip.ablate import (
-    AblationJob,
-    AblationSpec,
-    ablation_launcher,
-    ablation_root,
-    dedupe,
-    load_ablation,
-    plan_jobs,
-    run_planned,
-    write_manifest,
-)  # fmt: skip
+from softclip import ablate
+from softclip.ablation_spec import AblationSpec
 from softclip.config import ConfigError
 from softclip.resources import data_file
 
@@ -91,28 +80,26 @@ def plan(
     ablations, sweeps = [], []
     for name in parts:
         kind, rel = PARTS[name]
-        path = data_file(rel)
         if kind == "ablation":
-            spec = load_ablation(path, profile=profile, seeds=seeds, exclude=left_out.get(name, []))
+            spec = ablate.load_ablation(data_file(rel), profile=profile, seeds=seeds, exclude=left_out.get(name, []))
             ablations.append(with_cluster(spec, cluster))
         else:
-            sweeps.append(with_cluster(load_sweep(path, profile=profile), cluster))
+            sweeps.append(with_cluster(load_sweep(data_file(rel), profile=profile), cluster))
     return ablations, sweeps
 
 
 def run_ablations(
     specs: list[AblationSpec], launcher: str | None, workers: int | None, result: ReproduceResult
-) -> list[AblationJob]:
+) -> list[ablate.AblationJob]:
     """Write every ablation's manifest, then train and evaluate each distinct run once through one launcher."""
-    per_spec = [plan_jobs(spec) for spec in specs]
+    per_spec = [ablate.plan_jobs(spec) for spec in specs]
     jobs = [job for planned in per_spec for job in planned]
-    unique, shared = dedupe(jobs)
+    unique, shared = ablate.dedupe(jobs)
     result.planned, result.unique = len(jobs), len(unique)
     log.info("%d ablation runs, %d distinct (%d shared between ablations)", len(jobs), len(unique), len(shared))
     for spec, planned in zip(specs, per_spec, strict=True):
-        write_manifest(spec, planned)
-    with ablation_launcher(specs[0], launcher, workers) as chosen:
-        outcome = run_planned(chosen, unique)
+        ablate.write_manifest(spec, planned)
+    outcome = ablate.run_planned(ablate.ablation_launcher(specs[0], launcher, workers), unique)
     result.trained = len(outcome.outcomes) - len(outcome.failed)
     result.skipped = len(outcome.skipped)
     result.failed += [f"{o.args[0].meta['ablation']}/{o.args[0].variant}/s{o.args[0].seed}: "
@@ -149,7 +136,7 @@ def reproduce(
         trial_dirs.append(str(sweep_dir(sweep).resolve()))  # its manifest names the trials' run folders
     out = Path(out or Path("reports") / profile)
     cmd = command or f"softclip reproduce --profile {profile}"
-    manifests = [str(ablation_root(spec)) for spec in specs]
+    manifests = [str(ablate.ablation_root(spec)) for spec in specs]
     if any((Path(j.run_dir) / "done.json").is_file() for j in jobs) or trial_dirs:
         data = "" if profile == "paper" else " on SynthScenes"
         result.report = build_report([*manifests, *trial_dirs], out, title=f"SoftCLIP{data} — {profile} profile",

@@ -14,6 +14,7 @@ Anything else is a live owner, and a second trainer refuses with :class:`RunLock
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -34,9 +35,9 @@ HEARTBEAT_S = 30.0
 STALE_S = 300.0  # ten missed heartbeats: generous for clock skew between cluster nodes
 
 
-def slurm_job_id(env: dict[str, str] | None = None) -> str | None:
+def slurm_job_id() -> str | None:
     """This process's SLURM job (``<array>_<task>`` for array tasks), stable across requeues; None outside SLURM."""
-    env = os.environ if env is None else env
+    env = os.environ
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
         return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
     return env.get("SLURM_JOB_ID") or None
@@ -53,15 +54,14 @@ def describe_owner(owner: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def stale_reason(owner: dict[str, Any], stale_s: float = STALE_S, now: float | None = None) -> str | None:
+def stale_reason(owner: dict[str, Any], stale_s: float = STALE_S) -> str | None:
     """Why the lock of ``owner`` may be taken over, or None when its owner may still be alive."""
-    now = time.time() if now is None else now
     same_host = owner.get("host") == socket.gethostname()
     pid = owner.get("pid")
     if same_host and isinstance(pid, int) and pid != os.getpid() and not pid_alive(pid):
         return f"its owner (pid {pid} on this host) is gone"
     beat = owner.get("heartbeat")
-    if not isinstance(beat, (int, float)) or now - beat > stale_s:
+    if not isinstance(beat, (int, float)) or time.time() - beat > stale_s:
         return f"its heartbeat is older than {stale_s:.0f} s"
     mine = slurm_job_id()
     if mine is not None and owner.get("job_id") == mine and not (same_host and isinstance(pid, int) and pid_alive(pid)):
@@ -70,13 +70,9 @@ def stale_reason(owner: dict[str, Any], stale_s: float = STALE_S, now: float | N
 
 
 class RunLock:
-    """The lock of one run folder, held from :meth:`acquire` to :meth:`release` (or the ``with`` block).
-
-    Args:
-        run_dir: the run folder (created if missing).
-        heartbeat_s: seconds between heartbeats; 0 beats only once, at acquisition.
-        stale_s: a heartbeat older than this marks the lock stale.
-    """
+    """The lock of ``run_dir`` (created if missing), held from :meth:`acquire` to :meth:`release` (or the
+    ``with`` block), its heartbeat refreshed every ``heartbeat_s`` (0: only at acquisition); a heartbeat older
+    than ``stale_s`` marks it stale."""
 
     def __init__(self, run_dir: str | Path, heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S) -> None:
         self.run_dir = Path(run_dir)
@@ -87,7 +83,6 @@ class RunLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    # ------------------------------------------------------------------------------------------ contents
     def _owner(self) -> dict[str, Any]:
         return {"host": socket.gethostname(), "pid": os.getpid(), "job_id": slurm_job_id(), "token": self.token,
                 "started": getattr(self, "_started", time.time()), "heartbeat": time.time()}  # fmt: skip
@@ -113,17 +108,13 @@ class RunLock:
         except FileExistsError:
             return False
         except OSError:  # a file system without hard links: exclusive create (the content follows at once)
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "wb") as f:
+            with contextlib.suppress(FileExistsError), open(self.path, "xb") as f:
                 f.write(data)
-            return True
+                return True
+            return False
         finally:
             tmp.unlink(missing_ok=True)
 
-    # --------------------------------------------------------------------------------------------- life
     def acquire(self) -> RunLock:
         """Take the lock, taking over a stale one (logged); raises RunLockedError when another owner is alive."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -170,10 +161,8 @@ class RunLock:
         except (OSError, ValueError):
             moved = {}
         if moved != seen:  # we moved a lock that another trainer had just taken: give it back
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.link(aside, self.path)
-            except FileExistsError:
-                pass
             aside.unlink(missing_ok=True)
             return False
         aside.unlink(missing_ok=True)

@@ -175,8 +175,8 @@ def test_cluster_flag_replaces_the_files_cluster(tmp_path, capsys):
     spec = load_sweep(write(tmp_path, launcher={"cluster": "clusters/example.yaml"}))
     chosen = with_cluster(spec, cluster)
     assert chosen.launcher.cluster == str(cluster) and spec.launcher.cluster == "clusters/example.yaml"
-    with make_sweep_launcher(chosen, "submitit-local", None, LauncherConfig()) as launcher:
-        assert launcher.cluster.timeout_min == 7 and launcher.folder == tmp_path / "submitit" / chosen.name
+    launcher = make_sweep_launcher(chosen, "submitit-local", None, LauncherConfig())
+    assert launcher.cluster.timeout_min == 7 and launcher.folder == tmp_path / "submitit" / chosen.name
     with pytest.raises(ConfigError, match="nope.yaml"):
         with_cluster(spec, tmp_path / "nope.yaml")
     assert main(["sweep", str(write(tmp_path)), "--cluster", str(tmp_path / "nope.yaml")]) == 2

@@ -6,8 +6,8 @@ import platform
 
 import pytest
 
-from softclip.ablate import run_identity
 from softclip.config import Config
+from softclip.identity import run_identity
 from softclip.train.hostmem import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, configure_host_memory
 from softclip.train.rundir import config_diff
 
