@@ -249,7 +249,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from softclip.objective.reference import ONE_HOT_RULES
     from softclip.objective.scoring import CONTRASTIVES, IMPLS, ROI_SCALES
     from softclip.sweep.study import PRUNERS, SAMPLERS
-    from softclip.sweep.trial import TRIALS
+    from softclip.sweep.worker import TRIALS
 
     tables = {
         "targets": objective.list_targets(),

@@ -5,12 +5,10 @@ runs or resumes it as Optuna workers on the study storage (:func:`run_worker`); 
 it. Register trial functions in :data:`TRIALS`, samplers in :data:`SAMPLERS`, pruners in :data:`PRUNERS`.
 """
 
-from softclip.sweep.driver import SweepError, SweepResult, run_sweep
+from softclip.sweep.driver import SweepError, SweepResult, run_sweep, sweep_status
 from softclip.sweep.spec import SweepSpec, load_sweep, sweep_dir
-from softclip.sweep.status import sweep_status
 from softclip.sweep.study import PRUNERS, SAMPLERS, open_study
-from softclip.sweep.trial import TRIALS
-from softclip.sweep.worker import WorkerTask, run_worker
+from softclip.sweep.worker import TRIALS, WorkerTask, run_worker
 
 __all__ = ["PRUNERS", "SAMPLERS", "TRIALS", "SweepError", "SweepResult", "SweepSpec", "WorkerTask", "load_sweep",
            "open_study", "run_sweep", "run_worker", "sweep_dir", "sweep_status"]  # fmt: skip
