@@ -106,11 +106,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.action == "paper":
         return _data_paper(args)
     from softclip.data.synth import generate
+    from softclip.resources import resolve
 
     if args.out is None:
         raise ConfigError("softclip data synth: --out is required")
-    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
-    cfg = load_config(path, args.overrides, profile=args.profile)
+    cfg = load_config(resolve(args.config or DEFAULT_CONFIG), args.overrides, profile=args.profile)
     seed = cfg.seed if args.seed is None else args.seed
     if args.preset:
         from softclip.data.synth import SynthConfig

@@ -25,3 +25,21 @@ def test_train_outside_a_checkout_uses_the_shipped_base_config(tmp_path, monkeyp
     assert data_file("ablations/base.yaml").is_file()
     assert main(["train", "ablations/nope.yaml", "--no-eval"]) == 2  # a missing file is still an error
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_data_synth_outside_a_checkout_uses_the_shipped_profiles(tmp_path, monkeypatch, capsys):
+    """``softclip data synth --profile quick`` without ablations/ writes the shipped quick profile's data."""
+    import softclip.data.synth
+    from softclip.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    def fake_generate(out, spec, seed=0, **kwargs):
+        seen.append(spec)
+        return {"sets": {}, "object_types": 0}
+
+    monkeypatch.setattr(softclip.data.synth, "generate", fake_generate)
+    assert main(["data", "synth", "--out", "d", "--profile", "quick"]) == 0
+    assert seen == [load_config(data_file("ablations/base.yaml"), [], profile="quick").data.synth]
+    assert seen[0] != load_config(None, [], profile=None).data.synth  # not the schema's defaults
