@@ -21,12 +21,13 @@ import copy
 import logging
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import open_clip
 import torch
-from open_clip.transformer import text_global_pool
+from open_clip.transformer import TextTransformer, text_global_pool
 from torch import nn
 
 from softclip.config import LossConfig, ModelConfig, RoiConfig
@@ -184,30 +185,55 @@ def trim_padding(tokens: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
 
 
 def _encode_text(clip: nn.Module, tokens: torch.Tensor, normalize: bool) -> torch.Tensor:
-    if _trimmable(clip):
-        return _encode_text_trimmed(clip, trim_padding(tokens), normalize)
-    return clip.encode_text(tokens, normalize=normalize)
+    tower = causal_text_tower(clip)
+    if tower is None:
+        return clip.encode_text(tokens, normalize=normalize)
+    return encode_text_trimmed(tower, trim_padding(tokens, tower.pad_id), normalize)
 
 
-def _trimmable(clip: nn.Module) -> bool:
-    """open_clip ``CLIP`` text towers with a causal mask and EOT pooling: their output ignores trailing pads."""
-    return (
-        isinstance(clip, open_clip.CLIP)
-        and getattr(clip, "attn_mask", None) is not None
-        and getattr(clip, "text_pool_type", None) in ("argmax", "eos")
-    )
+@dataclass(frozen=True)
+class CausalTextTower:
+    """The public parts of an open_clip text tower whose pooled output ignores trailing padding: a causal
+    ``attn_mask`` and EOT pooling (``argmax``: the highest token id; ``eos``: the first ``eos_id``)."""
+
+    module: nn.Module  # holds token_embedding, positional_embedding, attn_mask, transformer, ln_final, text_projection
+    pool_type: str
+    eos_id: int | None
+    pad_id: int
 
 
-def _encode_text_trimmed(clip: nn.Module, tokens: torch.Tensor, normalize: bool) -> torch.Tensor:
-    """``open_clip.CLIP.encode_text`` on [B, L'] tokens with L' <= context length (position/mask sliced)."""
-    length = tokens.shape[1]
-    cast_dtype = clip.transformer.get_cast_dtype()
-    x = clip.token_embedding(tokens).to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
-    x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
-    x = clip.ln_final(x)
-    x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
-    if clip.text_projection is not None:
-        x = clip.text_projection(x) if isinstance(clip.text_projection, nn.Linear) else x @ clip.text_projection
+def causal_text_tower(clip: nn.Module) -> CausalTextTower | None:
+    """The tower of an open_clip ``CLIP`` (its own attributes) or ``CustomTextCLIP`` (``clip.text``, a
+    ``TextTransformer``) when trimming trailing pad columns cannot change its output; None otherwise (no causal
+    mask, ``first``/``last`` pooling, a class token or pad mask, token outputs, any other text tower): the
+    caller then runs the full-context ``encode_text``."""
+    if isinstance(clip, open_clip.CLIP):
+        module, pool, eos, pad = clip, clip.text_pool_type, getattr(clip, "text_eos_id", None), PAD_ID
+    elif isinstance(clip, open_clip.CustomTextCLIP) and isinstance(clip.text, TextTransformer):
+        text = clip.text
+        if text.cls_emb is not None or text.use_pad_mask or text.output_tokens:
+            return None
+        module, pool, eos, pad = text, text.pool_type, text.eos_id, text.pad_id
+    else:
+        return None
+    if getattr(module, "attn_mask", None) is None or pool not in ("argmax", "eos"):
+        return None
+    return CausalTextTower(module, pool, eos, pad)
+
+
+def encode_text_trimmed(tower: CausalTextTower, tokens: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """open_clip's causal text forward on [B, L'] tokens, L' <= context length: the positional embedding and the
+    causal mask sliced to L' (re-composed from the tower's public modules, as open_clip's own ``encode_text``
+    composes them). Equal to the full-context pass when the cut columns are padding in every row: under the
+    causal mask no earlier position attends to them, and pooling reads the EOT position. -> [B, E]."""
+    m, length = tower.module, tokens.shape[1]
+    cast_dtype = m.transformer.get_cast_dtype()
+    x = m.token_embedding(tokens).to(cast_dtype) + m.positional_embedding[:length].to(cast_dtype)
+    x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
+    x = m.ln_final(x)
+    x = text_global_pool(x, tokens, tower.pool_type, eos_token_id=tower.eos_id)
+    if m.text_projection is not None:
+        x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
     return nn.functional.normalize(x, dim=-1) if normalize else x
 
 

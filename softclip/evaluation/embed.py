@@ -208,12 +208,32 @@ class Embedder:
         return out
 
     def _embed_texts(self, model: Any, texts: Sequence[str]) -> np.ndarray:
-        chunks = []
+        if not texts:
+            return np.zeros((0, 0), np.float32)
+        tokens = torch.cat([self.tokenizer(list(texts[lo : lo + 4096])) for lo in range(0, len(texts), 4096)])
+        order = length_order(tokens)
+        out: np.ndarray | None = None
         with _eval_mode(model), torch.inference_mode(), self._autocast():
             for lo in range(0, len(texts), self.batch_size):
-                tokens = self.tokenizer(list(texts[lo : lo + self.batch_size])).to(self.device)
-                chunks.append(model.encode_text(tokens, normalize=True).float().cpu().numpy())
-        return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+                rows = order[lo : lo + self.batch_size]
+                emb = model.encode_text(tokens[rows].to(self.device), normalize=True).float().cpu().numpy()
+                if out is None:
+                    out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
+                out[rows.numpy()] = emb
+        return out
+
+
+def length_order(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """long [n]: the rows of ``tokens`` [n, L] by their length up to the last non-``pad_id`` token (stable).
+
+    Texts are encoded in this order so that each batch holds texts of about one length: a text tower that cuts
+    the columns that are padding in every row (``softclip.models.encode_text_trimmed``) then pays for each
+    batch's own length (ImageNet's 80,000 prompts: 9.6 tokens each on average against 14.1 per prompt in class
+    order, at batch 256). Only the batching changes, never a text's embedding; rows are written back in place.
+    """
+    used = tokens != pad_id
+    last = torch.where(used.any(dim=1), tokens.shape[1] - used.flip(1).int().argmax(dim=1), 0)
+    return torch.sort(last, stable=True).indices
 
 
 class _eval_mode:
