@@ -35,3 +35,28 @@ def test_rehearsal_differs_from_paper_only_in_the_allowed_keys():
     assert {"data.root", "train.steps", "data.batch_size"} <= differ  # it is a rehearsal, not the paper run
     assert rehearsal["data.kmax"] == 50 and rehearsal["roi.aggregation"] == "mhsa"
     assert rehearsal["model.name"] == "RN50" and rehearsal["eval.suite"] == "eval/paper.yaml"
+
+
+def test_the_rehearsals_runs_are_the_papers_cc3m_runs_on_rehearsal_sizes():
+    """main.yaml's rehearsal trains the paper's CC3M variants (RN50 and ViT-B-32, CLIP and SoftCLIP), each resolving
+    to its paper run except the allowed keys; the CC12M runs are left out (one rehearsal training set)."""
+    from softclip.ablate import load_ablation, plan_jobs
+
+    path = ROOT / "ablations" / "main.yaml"
+    paper = {job.variant: flatten(job.config) for job in plan_jobs(load_ablation(path, "paper"))}
+    rehearsal = {job.variant: flatten(job.config) for job in plan_jobs(load_ablation(path, "rehearsal"))}
+    assert set(rehearsal) == {"clip", "softclip", "clip_vitb32", "softclip_vitb32"} == set(paper) - {
+        "clip_cc12m", "softclip_cc12m"}  # fmt: skip
+    for variant, config in rehearsal.items():
+        differ = {k for k in paper[variant] if paper[variant][k] != config.get(k)} - {"name", "output_dir"}
+        assert differ <= ALLOWED, (variant, sorted(differ - ALLOWED))
+    assert {rehearsal[v]["model.name"] for v in rehearsal} == {"RN50", "ViT-B-32"}
+    assert rehearsal["softclip_vitb32"]["roi.aggregation"] == "mhsa" == rehearsal["softclip"]["roi.aggregation"]
+
+
+def test_reproduce_runs_only_the_main_table_in_the_rehearsal_profile():
+    from softclip.reproduce import PARTS, select_parts
+
+    assert select_parts(None, "rehearsal") == ["main"]
+    assert select_parts(None, "paper") == list(PARTS)
+    assert select_parts(["main", "targets"], "rehearsal") == ["main", "targets"]  # --only still chooses

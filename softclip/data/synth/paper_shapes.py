@@ -30,8 +30,11 @@ import base64
 import csv
 import io
 import json
+import logging
+import os
 import pickle
 import tarfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,12 +42,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from softclip.atomic import write_bytes, write_json, write_text
+from softclip.data.badsamples import DataError
 
 VINVL_FEATURES = 2048
 VINVL_GEOMETRY = 6
 TAG_WORDS = ("man", "woman", "dog", "car", "tree", "building", "sky", "shirt", "table", "window", "grass", "cup")
 REVISITOP = ("roxford5k", "rparis6k")
 N_QUERIES = 70
+LOG = logging.getLogger("softclip.data")
 PAPER_VARS = {"IMAGENET_ROOT": "imagenet", "FLICKR30K_ROOT": "flickr30k", "COCO_ROOT": "coco",
               "REVISITOP_ROOT": "revisitop", "COPYDAYS_ROOT": "copydays",
               "COPYDAYS_DISTRACTORS": "copydays_distractors", "COPYDAYS_WHITENING": "copydays_whitening"}  # fmt: skip
@@ -247,3 +252,29 @@ def write_paper_shapes(out: str | Path, spec: PaperShapes | None = None) -> dict
     card = {"kind": "paper_shapes", "spec": asdict(spec), "env": env}
     write_json(out / "card.json", card)
     return card
+
+
+def ensure_rehearsal_data(roots: Iterable[str | Path], spec: PaperShapes | None = None) -> dict[str, str]:
+    """Make the rehearsal's data ready: paper-shaped sets written under each root that lacks them (a root with
+    ``card.json`` is used as it is), and eval/paper.yaml's seven variables pointed at the first root's sets in
+    ``os.environ`` (so the runs started from here, local processes or SLURM jobs, score those sets; a variable
+    that pointed elsewhere is replaced, with a log line: the rehearsal is defined on its own data).
+
+    Raises:
+        DataError: a root holds files but no ``card.json`` (data of something else: never written over).
+    """
+    env: dict[str, str] = {}
+    for root in dict.fromkeys(Path(r).resolve() for r in roots):
+        card = root / "card.json"
+        if not card.is_file():
+            if root.is_dir() and any(root.iterdir()):
+                raise DataError(f"{root} holds files but no card.json, so it is not rehearsal data; remove it or "
+                                f"point data.root elsewhere (`softclip data paper --out DIR` writes it)")  # fmt: skip
+            LOG.info("writing paper-shaped rehearsal data to %s", root)
+            write_paper_shapes(root, spec)
+        env = env or {var: str(root / sub) for var, sub in PAPER_VARS.items()}
+    for var, value in env.items():
+        if os.environ.get(var) not in (None, value):
+            LOG.warning("rehearsal: %s=%s replaced by the rehearsal's %s", var, os.environ[var], value)
+        os.environ[var] = value
+    return env

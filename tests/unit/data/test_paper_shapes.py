@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -105,3 +106,24 @@ def test_synth_unknown_preset_is_one_line(tmp_path, capsys):
     assert cli.main(["data", "synth", "--out", str(tmp_path / "x"), "--preset", "papr"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'papr'" in err and "paper" in err
+
+
+def test_rehearsal_data_is_written_once_and_the_suite_variables_point_at_it(tmp_path, monkeypatch):
+    from softclip.data.badsamples import DataError
+    from softclip.data.synth.paper_shapes import ensure_rehearsal_data
+
+    monkeypatch.setenv("IMAGENET_ROOT", "/somewhere/else")
+    for var in set(PAPER_VARS) - {"IMAGENET_ROOT"}:
+        monkeypatch.delenv(var, raising=False)
+    root = tmp_path / "rehearsal"
+    env = ensure_rehearsal_data([root, str(root)], SPEC)
+    assert env == {var: str(root / sub) for var, sub in PAPER_VARS.items()}
+    assert all(os.environ[var] == value for var, value in env.items())  # the rehearsal's own sets
+    card = root / "card.json"
+    stamp = card.stat().st_mtime_ns
+    assert ensure_rehearsal_data([root], SPEC) == env and card.stat().st_mtime_ns == stamp  # not rewritten
+    other = tmp_path / "cc3m"
+    (other / "train").mkdir(parents=True)
+    with pytest.raises(DataError, match="no card.json"):  # someone else's data is never written over
+        ensure_rehearsal_data([other], SPEC)
+    assert list(other.iterdir()) == [other / "train"]
