@@ -210,7 +210,7 @@ class Embedder:
     def _embed_texts(self, model: Any, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, 0), np.float32)
-        tokens = torch.cat([self.tokenizer(list(texts[lo : lo + 4096])) for lo in range(0, len(texts), 4096)])
+        tokens = self.tokenizer(list(texts))  # one call, so one width (80,000 x 77 int64: 49 MB)
         order = length_order(tokens)
         out: np.ndarray | None = None
         with _eval_mode(model), torch.inference_mode(), self._autocast():
