@@ -28,7 +28,7 @@ test-integration: venv
 
 ## make test-rehearsal: `softclip reproduce --profile rehearsal` as from a fresh clone: the paper path (RN50 and
 ## ViT-B-32 at 224 px, MHSA over 50 regions, the whole paper suite with ImageNet's 80,000 prompts) for 3 steps
-## on paper-shaped data, 4 runs through the local processes launcher (CPU-bound: see reports/perf/eval_scale.md)
+## on paper-shaped data, 2 of its 4 runs through the local processes launcher (~30 min on 2 cores)
 test-rehearsal: venv
 	$(PY) -m pytest -q -m integration tests/integration/test_rehearsal.py $(PYTEST_ARGS)
 
