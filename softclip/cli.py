@@ -52,7 +52,7 @@ def command(name: str, help: str, add_args: Callable[[argparse.ArgumentParser], 
 def _config_args(p: argparse.ArgumentParser, config_required: bool = True) -> None:
     if config_required:
         p.add_argument("config", help="YAML config, e.g. ablations/base.yaml")
-    p.add_argument("--profile", default=None, help="profile inside the config: smoke, quick or paper")
+    p.add_argument("--profile", default=None, help="profile inside the config: smoke, quick, long, rehearsal or paper")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. loss.beta=0.5")
 
 
@@ -385,7 +385,7 @@ def _part_list(text: str) -> list[str]:
 def _add_reproduce(p: argparse.ArgumentParser) -> None:
     from softclip.reproduce import PARTS
 
-    p.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")
+    p.add_argument("--profile", default="quick", help="smoke | quick | long | rehearsal | paper (default quick)")
     p.add_argument("--launcher", default=None, help=LAUNCHER_HELP)
     p.add_argument("--workers", type=int, default=None, help="runs in flight at once")
     p.add_argument("--cluster", default=None, help="cluster YAML for slurm (overrides launcher.cluster)")
