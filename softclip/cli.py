@@ -188,8 +188,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run finished: {run_dir}")
     if not args.no_eval:
         from softclip.evaluation import evaluate_checkpoint
+        from softclip.threads import cpu_threads
 
-        _print_results(evaluate_checkpoint(run_dir, cfg.eval.suite))
+        with cpu_threads(cfg.train.threads):  # as an ablation job evaluates: on the run's threads
+            _print_results(evaluate_checkpoint(run_dir, cfg.eval.suite))
     return 0
 
 

@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from softclip import checkpoint as ckpt
 from softclip import runfiles
 from softclip.config import Config, ConfigError, check_trainable
+from softclip.threads import cpu_threads
 from softclip.train import dist, rundir
 from softclip.train.compiling import compile_towers, share_inductor_cache, should_compile
 from softclip.train.errors import TrainingError, TrainingInterrupted
@@ -217,16 +218,13 @@ def train(
     """
     run_dir = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / cfg.name
     env = dist.setup(cfg.train.device)
-    threads = torch.get_num_threads()
+    if not cfg.train.threads:  # record the count it trains with: retraining from config.yaml gives the same bits
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": torch.get_num_threads()})})
     try:
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        else:  # record the count it trains with: retraining from config.yaml then gives the same bits (same CPU)
-            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": threads})})
-        configure_host_memory(cfg.train.host_memory)
-        return _run(cfg, run_dir, overwrite, evaluate, env, preflight)
+        with cpu_threads(cfg.train.threads):
+            configure_host_memory(cfg.train.host_memory)
+            return _run(cfg, run_dir, overwrite, evaluate, env, preflight)
     finally:
-        torch.set_num_threads(threads)
         dist.cleanup(env)
 
 

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from softclip.evaluation import run_suite
 from softclip.evaluation.harness import RESULT_KEYS
@@ -71,7 +72,9 @@ def test_trained_run_through_evaluate_checkpoint_and_cli(smoke_data, tmp_path, m
     run_dir = train(cfg, run_dir=tmp_path / "trained")
     results = evaluate_checkpoint(run_dir, SUITE)
     records = check_results(run_dir / "eval", "trained")
-    assert records["retrieval"]["config_hash"] == cfg.hash()
+    recorded = load_config(run_dir / "config.yaml")  # train.threads: 0 resolved to the count it trained with
+    assert recorded.train.threads == torch.get_num_threads() and recorded.hash() != cfg.hash()
+    assert records["retrieval"]["config_hash"] == recorded.hash()
     assert results["retrieval"]["val_nce_loss"] > 0
     stamps = {b: (run_dir / "eval" / f"{b}.json").stat().st_mtime_ns for b in BENCHMARKS}
     monkeypatch.chdir(ROOT)

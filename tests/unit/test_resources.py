@@ -43,3 +43,25 @@ def test_data_synth_outside_a_checkout_uses_the_shipped_profiles(tmp_path, monke
     assert main(["data", "synth", "--out", "d", "--profile", "quick"]) == 0
     assert seen == [load_config(data_file("ablations/base.yaml"), [], profile="quick").data.synth]
     assert seen[0] != load_config(None, [], profile=None).data.synth  # not the schema's defaults
+
+
+def test_train_evaluates_on_the_threads_the_run_trained_with(tmp_path, monkeypatch, capsys):
+    """``softclip train RUN/config.yaml`` (``train.threads: 1`` recorded) scores the run on 1 thread, as the
+    ablation job that trained it did, so its result JSON repeats; the count is restored after."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    import softclip.evaluation
+
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    monkeypatch.setattr(softclip.train, "train", lambda cfg, run_dir=None, **kwargs: tmp_path / "run")
+    monkeypatch.setattr(softclip.evaluation, "evaluate_checkpoint",
+                        lambda run_dir, suite: seen.append((torch.get_num_threads(), {p['num_threads'] for p in threadpool_info()})) or {})  # fmt: skip
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(["train", "ablations/base.yaml", "--profile", "smoke", "train.threads=1"]) == 0
+        assert seen == [(1, {1})] and torch.get_num_threads() == 2  # numpy's BLAS too: it decides rank ties
+    finally:
+        torch.set_num_threads(before)
