@@ -14,8 +14,8 @@ import yaml
 
 from softclip import checkpoint as ckpt
 from softclip.config import ConfigError, DataConfig, ModelConfig
-from softclip.identity import run_identity
 from softclip.data.loader import build_train_loader
+from softclip.identity import run_identity
 from softclip.models import build_model
 from softclip.objective import SoftCLIPObjective
 from softclip.train import NonFiniteLossError, RunFinishedError, rundir, train
