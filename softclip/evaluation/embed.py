@@ -113,6 +113,7 @@ class Embedder:
         model_key: identifies the weights in cache paths (required when ``cache_dir`` is set).
         bad: bad-image accounting shared across the suite (logs each skipped image).
         max_bad_fraction: bound on unreadable images per extracted set; above it a DataError names the set.
+        sort_texts: encode texts shortest first (:func:`length_order`), each batch cut to its own length.
     """
 
     preprocess: Callable
@@ -124,6 +125,7 @@ class Embedder:
     model_key: str | None = None
     bad: BadSamples = field(default_factory=lambda: BadSamples(max_fraction=None))
     max_bad_fraction: float | None = None
+    sort_texts: bool = False
     hits: int = 0
     misses: int = 0
 
@@ -164,7 +166,7 @@ class Embedder:
 
     def texts(self, model: Any, texts: Sequence[str]) -> np.ndarray:
         """Embed strings; returns float32 [n, d] L2-normalised embeddings."""
-        digest = _texts_digest(texts, describe(self.tokenizer))
+        digest = _texts_digest(texts, describe(self.tokenizer) + (" sorted" if self.sort_texts else ""))
         path = self._cache_path("txt", digest)
         return self._cached(path, lambda: self._embed_texts(model, texts))
 
@@ -211,7 +213,7 @@ class Embedder:
         if not texts:
             return np.zeros((0, 0), np.float32)
         tokens = self.tokenizer(list(texts))  # one call, so one width (80,000 x 77 int64: 49 MB)
-        order = length_order(tokens)
+        order = length_order(tokens) if self.sort_texts else torch.arange(len(texts))
         out: np.ndarray | None = None
         with _eval_mode(model), torch.inference_mode(), self._autocast():
             for lo in range(0, len(texts), self.batch_size):
@@ -229,7 +231,8 @@ def length_order(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
     Texts are encoded in this order so that each batch holds texts of about one length: a text tower that cuts
     the columns that are padding in every row (``softclip.models.encode_text_trimmed``) then pays for each
     batch's own length (ImageNet's 80,000 prompts: 9.6 tokens each on average against 14.1 per prompt in class
-    order, at batch 256). Only the batching changes, never a text's embedding; rows are written back in place.
+    order, at batch 256). Only the batching changes, so an embedding changes only in its last float digits (the
+    matrix shapes differ); rows are written back in place.
     """
     used = tokens != pad_id
     last = torch.where(used.any(dim=1), tokens.shape[1] - used.flip(1).int().argmax(dim=1), 0)

@@ -168,7 +168,7 @@ def run_suite(
     embedder = Embedder(
         preprocess, tokenizer, device=device, batch_size=batch_size or spec.batch_size, workers=spec.workers,
         cache_dir=Path(cache_dir) if cache_dir is not None else None, model_key=model_key,
-        bad=BadSamples(max_fraction=None), max_bad_fraction=spec.max_bad_fraction,
+        bad=BadSamples(max_fraction=None), max_bad_fraction=spec.max_bad_fraction, sort_texts=spec.sort_texts,
     )  # fmt: skip
     meta = {"run": run, "checkpoint": checkpoint, "config_hash": config_hash, "git_sha": git_sha}
     out = Path(out_dir) if out_dir is not None else None

@@ -103,8 +103,29 @@ def test_embedder_encodes_sorted_batches_and_restores_the_row_order(tiny_model) 
             seen.append(int((tokens != 0).sum(dim=1).max()))
             return self.inner.encode_text(tokens, normalize=normalize)
 
-    emb = Embedder(preprocess=preprocess, tokenizer=tokenizer, batch_size=4).texts(Recording(), prompts)
+    emb = Embedder(preprocess=preprocess, tokenizer=tokenizer, batch_size=4, sort_texts=True).texts(
+        Recording(), prompts)
     with torch.no_grad():
         one_by_one = np.concatenate([model.clip.encode_text(tokenizer([p]), normalize=True).numpy() for p in prompts])
     np.testing.assert_allclose(emb, one_by_one, atol=1e-5, rtol=1e-5)
     assert seen == sorted(seen) and len(seen) == 3  # batches go shortest first
+
+
+def test_the_embedder_keeps_the_given_order_unless_asked_to_sort(tiny_model) -> None:
+    """Off by default: committed results repeat to the last digit; the paper suite turns it on."""
+    from softclip.evaluation.suite import read_suite
+    from softclip.resources import data_file
+
+    model, preprocess, tokenizer = tiny_model
+    prompts = imagenet_prompts()[::-1][:8]
+    seen: list[int] = []
+
+    class Recording(torch.nn.Module):
+        def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+            seen.append(int((tokens != 0).sum(dim=1).max()))
+            return model.encode_text(tokens, normalize=normalize)
+
+    Embedder(preprocess=preprocess, tokenizer=tokenizer, batch_size=1).texts(Recording(), prompts)
+    assert seen == [int((tokenizer([p]) != 0).sum()) for p in prompts]  # one by one, in the given order
+    assert read_suite(data_file("eval/paper.yaml"))[0].sort_texts
+    assert not read_suite(data_file("eval/synthetic.yaml"))[0].sort_texts
