@@ -130,10 +130,9 @@ def reproduce(
     result = ReproduceResult()
     specs, sweeps = plan(profile, select_parts(only, profile), seeds, cluster, exclude)
     if profile == "rehearsal":  # its paper-shaped data written once, and eval/paper.yaml's variables set to it
-        from softclip.ablate import plan_jobs as jobs_of
         from softclip.data.synth.paper_shapes import ensure_rehearsal_data
 
-        ensure_rehearsal_data({job.config["data"]["root"] for spec in specs for job in jobs_of(spec)})
+        ensure_rehearsal_data({job.config["data"]["root"] for spec in specs for job in ablate.plan_jobs(spec)})
     jobs = run_ablations(specs, launcher, workers, result) if specs else []
     trial_dirs: list[str] = []
     for sweep in sweeps:
