@@ -239,10 +239,11 @@ def encode_text_trimmed(tower: CausalTextTower, tokens: torch.Tensor, normalize:
 
 @IMAGE_SOURCES.register("roi")
 def _roi_side(model: SoftCLIPModel, batch: dict[str, Any]) -> Side:
-    """Aggregated region features A [B, A] with validity [B]; keeps the graph so the aggregator can learn."""
+    """Aggregated region features A [B, A] with validity [B]; keeps the graph so the aggregator can learn.
+    ``batch["roi"]`` may arrive as float16 (the sidecars' dtype); it is widened here, on the model's device."""
     if model.roi is None:
         raise ValueError("loss.image_source='roi' needs an ROI aggregator: build_model(..., roi_in_dim=D)")
-    return model.roi(batch["roi"], batch["roi_mask"])
+    return model.roi(batch["roi"].float(), batch["roi_mask"])
 
 
 @IMAGE_SOURCES.register("image")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -53,7 +54,7 @@ def collate(
         tag_tokenizer: tokenizer for the tag prompts (e.g. a CachedTokenizer); ``tokenizer`` by default.
 
     Returns:
-        ``{"image": float [B,3,H,W], "text": long [B,L], "roi": float [B,kmax,D] (zero padded),
+        ``{"image": float [B,3,H,W], "text": long [B,L], "roi": float16 or float32 [B,kmax,D] (zero padded; float32 if any sample's is),
         "roi_mask": bool [B,kmax] (True = valid region), "tags": long [B,L] (tokens of the joined tags),
         "tags_mask": bool [B] (has >= 1 tag), "key": list[str]}``, and, when every sample carries scene
         annotations, ``"scene_image": long [B, T+1], "scene_text": long [B, 2M+1]`` (:mod:`softclip.objective.oracle`).
@@ -64,7 +65,8 @@ def collate(
     if len(dims) != 1:
         raise ValueError(f"samples disagree on the region width D: {sorted(dims)}")
     b, d = len(samples), dims.pop()
-    roi = torch.zeros(b, kmax, d, dtype=torch.float32)
+    dtype = functools.reduce(torch.promote_types, {s.roi.dtype for s in samples})  # float16 sidecars stay float16
+    roi = torch.zeros(b, kmax, d, dtype=dtype)
     roi_mask = torch.zeros(b, kmax, dtype=torch.bool)
     for i, s in enumerate(samples):
         k = min(s.roi.shape[0], kmax)

@@ -121,6 +121,15 @@ def test_every_trainable_parameter_gets_a_gradient(built: tuple) -> None:
     assert model.clip.logit_scale.grad.abs() > 0
 
 
+def test_float16_regions_give_the_same_side_features_as_their_float32_widening(built: tuple) -> None:
+    model, _, _, tokenizer = built
+    batch = _batch(model, tokenizer)
+    batch["roi"] = batch["roi"].half()  # as a loader batch of float16 sidecars arrives
+    wide = {**batch, "roi": batch["roi"].float()}
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch)["side"].image_side, model(wide)["side"].image_side, rtol=0, atol=0)
+
+
 def test_sources_switch_the_side_features(built: tuple) -> None:
     model, _, _, tokenizer = built
     batch = _batch(model, tokenizer)

@@ -47,7 +47,9 @@ def decode_caption(data: bytes | str | None) -> str:
 
 
 def check_roi(arr: Any, roi_dim: int) -> np.ndarray:
-    """Validate region features: float16/float32, 2-D [K, roi_dim], finite. Returns float32 [K, D]."""
+    """Validate region features: float16/float32, 2-D [K, roi_dim], finite. Returns them in their stored dtype
+    (float16 sidecars stay float16 up to the model, which casts them on its device: half the bytes through the
+    loader's shared memory and the host-to-device copy, the same values) as a writable [K, D] array."""
     if not isinstance(arr, np.ndarray):
         raise BadSample("bad_roi", f"expected an array, got {type(arr).__name__}")
     if arr.dtype.kind != "f" or arr.dtype.itemsize not in (2, 4):
@@ -56,10 +58,9 @@ def check_roi(arr: Any, roi_dim: int) -> np.ndarray:
         raise BadSample("bad_roi", f"shape {arr.shape} has ndim {arr.ndim}, expected [K, {roi_dim}]")
     if arr.shape[1] != roi_dim:
         raise BadSample("bad_roi", f"shape {arr.shape}: D={arr.shape[1]}, expected roi_dim={roi_dim}")
-    out = arr.astype(np.float32)
-    if not np.isfinite(out).all():
+    if not np.isfinite(arr).all():
         raise BadSample("bad_roi", "non-finite region features")
-    return out
+    return arr if arr.flags.writeable else arr.copy()
 
 
 _NPY_HEADER = re.compile(rb"\{'descr': '([<>|=]?[a-z]\d+)', 'fortran_order': False, 'shape': \(([\d, ]*)\), *\} *\n?$")
@@ -83,7 +84,7 @@ def _fast_npy(data: bytes) -> np.ndarray | None:
 
 
 def load_roi_npy(data: bytes | None, roi_dim: int) -> np.ndarray:
-    """Read a ``.roi.npy`` member (no pickles) and validate it; float32 [K, D]."""
+    """Read a ``.roi.npy`` member (no pickles) and validate it; float16 or float32 [K, D] as stored."""
     if data is None:
         raise BadSample("missing_sidecar", "no .roi.npy member")
     arr = _fast_npy(data)

@@ -47,6 +47,17 @@ def test_shapes_padding_masks_and_truncation():
     assert torch.equal(batch["tags"], HashTokenizer()(tok.calls[1]))
 
 
+def test_float16_regions_stay_float16_and_mixed_batches_widen_exactly():
+    half = [_sample(2, key="a"), _sample(3, key="b")]
+    for s in half:
+        s.roi = s.roi.half()
+    batch = collate(half, HashTokenizer(), kmax=3)
+    assert batch["roi"].dtype == torch.float16  # half the bytes through shared memory and to the device
+    mixed = collate([*half, _sample(1, key="c")], HashTokenizer(), kmax=3)
+    assert mixed["roi"].dtype == torch.float32
+    assert torch.equal(mixed["roi"][:2], batch["roi"].float())  # float16 -> float32 is exact
+
+
 def test_tag_text_and_open_clip_tokenizer():
     tok = open_clip.get_tokenizer("ViT-B-32")
     assert tag_text(["red circle", "blue star"], 5) == "red circle, blue star"
