@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-integration test-rehearsal test-slurm test-slurm-heavy test-all demo lint clean
+.PHONY: venv test test-integration test-rehearsal test-slurm test-slurm-rehearsal test-all demo lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PY) -m pip --version >/dev/null 2>&1 || bash tools/venv.sh $(PYTHON) $(VENV)
@@ -35,14 +35,14 @@ test-rehearsal: venv
 ## make test-slurm: sweeps on the single-node SLURM cluster and PostgreSQL storage
 ## (start them first: bash .ci/slurm/up.sh && bash .ci/postgres/up.sh; .ci/run does this)
 test-slurm: venv
-	$(PY) -m pytest -q -m "slurm and not heavy" tests/slurm $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "slurm and not slurm_rehearsal" tests/slurm $(PYTEST_ARGS)
 
-## make test-slurm-heavy: `softclip reproduce --profile rehearsal` through SLURM as 2-task DDP jobs, whole paper
-## suite (~30 min on 2 cores: ImageNet's 80,000 prompts); not yet in .ci/run
-test-slurm-heavy: venv
-	$(PY) -m pytest -q -m "slurm and heavy" tests/slurm $(PYTEST_ARGS)
+## make test-slurm-rehearsal: `softclip reproduce --profile rehearsal` through the SLURM launcher, the RN50 CLIP
+## run as a 2-task DDP job (gloo) scoring the whole paper suite (~20-30 min on 2 cores; services as for test-slurm)
+test-slurm-rehearsal: venv
+	$(PY) -m pytest -q -m "slurm_rehearsal" tests/slurm $(PYTEST_ARGS)
 
-test-all: test test-integration test-rehearsal test-slurm
+test-all: test test-integration test-rehearsal test-slurm test-slurm-rehearsal
 
 ## make demo: the main table on the built-in synthetic benchmark (quick profile): generate SynthScenes, train CLIP
 ## and SoftCLIP in the paper's configuration (ROI/tag self-similarity, MHSA aggregation) x 5 seeds (10 runs, one per

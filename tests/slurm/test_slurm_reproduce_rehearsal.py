@@ -2,7 +2,7 @@
 CPU): the paper-shaped data is written on first use, the RN50 CLIP run (the ablation's baseline, so the one run
 that can stand alone) trains 3 steps across two processes on the 224-px shards, rank 0 scores the whole paper
 suite (ImageNet's 80,000 prompts included), and the report says it is a rehearsal. The other three runs are left
-out here (``--exclude``) to keep CI within its budget: each run's suite costs ~20 CPU-minutes with one thread
+out here (``--exclude``) to keep CI within its budget (``make test-slurm-rehearsal``, its own step in .ci/run): each run's suite costs ~20 CPU-minutes with one thread
 (reports/perf/eval_scale.md); the local rehearsal tier (tests/integration/test_rehearsal.py) runs CLIP RN50
 with SoftCLIP ViT-B-32 (MHSA)."""
 
@@ -14,7 +14,7 @@ import yaml
 from softclip import cli
 from tests.integration.rehearsal_checks import VARIANTS, check_rehearsal, in_fresh_checkout
 
-pytestmark = [pytest.mark.slurm, pytest.mark.heavy, pytest.mark.timeout(7200)]
+pytestmark = [pytest.mark.slurm, pytest.mark.slurm_rehearsal, pytest.mark.timeout(7200)]
 LEFT_OUT = ("softclip", "clip_vitb32", "softclip_vitb32")
 
 
