@@ -1,10 +1,10 @@
 """``softclip reproduce --profile rehearsal`` through the SLURM launcher, each run a 2-task DDP job (gloo on
 CPU): the paper-shaped data is written on first use, the RN50 CLIP run (the ablation's baseline, so the one run
 that can stand alone) trains 3 steps across two processes on the 224-px shards, rank 0 scores the whole paper
-suite (ImageNet's 80,000 prompts included), and the report says it is a rehearsal. The other three runs are left
-out here (``--exclude``) to keep CI within its budget (``make test-slurm-rehearsal``, its own step in .ci/run): each run's suite costs ~20 CPU-minutes with one thread
-(reports/perf/eval_scale.md); the local rehearsal tier (tests/integration/test_rehearsal.py) runs CLIP RN50
-with SoftCLIP ViT-B-32 (MHSA)."""
+suite (ImageNet's 80,000 prompts included), and the report says it is a rehearsal. Its own step in .ci/run
+(``make test-slurm-rehearsal``). The other three runs are left out here (``--exclude``) to keep CI within its
+budget: each run's suite costs ~20 CPU-minutes with one thread (reports/perf/eval_scale.md); the local rehearsal
+tier (tests/integration/test_rehearsal.py) runs CLIP RN50 with SoftCLIP ViT-B-32 (MHSA)."""
 
 from __future__ import annotations
 
