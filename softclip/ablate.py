@@ -1,35 +1,12 @@
-"""Ablation grids from ablation YAML: variants (override sets) x seeds, run through any launcher.
-
-An ablation file::
-
-    name: disentangle                # manifest runs/ablations/<profile>/<name>/manifest.json
-    base: base.yaml                  # the run config every variant starts from (relative to this file)
-    overrides: {train.steps: 800}    # applied to every variant
-    variants:                        # name -> dotted overrides (a mapping, or a list of key=value strings)
-      infonce: {loss.target: hard, loss.soft_weight: 0.0, loss.re_weight: 0.0}
-      soft_re: {}
-    baseline: infonce                # the variant every other one is compared with in reports (optional)
-    compare_within: []               # factor names: compare each variant with the one equal to it on these
-                                     # factors and to ``baseline`` on the others (e.g. [noise]: per noise level)
-    labels: {soft_re: "+soft +RE"}   # display names (optional; default: the variant name)
-    factors: {infonce: {method: CLIP}}  # named variables of a variant for figures, e.g. noise level (optional)
-    seeds: [0, 1, 2]
-    profiles: {smoke: {seeds: [0]}}  # overlays on this file; --profile also selects the base config's profile
-    exclude: []                      # variants left out (in a profile: e.g. one its data cannot run)
-
-A run folder is named once, by its identity: ``<output_dir>/<profile>/runs/s<seed>-<hash>/``, so runs shared by
-two ablations (or variants) train once. Each ablation's ``manifest.json`` says which runs it uses, for
-``softclip report``. A run whose folder holds ``done.json``, the suite's result JSON and the same config is
-finished and skipped on re-run; a finished run in the layout before manifests (``<name>/<variant>/s<seed>``) is
-used where it is.
+"""Ablation grids: variants (override sets) x seeds, planned into run folders named by identity and run as one
+job array of chunks through any launcher. Each ablation's ``manifest.json`` says which run folders it uses (a run
+shared by two ablations trains once), for ``softclip report``. The file format is ``docs/ablations.md``, its
+schema :mod:`softclip.ablation_spec`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,10 +27,11 @@ from softclip.config import (
     format_validation_error,
     read_yaml,
 )
+from softclip.data.synth import roots as synth
 from softclip.identity import identity_hash, run_identity
 from softclip.launch import Launcher, Outcome, distributed_rank, launcher_for
 from softclip.resources import resolve
-from softclip.runfiles import CONFIG, DONE, EVAL, MANIFEST, POOL
+from softclip.runfiles import DONE, MANIFEST, POOL
 
 log = logging.getLogger("softclip.ablate")
 
@@ -96,7 +74,7 @@ def plan_jobs(spec: AblationSpec) -> list[AblationJob]:
     """Every (variant, seed) as a job with its resolved config; config errors name the variant."""
     base = base_data(spec)
     base_cfg = build_run_config(base, {}, spec.source, profile=spec.profile)
-    root, pool = ablation_root(spec), runs_pool(spec)
+    pool = runs_pool(spec)
     jobs = []
     primary = spec.primary and {"contrasts": [list(p) for p in spec.primary_pairs()], "metrics": spec.primary.metrics}
     for order, (variant, overrides) in enumerate(spec.variants.items()):
@@ -104,16 +82,13 @@ def plan_jobs(spec: AblationSpec) -> list[AblationJob]:
             source = f"{spec.source} (variant {variant})"
             cfg = build_run_config(base, overrides, source, seed=seed, name=f"{spec.name}-{variant}-s{seed}",
                                    output_dir=str(pool), profile=spec.profile)  # fmt: skip
-            cfg = _own_data_root(cfg, base_cfg)
+            cfg = cfg.model_copy(update={"data": synth.own_root(cfg.data, base_cfg.data)})
             try:  # a degenerate objective is refused when the grid is planned, not when its run starts
                 check_trainable(cfg)
             except ConfigError as err:
                 raise ConfigError(f"{source}: {err}") from None
             key = identity_hash(run_identity(cfg.to_dict()))
             run_dir = pool / f"s{seed}-{key}"
-            legacy = root / variant / f"s{seed}"  # the layout before manifests: a finished run there is used
-            if not (run_dir / DONE).is_file() and is_finished(legacy, cfg.eval.suite, cfg.to_dict()):
-                run_dir = legacy
             meta = {
                 "ablation": spec.name, "variant": variant, "label": spec.labels.get(variant, variant),
                 "seed": seed, "profile": spec.profile, "baseline": spec.baseline_of(variant),
@@ -122,21 +97,8 @@ def plan_jobs(spec: AblationSpec) -> list[AblationJob]:
                 "identity": key,
             }  # fmt: skip
             jobs.append(AblationJob(variant, seed, str(run_dir), cfg.to_dict(), cfg.eval.suite, meta))
-    check_data_roots(jobs)
+    synth.check_roots([(job.variant, job.config["data"]) for job in jobs])
     return jobs
-
-
-def _own_data_root(cfg: Config, base: Config) -> Config:
-    """A variant that changes ``data.synth`` but keeps the base ``data.root`` gets ``<root>-<spec hash>``.
-
-    So the caption-noise and detector-quality variants each generate (once, shared by every seed and by the
-    variants with the same spec) their own SynthScenes copy instead of racing for the base one.
-    """
-    if cfg.data.source != "synth" or cfg.data.root != base.data.root or cfg.data.synth == base.data.synth:
-        return cfg
-    digest = hashlib.sha256(json.dumps(cfg.data.synth.model_dump(mode="json"), sort_keys=True).encode())
-    data = cfg.data.model_copy(update={"root": f"{cfg.data.root}-{digest.hexdigest()[:8]}"})
-    return cfg.model_copy(update={"data": data})
 
 
 def ablation_root(spec: AblationSpec) -> Path:
@@ -150,34 +112,10 @@ def runs_pool(spec: AblationSpec) -> Path:
     return Path(spec.output_dir, *parts, "runs").resolve()
 
 
-def check_data_roots(jobs: list[AblationJob]) -> None:
-    """Jobs sharing a generated ``data.root`` must ask for the same SynthScenes spec (else they would race)."""
-    seen: dict[str, tuple[Any, str]] = {}
-    for job in jobs:
-        data = job.config["data"]
-        if data.get("source") != "synth":
-            continue
-        root = str(Path(data["root"]).resolve())
-        first = seen.setdefault(root, (data.get("synth"), job.variant))
-        if first[0] != data.get("synth"):
-            raise ConfigError(
-                f"variants {first[1]!r} and {job.variant!r} generate different SynthScenes data into the same "
-                f"data.root={data['root']!r}; give each data.synth setting its own data.root"
-            )
-
-
 def prepare_data(jobs: list[AblationJob]) -> list[str]:
-    """Generate every SynthScenes ``data.root`` the jobs need, once, before they start; returns the roots."""
-    from softclip.train.run import ensure_synth_data
-
-    check_data_roots(jobs)
-    done: list[str] = []
-    for job in jobs:
-        data = Config.model_validate(job.config).data
-        if data.source == "synth" and data.root not in done:
-            ensure_synth_data(data, workers=os.cpu_count() or 1)  # nothing else runs yet: use every core
-            done.append(data.root)
-    return done
+    """Generate every SynthScenes ``data.root`` the jobs read, once, before they start; returns the roots."""
+    synth.check_roots([(job.variant, job.config["data"]) for job in jobs])
+    return synth.prepare([Config.model_validate(job.config).data for job in jobs])
 
 
 def dedupe(jobs: list[AblationJob]) -> tuple[list[AblationJob], list[tuple[AblationJob, AblationJob]]]:
@@ -198,27 +136,6 @@ def write_manifest(spec: AblationSpec, jobs: list[AblationJob]) -> Path:
         write_json(pool, {"note": "run folders named by identity; the ablations' manifest.json say which they use"})
     return write_json(ablation_root(spec) / MANIFEST, {"ablation": spec.name, "description": spec.description,
                                                        "baseline": spec.baseline, "runs": runs})  # fmt: skip
-
-
-def expected_benchmarks(suite: str) -> list[str]:
-    """Benchmark names of an evaluation suite (its result files are ``eval/<benchmark>.json``)."""
-    from softclip.evaluation import read_suite
-
-    spec, _ = read_suite(suite)
-    return list(spec.benchmarks)
-
-
-def is_finished(run_dir: str | Path, suite: str, config: dict[str, Any] | None = None) -> bool:
-    """``done.json`` present, a result ``eval/<benchmark>.json`` for every benchmark of the suite and, when
-    ``config`` is given, the run's ``config.yaml`` equal to it (up to where the run lives and launches)."""
-    from softclip.train.rundir import config_diff
-
-    run_dir = Path(run_dir)
-    if not (run_dir / DONE).is_file():
-        return False
-    if config is not None and (not (run_dir / CONFIG).is_file() or config_diff(read_yaml(run_dir / CONFIG), config)):
-        return False
-    return all((run_dir / EVAL / f"{name}.json").is_file() for name in expected_benchmarks(suite))
 
 
 def run_ablation_job(job: AblationJob) -> dict[str, Any]:
@@ -262,6 +179,7 @@ def run_chunk(jobs: list[AblationJob]) -> list[dict[str, Any]]:
     interrupted one from its checkpoint); a run another driver is training is waited for, then skipped."""
     from softclip.train.errors import RunLockedError
     from softclip.train.lock import wait_unlocked
+    from softclip.train.rundir import is_finished
 
     out: list[dict[str, Any]] = []
     for job in jobs:
@@ -292,6 +210,8 @@ def chunks(jobs: list[AblationJob], launcher: Launcher) -> list[list[AblationJob
 
 def run_planned(chosen: Launcher, jobs: list[AblationJob]) -> AblationResult:
     """Run the unfinished ``jobs`` as one job array of chunks (data generated first); finished ones are skipped."""
+    from softclip.train.rundir import is_finished
+
     todo = [j for j in jobs if not is_finished(j.run_dir, j.suite, j.config)]
     skipped = [j for j in jobs if j not in todo]
     for job in skipped:

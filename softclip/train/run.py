@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from softclip import checkpoint as ckpt
 from softclip import runfiles
 from softclip.config import Config, ConfigError, check_trainable
+from softclip.data.synth import roots as synth_roots
 from softclip.threads import cpu_threads
 from softclip.train import dist, rundir
 from softclip.train.compiling import compile_towers, share_inductor_cache, should_compile
@@ -38,7 +39,6 @@ from softclip.train.target_result import write_target_result
 log = logging.getLogger("softclip.train")
 
 VINVL_ROI_DIM = 2054
-SYNTH_DATA_SEED = 0  # one SynthScenes copy per data.root, shared by every training seed
 _ACTIVE: list[Trainer] = []  # the trainer of this process while it runs (for save_now)
 
 
@@ -88,19 +88,6 @@ def seed_everything(seed: int) -> None:
 # ------------------------------------------------------------------------------------------------ setup
 
 
-def ensure_synth_data(data: Any, workers: int = 1) -> None:
-    """Generate SynthScenes for a ``data`` config section under ``data.root`` unless it is there already.
-
-    A no-op for other sources. Ablations and sweeps call it once before their jobs start, so parallel runs
-    never race to generate the same folder.
-    """
-    if data.source != "synth":
-        return
-    from softclip.data.synth import generate
-
-    generate(data.root, data.synth, seed=SYNTH_DATA_SEED, workers=workers)
-
-
 def reads_scenes(cfg: Config) -> bool:
     """Whether batches carry scene annotations: the oracle target needs them; on SynthScenes every run reads them
     for the target-precision diagnostics (reading them draws no random numbers and changes no batch)."""
@@ -113,7 +100,7 @@ def setup_data(cfg: Config, env: dist.DistEnv, preprocess: Callable, tokenizer: 
 
     if cfg.data.source == "synth":
         if env.is_main:
-            ensure_synth_data(cfg.data)
+            synth_roots.ensure(cfg.data)
         dist.barrier(env)
     return build_train_loader(
         cfg.data,

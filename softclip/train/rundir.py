@@ -20,7 +20,7 @@ import yaml
 
 from softclip import checkpoint as ckpt
 from softclip.atomic import write_json
-from softclip.config import Config, ConfigError, save_config
+from softclip.config import Config, ConfigError, read_yaml, save_config
 from softclip.errors import SoftclipError
 from softclip.identity import RESUME_FREE_KEYS, SPEED_KEYS, flatten
 from softclip.runfiles import CHECKPOINTS, CONFIG, DONE, EVAL, LOCK, META, METRICS, RUN, RUN_MARKERS  # noqa: F401 - re-exported
@@ -231,3 +231,22 @@ def write_meta(run_dir: Path, meta: dict[str, Any], resumed_step: int | None) ->
 
 def write_done(run_dir: Path, summary: dict[str, Any]) -> None:
     write_json(run_dir / DONE, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **summary})
+
+
+def expected_benchmarks(suite: str) -> list[str]:
+    """Benchmark names of an evaluation suite (its result files are ``eval/<benchmark>.json``)."""
+    from softclip.evaluation import read_suite
+
+    spec, _ = read_suite(suite)
+    return list(spec.benchmarks)
+
+
+def is_finished(run_dir: str | Path, suite: str, config: dict[str, Any] | None = None) -> bool:
+    """``done.json`` present, a result ``eval/<benchmark>.json`` for every benchmark of the suite and, when
+    ``config`` is given, the run's ``config.yaml`` equal to it (up to where the run lives and launches)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / DONE).is_file():
+        return False
+    if config is not None and (not (run_dir / CONFIG).is_file() or config_diff(read_yaml(run_dir / CONFIG), config)):
+        return False
+    return all((run_dir / EVAL / f"{name}.json").is_file() for name in expected_benchmarks(suite))

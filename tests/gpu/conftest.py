@@ -118,7 +118,7 @@ def run_config(profile: str, data: Any | None = None, overrides: tuple[str, ...]
 @pytest.fixture(scope="session")
 def smoke_data(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The smoke profile's ``data`` section, its SynthScenes generated once under the session's temporary folder."""
-    from softclip.train.run import ensure_synth_data
+    from softclip.data.synth.roots import ensure as ensure_synth_data
 
     root = tmp_path_factory.mktemp("synth") / "smoke"
     cfg = run_config("smoke", overrides=(f"data.root={root}",))

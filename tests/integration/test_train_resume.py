@@ -17,8 +17,8 @@ import yaml
 
 from softclip.checkpoint import checkpoint_path, load_checkpoint, record_path
 from softclip.data.synth import SynthConfig, generate
+from softclip.data.synth.roots import SYNTH_DATA_SEED
 from softclip.train.metrics import TIMING_KEYS, read_metrics
-from softclip.train.run import SYNTH_DATA_SEED
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from softclip.ablate import is_finished, load_ablation, run_ablation
+from softclip.ablate import load_ablation, run_ablation
+from softclip.train.rundir import is_finished
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,15 +11,15 @@ import yaml
 from softclip import reproduce as rep
 from softclip.ablate import (
     ablation_root,
-    check_data_roots,
     dedupe,
-    is_finished,
     load_ablation,
     plan_jobs,
     run_ablation,
 )  # fmt: skip
 from softclip.cli import main
 from softclip.config import ConfigError
+from softclip.data.synth.roots import check_roots
+from softclip.train.rundir import is_finished
 from tests.unit.launch import fakes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +100,7 @@ def test_variants_changing_synth_data_get_their_own_root(tmp_path):
     clash = [jobs[0], type(jobs[0])(**{**jobs[2].__dict__, "config": {**jobs[2].config, "data": {
         **jobs[2].config["data"], "root": jobs[0].config["data"]["root"]}}})]  # fmt: skip
     with pytest.raises(ConfigError, match="different SynthScenes data into the same data.root"):
-        check_data_roots(clash)
+        check_roots([(j.variant, j.config["data"]) for j in clash])
 
 
 def test_a_run_shared_by_two_ablations_trains_once_and_both_manifests_point_at_it(tmp_path, fake_runs):
@@ -126,17 +126,6 @@ def test_a_run_shared_by_two_ablations_trains_once_and_both_manifests_point_at_i
     assert rows == sorted([("a", "clip", 0, "clip"), ("a", "clip", 1, "clip"), ("a", "soft", 0, "soft"),
                            ("a", "soft", 1, "soft"), ("b", "hard", 0, "hard (CLIP)"), ("b", "hard", 1, "hard (CLIP)"),
                            ("b", "ls", 0, "ls"), ("b", "ls", 1, "ls")])  # fmt: skip
-
-
-def test_a_finished_run_in_the_layout_before_manifests_is_used_where_it_is(tmp_path, fake_runs):
-    spec = load_ablation(write(tmp_path, "a", {"clip": CLIP}), "smoke")
-    job = plan_jobs(spec)[0]
-    legacy = ablation_root(spec) / "clip" / "s0"
-    fakes.ablation_job(type(job)(**{**job.__dict__, "run_dir": str(legacy)}))  # trained before manifests
-    planned = plan_jobs(spec)
-    assert planned[0].run_dir == str(legacy) and planned[1].run_dir != str(ablation_root(spec) / "clip" / "s1")
-    result = run_ablation(spec, launcher="inprocess")
-    assert [j.run_dir for j in result.skipped] == [str(legacy)] and len(result.outcomes) == 1
 
 
 def test_changed_config_is_not_finished(tmp_path):

@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from softclip.ablate import (
-    expected_benchmarks,
-    is_finished,
-    load_ablation,
-    plan_jobs,
-    run_ablation,
-    run_chunk,
-)
+from softclip.ablate import load_ablation, plan_jobs, run_ablation, run_chunk
 from softclip.config import ConfigError
+from softclip.train.rundir import expected_benchmarks, is_finished
 from tests.unit.launch import fakes
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -74,7 +74,7 @@ def dispatch(name: str, arg):
 
 def ablation_job(job) -> dict:
     """Stand-in for softclip.ablate.run_ablation_job: writes done.json and one result per benchmark."""
-    from softclip.ablate import expected_benchmarks
+    from softclip.train.rundir import expected_benchmarks
 
     run_dir = Path(job.run_dir)
     (run_dir / "eval").mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import pytest
 
 from softclip.config import Config, deep_merge
 from softclip.data.synth import SynthConfig, generate
-from softclip.train.run import SYNTH_DATA_SEED
+from softclip.data.synth.roots import SYNTH_DATA_SEED
 
 
 def smoke_config(data_root: str | Path, overrides: dict[str, Any] | None = None) -> Config:

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from softclip import runfiles
-from softclip.ablate import expected_benchmarks, is_finished
 from softclip.evaluation.harness import RESULT_KEYS
 from softclip.report.discover import read_results
+from softclip.train.rundir import expected_benchmarks, is_finished
 from softclip.train.target_result import write_target_result
 
 SUITE = "eval/synthetic.yaml"
