@@ -315,8 +315,8 @@ def _storage_failure(spec, err: BaseException) -> BaseException | None:
     """A WriteError naming the sweep's storage file (SQLite database or journal) when ``err`` is a failed write
     to it (SQLite says "database or disk is full" through SQLAlchemy and Optuna); None otherwise."""
     from softclip.errors import SoftclipError, io_cause, write_error
-    from softclip.sweep.spec import sweep_dir
     from softclip.sweep.study import JOURNAL_PREFIX, journal_path, resolve_storage_url
+    from softclip.sweep_spec import sweep_dir
 
     cause = io_cause(err)
     if cause is None or isinstance(err, SoftclipError):

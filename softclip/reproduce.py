@@ -124,7 +124,7 @@ def reproduce(
     from softclip.report import build_report
     from softclip.report.command import machine_info
     from softclip.sweep import run_sweep
-    from softclip.sweep.spec import sweep_dir
+    from softclip.sweep_spec import sweep_dir
 
     start = time.perf_counter()
     result = ReproduceResult()

@@ -221,26 +221,15 @@ def make_launcher(name: str, **kwargs: Any) -> Launcher:
     return LAUNCHERS.get(name)(**kwargs)
 
 
-def uses_cluster(name: str) -> bool:
-    """Whether the launcher registered as ``name`` takes a cluster YAML (RegistryError when unknown)."""
-    return LAUNCHERS.get(name).uses_cluster
-
-
-def layered(config: LauncherConfig, *layers: dict[str, Any]) -> LauncherConfig:
-    """``config`` (a ``launcher:`` section) with each layer's not-None values applied in turn."""
-    for layer in layers:
-        config = config.model_copy(update={k: v for k, v in layer.items() if v is not None})
-    return config
-
-
 def launcher_for(config: LauncherConfig, *layers: dict[str, Any], folder: str | Path, job_name: str) -> Launcher:
     """The launcher a ``launcher:`` config section describes, each of ``layers`` (a sweep's or ablation's own
     section, then the CLI flags) overriding it with its not-None values. Launchers with a cluster file put
     their job files under its ``folder``/``job_name``, the others under ``folder``."""
     from softclip.config import load_cluster
 
-    config = layered(config, *layers)
-    cluster = load_cluster(config.cluster) if uses_cluster(config.name) else None
+    for layer in layers:
+        config = config.model_copy(update={k: v for k, v in layer.items() if v is not None})
+    cluster = load_cluster(config.cluster) if LAUNCHERS.get(config.name).uses_cluster else None
     return make_launcher(
         config.name, workers=config.workers, cpus_per_job=config.cpus_per_job, cpu_budget=config.cpu_budget,
         cluster=cluster, folder=Path(cluster.folder) / job_name if cluster else folder, job_name=job_name,

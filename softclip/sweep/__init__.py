@@ -6,9 +6,9 @@ it. Register trial functions in :data:`TRIALS`, samplers in :data:`SAMPLERS`, pr
 """
 
 from softclip.sweep.driver import SweepError, SweepResult, run_sweep, sweep_status
-from softclip.sweep.spec import SweepSpec, load_sweep, sweep_dir
 from softclip.sweep.study import PRUNERS, SAMPLERS, open_study
 from softclip.sweep.worker import TRIALS, WorkerTask, run_worker
+from softclip.sweep_spec import SweepSpec, load_sweep, sweep_dir
 
 __all__ = ["PRUNERS", "SAMPLERS", "TRIALS", "SweepError", "SweepResult", "SweepSpec", "WorkerTask", "load_sweep",
            "open_study", "run_sweep", "run_worker", "sweep_dir", "sweep_status"]  # fmt: skip

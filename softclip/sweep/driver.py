@@ -22,11 +22,11 @@ import yaml
 from optuna.trial import TrialState
 
 from softclip.atomic import write_json, write_text
-from softclip.config import ConfigError, LauncherConfig, base_data, build_run_config, load_cluster
+from softclip.config import ConfigError, LauncherConfig, base_data, build_run_config
 from softclip.errors import SoftclipError
-from softclip.launch import Launcher, launcher_for, layered, uses_cluster
+from softclip.launch import Launcher, launcher_for
 from softclip.runfiles import MANIFEST
-from softclip.sweep.spec import SweepSpec, grid_size, sweep_dir
+from softclip.sweep.space import grid_size
 from softclip.sweep.study import (
     JOURNAL_PREFIX,
     dashboard_command,
@@ -38,6 +38,7 @@ from softclip.sweep.study import (
     run_key,
 )
 from softclip.sweep.worker import ERROR_ATTR, SURPLUS_ATTR, WorkerTask, failures, run_worker
+from softclip.sweep_spec import SweepSpec, sweep_dir
 
 log = logging.getLogger("softclip.sweep")
 
@@ -78,13 +79,13 @@ def count_states(study: optuna.Study) -> Counter[str]:
 
 def make_sweep_launcher(spec: SweepSpec, name: str | None, workers: int | None, cfg_launcher: LauncherConfig) -> Launcher:
     """The launcher from CLI flags > the sweep file's ``launcher`` > the base config's ``launcher``."""
-    config = layered(cfg_launcher, spec.launcher.model_dump(), {"name": name, "workers": workers})
-    cluster = load_cluster(config.cluster) if uses_cluster(config.name) else None
-    if cluster is not None and cluster.nodes * cluster.tasks_per_node > 1 and spec.pruner.name != "none":
-        # a pruned rank 0 would leave the other ranks waiting at the trainer's evaluation barrier
+    chosen = launcher_for(cfg_launcher, spec.launcher.model_dump(), {"name": name, "workers": workers},
+                          folder=sweep_dir(spec) / "jobs", job_name=spec.name)  # fmt: skip
+    tasks = chosen.cluster.nodes * chosen.cluster.tasks_per_node if chosen.uses_cluster and chosen.cluster else 1
+    if tasks > 1 and spec.pruner.name != "none":  # a pruned rank 0 would leave the other ranks at a barrier
         raise ConfigError(f"{spec.source}: pruner.name={spec.pruner.name!r} needs single-task jobs; the cluster "
-                          f"runs {cluster.nodes}x{cluster.tasks_per_node} tasks per job (use pruner.name: none)")
-    return launcher_for(config, folder=sweep_dir(spec) / "jobs", job_name=spec.name)
+                          f"runs {tasks} tasks per job (use pruner.name: none)")
+    return chosen
 
 
 def write_record(spec: SweepSpec, path: Path) -> None:
@@ -152,9 +153,9 @@ def run_sweep(spec: SweepSpec, launcher: str | None = None, n_trials: int | None
             break
         finished = done
         if spec.trial == "train":  # generate the data once here, not racing in the trials
-            from softclip.train.run import ensure_synth_data
+            from softclip.data.synth.roots import ensure
 
-            ensure_synth_data(cfg.data)
+            ensure(cfg.data)
         n = min(chosen.max_parallel, left)
         log.info("sweep %s: %d trials to go, %d worker(s) on %s, storage %s", spec.name, left, n, chosen.name,
                  redact_url(url))  # fmt: skip

@@ -29,7 +29,8 @@ from softclip.config import ConfigError
 from softclip.errors import SoftclipError
 from softclip.identity import identity_diff
 from softclip.registry import Registry, RegistryError
-from softclip.sweep.spec import SweepSpec, grid_space, sweep_dir, sweep_identity
+from softclip.sweep.space import grid_space
+from softclip.sweep_spec import SweepSpec, sweep_dir, sweep_identity
 
 log = logging.getLogger("softclip.sweep")
 

@@ -32,8 +32,9 @@ from softclip import runfiles
 from softclip.config import Config, base_data, build_run_config
 from softclip.launch import distributed_rank
 from softclip.registry import Registry
-from softclip.sweep.spec import SweepSpec, suggest, sweep_dir
+from softclip.sweep.space import suggest
 from softclip.sweep.study import JOURNAL_PREFIX, journal_heartbeat, open_study, quiet_optuna, retry, run_key
+from softclip.sweep_spec import SweepSpec, sweep_dir
 
 log = logging.getLogger("softclip.sweep")
 TrialFn = Callable[[Config, Path, "Reporter"], dict[str, float]]

@@ -11,8 +11,9 @@ import yaml
 from softclip.config import ConfigError
 from softclip.sweep import SAMPLERS, load_sweep
 from softclip.sweep.driver import target_trials
-from softclip.sweep.spec import ParamSpec, grid_space, ordered_params, suggest
+from softclip.sweep.space import grid_space, ordered_params, suggest
 from softclip.sweep.study import make_sampler
+from softclip.sweep_spec import ParamSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = str(ROOT / "ablations" / "base.yaml")
