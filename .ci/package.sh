@@ -18,4 +18,4 @@ found=$("$work/venv/bin/python" -c 'import softclip; print(softclip.__file__)')
 case "$found" in "$root"/*) echo "softclip resolved to the checkout ($found), not the wheel" >&2; exit 1;; esac
 OMP_NUM_THREADS=1 "$work/venv/bin/softclip" reproduce --profile smoke
 test -s reports/smoke/findings.md
-echo "== package: softclip reproduce --profile smoke ran from the installed wheel ($found)"
+echo "== package: softclip reproduce --profile smoke ran from the installed wheel ($found), $SECONDS s"
