@@ -192,6 +192,8 @@ class SlurmLauncher(Launcher):
                 outcome.value = job.results()[0]  # a multi-task (DDP) job: rank 0's value
             except Exception as err:  # noqa: BLE001 - FailedJobError, UncompletedJobError, the task's own error
                 outcome.error = f"job {job.job_id}: {err}"
+        with contextlib.suppress(OSError):  # submitit also makes the folder literally named %j, and leaves it empty
+            (self.folder / "%j").rmdir()
         return outcomes
 
 

@@ -63,6 +63,7 @@ def test_processes_failures_are_isolated(tmp_path):
     assert outcomes[0].value == 9
     assert "RuntimeError: bad" in outcomes[1].error
     assert outcomes[2].error.startswith(f"job {outcomes[2].job_id}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(o.job_id for o in outcomes), "one folder per job"
 
 
 def test_map_keeps_order(tmp_path):
