@@ -13,14 +13,17 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from softclip.config import ConfigError
+
+if TYPE_CHECKING:
+    from softclip.schema import DataConfig
 
 SYNTH_DATA_SEED = 0  # one SynthScenes copy per data.root, shared by every training seed
 
 
-def ensure(data: Any, workers: int = 1) -> None:
+def ensure(data: DataConfig, workers: int = 1) -> None:
     """Generate SynthScenes for a ``data`` config section under ``data.root`` unless it is there (other sources:
     nothing to do)."""
     if data.source == "synth":
@@ -29,7 +32,7 @@ def ensure(data: Any, workers: int = 1) -> None:
         generate(data.root, data.synth, seed=SYNTH_DATA_SEED, workers=workers)
 
 
-def own_root(data: Any, base: Any) -> Any:
+def own_root(data: DataConfig, base: DataConfig) -> DataConfig:
     """``data`` (a ``data`` section) with ``data.root`` = ``<root>-<spec hash>`` when it changes the base's
     ``data.synth`` but not its ``data.root``; else ``data`` itself."""
     if data.source != "synth" or data.root != base.root or data.synth == base.synth:
@@ -52,7 +55,7 @@ def check_roots(runs: Sequence[tuple[str, dict[str, Any]]]) -> None:
                 )
 
 
-def prepare(sections: Sequence[Any]) -> list[str]:
+def prepare(sections: Sequence[DataConfig]) -> list[str]:
     """Generate every SynthScenes ``data.root`` of ``sections`` once, with every core (nothing else runs yet)."""
     roots = list(dict.fromkeys(d.root for d in sections if d.source == "synth"))
     for root in roots:
