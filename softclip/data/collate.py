@@ -56,8 +56,9 @@ def collate(
     Returns:
         ``{"image": float [B,3,H,W], "text": long [B,L], "roi": float16 or float32 [B,kmax,D] (zero padded;
         float32 if any sample's is), "roi_mask": bool [B,kmax] (True = valid region), "tags": long [B,L]
-        (tokens of the joined tags), "tags_mask": bool [B] (has >= 1 tag), "key": list[str]}``, and, when every sample carries scene
-        annotations, ``"scene_image": long [B, T+1], "scene_text": long [B, 2M+1]`` (:mod:`softclip.objective.oracle`).
+        (tokens of the joined tags), "tags_mask": bool [B] (has >= 1 tag), "key": list[str]}``, and, when every
+        sample carries scene annotations, ``"scene_image": long [B, T+1], "scene_text": long [B, 2M+1]``
+        (:mod:`softclip.objective.oracle`).
     """
     if not samples:
         raise ValueError("collate needs at least one sample")

@@ -146,3 +146,15 @@ def test_cluster_flag_reaches_every_ablation_and_sweep(tmp_path):
     cluster.write_text("partition: gpu\ngpus_per_node: 1\n")
     ablations, sweeps = plan("smoke", ["main", "noise", "beta_tau"], cluster=cluster)
     assert [s.launcher.cluster for s in [*ablations, *sweeps]] == [str(cluster)] * 3
+
+
+def test_prepare_generates_each_synth_root_once(monkeypatch):
+    from softclip.data.synth import roots
+    from softclip.schema import DataConfig
+
+    made = []
+    monkeypatch.setattr(roots, "ensure", lambda data, workers=1: made.append(data.root))
+    a, b = DataConfig(root="data/a"), DataConfig(root="data/b")
+    files = DataConfig(source="wds", root="data/real")
+    assert roots.prepare([a, b, a, files]) == ["data/a", "data/b"]
+    assert made == ["data/a", "data/b"]

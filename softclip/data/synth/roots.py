@@ -57,7 +57,10 @@ def check_roots(runs: Sequence[tuple[str, dict[str, Any]]]) -> None:
 
 def prepare(sections: Sequence[DataConfig]) -> list[str]:
     """Generate every SynthScenes ``data.root`` of ``sections`` once, with every core (nothing else runs yet)."""
-    roots = list(dict.fromkeys(d.root for d in sections if d.source == "synth"))
-    for root in roots:
-        ensure(next(d for d in sections if d.root == root), workers=os.cpu_count() or 1)
-    return roots
+    first: dict[str, DataConfig] = {}
+    for data in sections:
+        if data.source == "synth":
+            first.setdefault(data.root, data)
+    for data in first.values():
+        ensure(data, workers=os.cpu_count() or 1)
+    return list(first)
